@@ -1,0 +1,258 @@
+"""Every course model, declared once. Shapes, labels, preprocessing and recipes live here only."""
+
+from zoo.registry import (ImagePreprocess, ModelSpec, OneHotPreprocess, Recipe, SeriesPreprocess,
+                          TabularPreprocess, TensorSpec, register)
+
+INTERMEDIATE = "Intermediate Deep Learning with PyTorch (DataCamp)"
+BLITZ = "Deep Learning with PyTorch: A 60 Minute Blitz"
+FASTAI = "fast.ai Practical Deep Learning, lesson 4"
+BOOK = "Deep Learning with PyTorch (Stevens, Antiga, Viehmann)"
+FUNDAMENTALS = "Deep-learning fundamentals notes (Keras, rebuilt in PyTorch)"
+
+CLOUD_TYPES = ("cirriform clouds", "clear sky", "cumulonimbus clouds", "cumulus clouds",
+               "high cumuliform clouds", "stratiform clouds", "stratocumulus clouds")
+DIGITS = tuple(str(d) for d in range(10))
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                   "Bag", "Ankle boot")
+WATER_FEATURES = ("ph", "Hardness", "Solids", "Chloramines", "Sulfate", "Conductivity", "Organic_carbon",
+                  "Trihalomethanes", "Turbidity")
+CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+
+# Omniglot "images_background": 30 alphabets with their number of characters. The character label is
+# global: "<alphabet>/characterNN" in sorted order, 964 in all. Fixed here so labels never depend on
+# which folders a user's copy happens to contain.
+OMNIGLOT_ALPHABET_SIZES = {
+    "Alphabet_of_the_Magi": 20, "Anglo-Saxon_Futhorc": 29, "Arcadian": 26, "Armenian": 41,
+    "Asomtavruli_(Georgian)": 40, "Balinese": 24, "Bengali": 46, "Blackfoot_(Canadian_Aboriginal_Syllabics)": 14,
+    "Braille": 26, "Burmese_(Myanmar)": 34, "Cyrillic": 33, "Early_Aramaic": 22, "Futurama": 26, "Grantha": 43,
+    "Greek": 24, "Gujarati": 48, "Hebrew": 22, "Inuktitut_(Canadian_Aboriginal_Syllabics)": 16,
+    "Japanese_(hiragana)": 52, "Japanese_(katakana)": 47, "Korean": 40, "Latin": 26,
+    "Malay_(Jawi_-_Arabic)": 40, "Mkhedruli_(Georgian)": 41, "N_Ko": 33,
+    "Ojibwe_(Canadian_Aboriginal_Syllabics)": 14, "Sanskrit": 42, "Syriac_(Estrangelo)": 23, "Tagalog": 17,
+    "Tifinagh": 55,
+}
+OMNIGLOT_ALPHABETS = tuple(sorted(OMNIGLOT_ALPHABET_SIZES))
+OMNIGLOT_CHARACTERS = tuple(f"{a}/character{i:02d}" for a in OMNIGLOT_ALPHABETS
+                            for i in range(1, OMNIGLOT_ALPHABET_SIZES[a] + 1))
+
+
+def image(name="image", channels=3, size=32):
+    return TensorSpec(name, ("batch", channels, size, size))
+
+
+def vector(name, width):
+    return TensorSpec(name, ("batch", width))
+
+
+# --- Intermediate Deep Learning with PyTorch (DataCamp) -------------------------------------------
+
+register(ModelSpec(
+    name="water-mlp", course=INTERMEDIATE, task="binary",
+    build="zoo.models.intermediate:WaterMLP", params=353,
+    inputs=(vector("features", 9),), outputs=(vector("probability", 1),), output_kind="probability",
+    preprocess={"features": TabularPreprocess(columns=WATER_FEATURES, standardize=True)},
+    labels={"probability": ("not potable", "potable")},
+    dataset="water_potability",
+    recipe=Recipe(optimizer="adamw", lr=3e-3, batch_size=32, epochs=150, loss="bce", weight_decay=1e-3,
+                  scheduler="cosine", patience=40),
+    description="Linear(9,16)-BN-ELU-Linear(16,8)-BN-ELU-Linear(8,1)-Sigmoid, kaiming_uniform_ init.",
+    course_result="about 0.67 accuracy (majority class 0.59)",
+))
+
+register(ModelSpec(
+    name="clouds-cnn", course=INTERMEDIATE, task="multiclass",
+    build="zoo.models.intermediate:CloudsCNN", params=134_087,
+    inputs=(image("image", 3, 64),), outputs=(vector("logits", 7),),
+    preprocess={"image": ImagePreprocess(size=(64, 64), mode="RGB")},
+    labels={"logits": CLOUD_TYPES},
+    dataset="clouds",
+    recipe=Recipe(optimizer="adamw", lr=1e-3, batch_size=16, epochs=60, weight_decay=5e-4,
+                  scheduler="cosine", augment="clouds", label_smoothing=0.1, patience=25),
+    description="Conv(3,32)-ELU-MaxPool-Conv(32,64)-ELU-MaxPool-Flatten-Linear(16384,7).",
+    course_result="about 0.69 accuracy on 474 training images",
+))
+
+for _cell, _params in (("rnn", 3_265), ("lstm", 12_961), ("gru", 9_729)):
+    register(ModelSpec(
+        name=f"electricity-{_cell}", course=INTERMEDIATE, task="regression",
+        build=f"zoo.models.intermediate:electricity_{_cell}", params=_params,
+        inputs=(TensorSpec("series", ("batch", "sequence", 1)),), outputs=(vector("next_value", 1),),
+        output_kind="value",
+        preprocess={"series": SeriesPreprocess(column="consumption", window=96)},
+        dataset="electricity", monitor="mse",
+        recipe=Recipe(optimizer="adam", lr=1e-3, batch_size=128, epochs=12, loss="mse", scheduler="cosine",
+                      grad_clip=1.0, patience=4, val_fraction=0.15),
+        description=f"{_cell.upper()}(1, 32, 2 layers, batch_first), zero initial state, Linear(32,1) on the "
+                    "last step; predicts the next 15-minute reading from the previous 96 (24 hours).",
+        course_result="about the persistence forecast (next value = last value)",
+    ))
+
+register(ModelSpec(
+    name="omniglot-two-input", course=INTERMEDIATE, task="multiclass",
+    build="zoo.models.intermediate:OmniglotTwoInput", params=2_229_756,
+    inputs=(image("image", 1, 64), vector("alphabet", 30)), outputs=(vector("character", 964),),
+    preprocess={"image": ImagePreprocess(size=(64, 64), mode="L"),
+                "alphabet": OneHotPreprocess(vocabulary=OMNIGLOT_ALPHABETS)},
+    labels={"character": OMNIGLOT_CHARACTERS},
+    dataset="omniglot",
+    recipe=Recipe(optimizer="adamw", lr=1e-3, batch_size=64, epochs=40, weight_decay=1e-2,
+                  scheduler="cosine", augment="omniglot", patience=10, val_fraction=0.15),
+    description="image: Conv(1,16)-MaxPool-ELU-Flatten-Linear(16384,128); alphabet: Linear(30,8)-ELU; "
+                "Linear(136,964) on the concatenation.",
+    course_result="about 0.26 character accuracy on new drawings",
+))
+
+register(ModelSpec(
+    name="omniglot-two-output", course=INTERMEDIATE, task="multi-output",
+    build="zoo.models.intermediate:OmniglotTwoOutput", params=2_225_666,
+    inputs=(image("image", 1, 64),), outputs=(vector("alphabet", 30), vector("character", 964)),
+    preprocess={"image": ImagePreprocess(size=(64, 64), mode="L")},
+    labels={"alphabet": OMNIGLOT_ALPHABETS, "character": OMNIGLOT_CHARACTERS},
+    dataset="omniglot", monitor="character_accuracy",
+    recipe=Recipe(optimizer="adamw", lr=1e-3, batch_size=64, epochs=40, weight_decay=1e-2,
+                  scheduler="cosine", augment="omniglot", patience=10, val_fraction=0.15),
+    description="image: Conv(1,16)-MaxPool-ELU-Flatten-Linear(16384,128); heads Linear(128,30) for the "
+                "alphabet and Linear(128,964) for the character; loss CE(alphabet) + CE(character).",
+    course_result="about 0.33 character / 0.26 alphabet accuracy on new drawings; SGD lr 0.05 can diverge",
+))
+
+# --- PyTorch 60-minute blitz ----------------------------------------------------------------------
+
+register(ModelSpec(
+    name="lenet-mnist", course=BLITZ, task="multiclass",
+    build="zoo.models.blitz:LeNet", params=81_194,
+    inputs=(image("image", 1, 32),), outputs=(vector("logits", 10),),
+    preprocess={"image": ImagePreprocess(size=(28, 28), mode="L", pad=2)},
+    labels={"logits": DIGITS},
+    dataset="mnist",
+    recipe=Recipe(optimizer="adamw", lr=2e-3, batch_size=128, epochs=8, scheduler="onecycle", patience=4,
+                  val_fraction=0.1),
+    description="Conv(1,6,3)-ReLU-MaxPool-Conv(6,16,3)-ReLU-MaxPool-Linear(576,120)-ReLU-Linear(120,84)-"
+                "ReLU-Linear(84,10); 28x28 digits zero-padded to 32x32.",
+    course_result="no figure in the blitz (the network is only defined there)",
+))
+
+register(ModelSpec(
+    name="cifar10-net", course=BLITZ, task="multiclass",
+    build="zoo.models.blitz:CifarNet", params=62_006,
+    inputs=(image("image", 3, 32),), outputs=(vector("logits", 10),),
+    preprocess={"image": ImagePreprocess(size=(32, 32), mode="RGB", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))},
+    labels={"logits": CIFAR10_CLASSES},
+    dataset="cifar10",
+    recipe=Recipe(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4, batch_size=64, epochs=30,
+                  scheduler="onecycle", augment="cifar", patience=8, val_fraction=0.1),
+    description="Conv(3,6,5)-ReLU-MaxPool-Conv(6,16,5)-ReLU-MaxPool-Linear(400,120)-ReLU-Linear(120,84)-"
+                "ReLU-Linear(84,10); Normalize(0.5, 0.5).",
+    course_result="0.37 after 2 epochs in the notes' run, about 0.55 in the original tutorial",
+))
+
+# --- fast.ai lesson 4 -----------------------------------------------------------------------------
+
+_MNIST_FLAT = ImagePreprocess(size=(28, 28), mode="L", flatten=True)
+register(ModelSpec(
+    name="mnist-3v7-linear", course=FASTAI, task="binary",
+    build="zoo.models.fastai:mnist_linear", params=785,
+    inputs=(vector("pixels", 784),), outputs=(vector("logit", 1),), output_kind="logit",
+    preprocess={"pixels": _MNIST_FLAT},
+    labels={"logit": ("7", "3")},  # sigmoid(logit) is the probability of "3", as in the course
+    dataset="mnist_sample",
+    recipe=Recipe(optimizer="sgd", lr=1.0, batch_size=256, epochs=20, loss="mnist_loss", patience=10),
+    description="Linear(784,1) on the flattened 28x28 image; sigmoid(output) = P(digit is 3).",
+    course_result="about 0.97 accuracy",
+))
+
+register(ModelSpec(
+    name="mnist-3v7-simplenet", course=FASTAI, task="binary",
+    build="zoo.models.fastai:simple_net", params=23_581,
+    inputs=(vector("pixels", 784),), outputs=(vector("logit", 1),), output_kind="logit",
+    preprocess={"pixels": _MNIST_FLAT},
+    labels={"logit": ("7", "3")},
+    dataset="mnist_sample",
+    recipe=Recipe(optimizer="sgd", lr=0.1, batch_size=256, epochs=40, loss="mnist_loss", patience=15),
+    description="Linear(784,30)-ReLU-Linear(30,1); sigmoid(output) = P(digit is 3).",
+    course_result="about 0.98 accuracy after 40 epochs",
+))
+
+# --- Deep Learning with PyTorch (book) ------------------------------------------------------------
+
+_THERMO = {"reading": TabularPreprocess(columns=("t_u",), scale=0.1)}
+register(ModelSpec(
+    name="thermometer-linear", course=BOOK, task="regression",
+    build="zoo.models.book:thermometer_linear", params=2,
+    inputs=(vector("reading", 1),), outputs=(vector("celsius", 1),), output_kind="value",
+    preprocess=_THERMO, dataset="thermometer", monitor="mse",
+    recipe=Recipe(optimizer="sgd", lr=1e-2, batch_size=11, epochs=5000, loss="mse", patience=5000,
+                  val_fraction=0.0),
+    description="Linear(1,1) on the unknown-unit reading t_u scaled by 0.1 (ch. 5).",
+    course_result="w = 5.37, b = -17.30 after 5000 epochs at lr 1e-2",
+))
+
+register(ModelSpec(
+    name="thermometer-mlp", course=BOOK, task="regression",
+    build="zoo.models.book:thermometer_mlp", params=40,
+    inputs=(vector("reading", 1),), outputs=(vector("celsius", 1),), output_kind="value",
+    preprocess=_THERMO, dataset="thermometer", monitor="mse",
+    recipe=Recipe(optimizer="sgd", lr=1e-3, batch_size=11, epochs=5000, loss="mse", patience=5000,
+                  val_fraction=0.0),
+    description="Linear(1,13)-Tanh-Linear(13,1) (ch. 6).",
+    course_result="training loss below the linear model's",
+))
+
+_CIFAR2 = dict(
+    course=BOOK, task="multiclass", inputs=(image("image", 3, 32),), outputs=(vector("logits", 2),),
+    preprocess={"image": ImagePreprocess(size=(32, 32), mode="RGB", mean=CIFAR10_MEAN, std=CIFAR10_STD)},
+    labels={"logits": ("airplane", "bird")}, dataset="cifar2",
+    recipe=Recipe(optimizer="sgd", lr=3e-2, momentum=0.9, weight_decay=5e-4, batch_size=64, epochs=40,
+                  scheduler="onecycle", augment="cifar", patience=12, val_fraction=0.1),
+    course_result="0.89 validation accuracy (cifar2-net in the book)",
+)
+for _name, _build, _params, _desc in (
+    ("cifar2-net", "Net", 18_090, "Conv(3,16)-Tanh-MaxPool-Conv(16,8)-Tanh-MaxPool-Linear(512,32)-Tanh-Linear(32,2)."),
+    ("cifar2-netwidth", "NetWidth", 38_386, "as cifar2-net with 32 and 16 channels."),
+    ("cifar2-netdropout", "NetDropout", 38_386, "as cifar2-netwidth with Dropout2d(0.4) after each pooling."),
+    ("cifar2-netbatchnorm", "NetBatchNorm", 38_482, "as cifar2-netwidth with BatchNorm2d before each Tanh."),
+    ("cifar2-netres", "NetRes", 16_130, "three ReLU convs with a skip around the third (ch. 8)."),
+    ("cifar2-netresdeep", "NetResDeep", 159_330, "conv, 10 independent ResBlock(32) (conv-BN-ReLU + skip), "
+                                                   "Linear(2048,32)-ReLU-Linear(32,2)."),
+):
+    register(ModelSpec(name=_name, build=f"zoo.models.book:{_build}", params=_params, description=_desc,
+                       **_CIFAR2))
+
+register(ModelSpec(
+    name="cifar2-fc", course=BOOK, task="multiclass",
+    build="zoo.models.book:cifar2_fc", params=1_574_402,
+    inputs=(image("image", 3, 32),), outputs=(vector("logits", 2),),
+    preprocess=_CIFAR2["preprocess"], labels=_CIFAR2["labels"], dataset="cifar2",
+    recipe=Recipe(optimizer="sgd", lr=1e-2, momentum=0.9, weight_decay=1e-3, batch_size=64, epochs=30,
+                  scheduler="onecycle", augment="cifar", patience=10, val_fraction=0.1),
+    description="Flatten-Linear(3072,512)-Tanh-Linear(512,2) (ch. 7).",
+    course_result="about 0.82 validation accuracy",
+))
+
+# --- Deep-learning fundamentals notes -------------------------------------------------------------
+
+register(ModelSpec(
+    name="circles-mlp", course=FUNDAMENTALS, task="binary",
+    build="zoo.models.fundamentals:circles_mlp", params=151,
+    inputs=(vector("point", 2),), outputs=(vector("probability", 1),), output_kind="probability",
+    preprocess={"point": TabularPreprocess(columns=("x1", "x2"))},
+    labels={"probability": ("outer circle", "inner circle")},
+    dataset="circles",
+    recipe=Recipe(optimizer="adam", lr=1e-2, batch_size=32, epochs=200, loss="bce", patience=30),
+    description="Linear(2,10)-ReLU-Linear(10,10)-ReLU-Linear(10,1)-Sigmoid.",
+    course_result="about 1.00 with polynomial features",
+))
+
+register(ModelSpec(
+    name="fashion-mnist-mlp", course=FUNDAMENTALS, task="multiclass",
+    build="zoo.models.fundamentals:fashion_mlp", params=52_650,
+    inputs=(image("image", 1, 28),), outputs=(vector("logits", 10),),
+    preprocess={"image": ImagePreprocess(size=(28, 28), mode="L")},
+    labels={"logits": FASHION_CLASSES},
+    dataset="fashion_mnist",
+    recipe=Recipe(optimizer="adamw", lr=2e-3, batch_size=128, epochs=25, weight_decay=1e-4,
+                  scheduler="cosine", patience=6, val_fraction=0.1),
+    description="Flatten-Linear(784,64)-SELU-Linear(64,32)-SELU-Linear(32,10); pixels / 255.",
+    course_result="about 0.84 for the 8-8 variant",
+))

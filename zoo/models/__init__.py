@@ -1,0 +1,1 @@
+"""Course architectures, one module per course. Importing this package imports torch."""
