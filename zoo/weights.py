@@ -98,3 +98,13 @@ def load_state_dict(spec: ModelSpec, path: str | Path, verify_card: bool = True)
             raise ZooError(f"{path}: tensor {key} is {tuple(state[key].shape)} {state[key].dtype}, "
                            f"{spec.name} expects {tuple(ref.shape)} {ref.dtype}")
     return state
+
+
+def preprocess_for(spec: ModelSpec, card: dict | None) -> dict:
+    """The complete preprocessing per input: the spec's, plus what training fitted (the card's)."""
+    import dataclasses
+
+    merged = {name: dataclasses.asdict(pre) for name, pre in spec.preprocess.items()}
+    for name, fitted in ((card or {}).get("preprocess") or {}).items():
+        merged.setdefault(name, {}).update(fitted)
+    return merged
