@@ -1,0 +1,126 @@
+"""Plumbing shared by the image-dataset adapters (omniglot, digits, cifar): read image bytes from a
+folder tree or a tar in one pass, fingerprint them, and decode them with the runtime's
+`zoo.preprocess.decode_image` so training sees exactly the pixels serving will."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+import zlib
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import torch
+
+from zoo import preprocess as pp
+from zoo.data._core import DataError, IMAGE_SUFFIXES
+
+Entry = tuple[str, bytes]  # (name relative to the dataset root, file bytes)
+
+
+def is_image_name(name: str) -> bool:
+    leaf = PurePosixPath(name).name
+    return not leaf.startswith(".") and PurePosixPath(leaf).suffix.lower() in IMAGE_SUFFIXES
+
+
+def fingerprint_entries(entries) -> str:
+    """sha256 over (relative name, sha256 of bytes) in sorted order: the same value
+    `_core.fingerprint_files` gives for the same files on disk."""
+    h = hashlib.sha256()
+    for name, data in sorted(entries, key=lambda e: PurePosixPath(e[0]).parts):
+        h.update(name.encode())
+        h.update(hashlib.sha256(data).digest())
+    return h.hexdigest()
+
+
+def fingerprint_file(path: Path) -> str:
+    return fingerprint_entries([(path.name, path.read_bytes())])
+
+
+def read_tree(root: Path, classes) -> dict[str, list[Entry]]:
+    """The image files of each class folder `root/<class>/` (those that exist), as bytes."""
+    groups = {}
+    for name in classes:
+        folder = root / name
+        if not folder.is_dir():
+            continue
+        files = sorted(e.name for e in _scandir(folder) if e.is_file() and is_image_name(e.name))
+        groups[name] = [(f"{name}/{f}", (folder / f).read_bytes()) for f in files]
+    return groups
+
+
+def _scandir(folder: Path):
+    import os
+    with os.scandir(folder) as it:
+        return list(it)
+
+
+def read_tar(path: Path, classes, split: str, what: str) -> dict[str, list[Entry]]:
+    """Image members `[<prefix>/]<class>/<file>` of a (gzip) tar, read in one streaming pass; only
+    the given classes are kept. When members sit under a `<split>/` folder, only those are used."""
+    wanted = set(classes)
+    found: dict[str, list[tuple[tuple, Entry]]] = {}
+    try:
+        with tarfile.open(path, "r|*") as tar:
+            for member in tar:
+                parts = PurePosixPath(member.name).parts
+                if not member.isfile() or len(parts) < 2 or parts[-2] not in wanted or not is_image_name(member.name):
+                    continue
+                found.setdefault(parts[-2], []).append((parts, (member.name, tar.extractfile(member).read())))
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+        raise DataError(f"{what} {path.name}: cannot read the tar archive ({e}); "
+                        f"expected a gzip tar of <class>/<image> files") from None
+    in_split = any(len(p) >= 3 and p[-3] == split for items in found.values() for p, _ in items)
+    return {name: [entry for p, entry in items if not in_split or (len(p) >= 3 and p[-3] == split)]
+            for name, items in found.items()}
+
+
+def check_groups(groups: dict[str, list[Entry]], classes, what: str, where: str) -> None:
+    missing = [c for c in classes if c not in groups]
+    if missing:
+        raise DataError(f"{what} {where}: missing class folder(s) {missing}; expected one folder per class "
+                        f"{list(classes)}")
+    empty = [c for c in classes if not groups[c]]
+    if empty:
+        raise DataError(f"{what} {where}: class folder {empty[0]!r} has no images")
+
+
+def decode_bytes(name: str, data: bytes, pre: dict) -> np.ndarray:
+    """One encoded image -> uint8 (C, H, W), exactly as `decode_image` gives it (which is skipped
+    only when the image already has the wanted mode and size, where it would change nothing)."""
+    from PIL import Image
+
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except Exception as e:  # PIL raises several types for corrupt files
+        raise DataError(f"cannot read image {name}: {e}; expected a PNG or JPEG file") from None
+    if image.mode == pre["mode"] and image.size == tuple(pre["size"])[::-1]:
+        array = np.asarray(image)
+        return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+    return pp.decode_image(image, pre)
+
+
+def decode_groups(groups: dict[str, list[Entry]], classes, pre: dict):
+    """Class groups -> uint8 images (N, C, H, W), int64 labels (index in `classes`), fingerprint."""
+    arrays, labels, entries = [], [], []
+    for index, name in enumerate(classes):
+        for entry in groups[name]:
+            arrays.append(decode_bytes(*entry, pre))
+            labels.append(index)
+            entries.append(entry)
+    return torch.from_numpy(np.stack(arrays)), torch.tensor(labels, dtype=torch.int64), fingerprint_entries(entries)
+
+
+def arrays_to_images(arrays: np.ndarray, pre: dict) -> torch.Tensor:
+    """uint8 (N, H, W) or (N, H, W, C) pixels -> uint8 (N, C, H, W) of the preprocessing's mode and
+    size. Stored arrays that already fit are used as they are (what `decode_image` would return)."""
+    height, width = pre["size"]
+    channels = 1 if pre["mode"] == "L" else 3
+    fits = arrays.shape[1:3] == (height, width) and (arrays.ndim == 3 if channels == 1 else
+                                                      arrays.ndim == 4 and arrays.shape[3] == 3)
+    if fits:
+        out = arrays[:, None] if arrays.ndim == 3 else arrays.transpose(0, 3, 1, 2)
+        return torch.from_numpy(np.ascontiguousarray(out))
+    return torch.from_numpy(np.stack([pp.decode_image(a, pre) for a in arrays]))
