@@ -1,0 +1,171 @@
+"""Backends behind a Session: onnxruntime (no torch), TorchScript and torch.export (torch, imported lazily).
+
+Each takes validated numpy arrays and returns the outputs as numpy arrays, in manifest order."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from zoo.errors import ZooError
+
+__all__ = ["DeviceUnavailable", "BackendError", "default_threads", "OrtBackend", "TorchBackend"]
+
+
+class DeviceUnavailable(ZooError):
+    """The requested device cannot be used here; the message says why."""
+
+
+class BackendError(ZooError):
+    """The backend failed on inputs that passed validation (a broken bundle or a backend bug)."""
+
+
+def default_threads() -> int:
+    """CPU cores this process may use: the affinity mask, capped by a cgroup v2 CPU quota when there is one
+    (onnxruntime's own default counts the host's cores and oversubscribes containers)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, round(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
+
+
+def _visible_devices() -> str:
+    value = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return "unset" if value is None else repr(value)
+
+
+def _gpu_count() -> tuple[int, str]:
+    """(number of GPUs the NVIDIA driver reports, why none when 0), without torch."""
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return 0, "no NVIDIA driver (libcuda.so.1 cannot be loaded): this machine has no usable GPU"
+    if cuda.cuInit(0) != 0:
+        return 0, f"the NVIDIA driver found no usable GPU (cuInit failed; CUDA_VISIBLE_DEVICES={_visible_devices()})"
+    count = ctypes.c_int(0)
+    if cuda.cuDeviceGetCount(ctypes.byref(count)) != 0 or count.value == 0:
+        return 0, f"the NVIDIA driver reports no GPU (CUDA_VISIBLE_DEVICES={_visible_devices()})"
+    return count.value, ""
+
+
+def ort_cuda_problem(ort) -> str:
+    """Why onnxruntime cannot run on CUDA here (called after it fell back to the CPU)."""
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return (f"onnxruntime {ort.__version__} is built without CUDA (install onnxruntime-gpu, and never the "
+                "CPU-only onnxruntime package beside it: it hides CUDA)")
+    gpus, why = _gpu_count()
+    if not gpus:
+        return why
+    library = Path(ort.__file__).parent / "capi" / "libonnxruntime_providers_cuda.so"
+    try:
+        ctypes.CDLL(str(library))
+    except OSError as e:
+        return (f"CUDA libraries are missing: onnxruntime's CUDA provider cannot load ({e}); it needs the CUDA "
+                "runtime, cuBLAS and cuDNN 9 of its CUDA version on the library path (or the nvidia-* wheels)")
+    return "onnxruntime could not create its CUDA provider on this GPU (run with ORT logging to see why)"
+
+
+class OrtBackend:
+    name = "onnxruntime"
+
+    def __init__(self, file: Path, output_names: list[str], device: str = "cpu", threads: int | None = None,
+                 cpu_arena: bool = True, cuda_options: dict | None = None, optimization: str = "all"):
+        import onnxruntime as ort
+
+        self.device = device
+        self.threads = threads or default_threads()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.enable_cpu_mem_arena = cpu_arena
+        options.graph_optimization_level = {
+            "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }[optimization]
+        if device == "cuda":
+            if "CUDAExecutionProvider" not in ort.get_available_providers() or not _gpu_count()[0]:
+                raise DeviceUnavailable(f"device='cuda' requested but {ort_cuda_problem(ort)}")
+            options.log_severity_level = 4  # our own error says why CUDA is unusable; ORT's would only repeat it
+            providers = [("CUDAExecutionProvider", {"device_id": 0, **(cuda_options or {})}), "CPUExecutionProvider"]
+        elif device == "cpu":
+            options.log_severity_level = 3
+            providers = ["CPUExecutionProvider"]
+        else:
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+        try:
+            self.session = ort.InferenceSession(str(file), options, providers=providers)
+        except Exception as e:  # onnxruntime raises its own exception types for unreadable models
+            raise BackendError(f"onnxruntime cannot load {file}: {e}") from None
+        self.providers = self.session.get_providers()
+        if device == "cuda" and "CUDAExecutionProvider" not in self.providers:
+            raise DeviceUnavailable(f"device='cuda' requested but {ort_cuda_problem(ort)}; onnxruntime would "
+                                    f"have run on {self.providers} instead, so nothing was loaded")
+        declared = [o.name for o in self.session.get_outputs()]
+        if sorted(declared) != sorted(output_names):
+            raise BackendError(f"{file} has outputs {declared} but its manifest declares {output_names}")
+        self.output_names = output_names
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        try:
+            return self.session.run(self.output_names, feeds)
+        except Exception as e:
+            raise BackendError(f"onnxruntime failed on inputs that passed validation: {e}") from None
+
+    def close(self) -> None:
+        self.session = None
+
+
+def torch_cuda_problem(torch) -> str:
+    if torch.version.cuda is None:
+        return f"torch {torch.__version__} is built without CUDA"
+    return f"torch sees no GPU (torch.cuda.device_count() is 0; CUDA_VISIBLE_DEVICES={_visible_devices()})"
+
+
+class TorchBackend:
+    """TorchScript (`model.ts`) or torch.export (`model.pt2`) programs, run under inference_mode."""
+
+    def __init__(self, file: Path, output_names: list[str], kind: str, device: str = "cpu",
+                 threads: int | None = None):
+        import torch
+
+        if device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+        if device == "cuda" and not torch.cuda.is_available():
+            raise DeviceUnavailable(f"device='cuda' requested but {torch_cuda_problem(torch)}")
+        self.torch, self.device, self.name = torch, device, kind
+        self.threads = threads or default_threads()
+        torch.set_num_threads(self.threads)  # process-wide in torch
+        try:
+            if kind == "torchscript":
+                with warnings.catch_warnings():  # "torch.jit.load is deprecated": the bundle format is the choice
+                    warnings.simplefilter("ignore", FutureWarning)
+                    self.module = torch.jit.load(str(file), map_location=device).eval()
+            else:
+                self.module = torch.export.load(str(file)).module().to(device)
+        except Exception as e:
+            raise BackendError(f"torch cannot load {file} as {kind}: {e}") from None
+        self.providers = [f"torch:{device}"]
+        self.output_names = output_names
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        torch = self.torch
+        try:
+            with torch.inference_mode():
+                args = [torch.from_numpy(a).to(self.device) for a in feeds.values()]
+                out = self.module(*args)
+                outs = out if isinstance(out, (tuple, list)) else (out,)
+                return [o.detach().cpu().numpy() for o in outs]
+        except Exception as e:
+            raise BackendError(f"{self.name} failed on inputs that passed validation: {e}") from None
+
+    def close(self) -> None:
+        self.module = None

@@ -1,0 +1,178 @@
+"""Session: a loaded bundle that validates inputs, runs a backend and turns raw inputs into predictions."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from zoo import preprocess as pp
+from zoo.runtime._backends import OrtBackend, TorchBackend
+from zoo.runtime._bundle import BundleError, Manifest, read_manifest
+from zoo.runtime._validate import check_inputs
+
+BACKEND_FORMATS = {"onnxruntime": "onnx", "torchscript": "torchscript", "pt2": "pt2"}
+
+
+def load(bundle: str | Path, device: str = "cpu", backend: str | None = None, threads: int | None = None,
+         cpu_arena: bool = True, cuda_options: dict | None = None, verify: bool = True) -> "Session":
+    """Load a bundle folder written by `zoo export`.
+
+    device: "cpu" or "cuda" (CUDA must really be used, else `DeviceUnavailable` says why).
+    backend: "onnxruntime", "torchscript" or "pt2"; by default the one that runs the bundle's format.
+    threads: intra-op threads (default: the cores this process may use, cgroup limits included).
+    cpu_arena: onnxruntime's CPU memory arena (it grows to the largest batch seen and never shrinks;
+        turn it off for long-running embedders that see occasional huge batches).
+    cuda_options: extra CUDAExecutionProvider options, e.g. {"cudnn_conv_algo_search": "HEURISTIC"}.
+    verify: check the model file's sha256 against the manifest.
+    """
+    manifest = read_manifest(bundle, verify=verify)
+    backend = backend or {v: k for k, v in BACKEND_FORMATS.items()}[manifest.format]
+    if backend not in BACKEND_FORMATS:
+        raise ValueError(f"backend must be one of {', '.join(BACKEND_FORMATS)}, got {backend!r}")
+    if BACKEND_FORMATS[backend] != manifest.format:
+        raise BundleError(f"{manifest.bundle} holds a {manifest.format} model; backend {backend!r} needs a "
+                          f"{BACKEND_FORMATS[backend]} bundle (export one with `zoo export {manifest.model} "
+                          f"--format {BACKEND_FORMATS[backend]}`)")
+    outputs = [o.name for o in manifest.outputs]
+    if backend == "onnxruntime":
+        engine = OrtBackend(manifest.file, outputs, device, threads, cpu_arena, cuda_options)
+    else:
+        engine = TorchBackend(manifest.file, outputs, backend, device, threads)
+    return Session(manifest, engine, backend, device)
+
+
+def _probabilities(values: np.ndarray, kind: str) -> np.ndarray:
+    """Raw classifier output (N, K) -> class probabilities (N, K'); one binary column becomes [neg, pos]."""
+    values = values.astype(np.float64)
+    if kind == "logits" and values.shape[-1] > 1:
+        shifted = np.exp(values - values.max(axis=-1, keepdims=True))
+        return shifted / shifted.sum(axis=-1, keepdims=True)
+    if kind in ("logit", "logits"):
+        values = 1.0 / (1.0 + np.exp(-values))
+    elif kind != "probability":
+        raise ValueError(f"output kind {kind!r} has no class probabilities")
+    return np.concatenate([1.0 - values, values], axis=-1) if values.shape[-1] == 1 else values
+
+
+class Session:
+    """A loaded bundle. `predict` takes model-ready arrays; `predict_raw` and `classify` take raw inputs."""
+
+    def __init__(self, manifest: Manifest, engine, backend: str, device: str):
+        self.manifest, self.backend, self.device = manifest, backend, device
+        self._engine = engine
+        self.input_names = [t.name for t in manifest.inputs]
+        self.output_names = [t.name for t in manifest.outputs]
+
+    def __repr__(self) -> str:
+        return (f"Session({self.manifest.model!r}, backend={self.backend!r}, device={self.device!r}, "
+                f"providers={self.providers})")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @property
+    def providers(self) -> list[str]:
+        """What actually runs the model: onnxruntime's providers in use, or torch:<device>."""
+        return list(self._engine.providers)
+
+    @property
+    def threads(self) -> int:
+        return self._engine.threads
+
+    def close(self) -> None:
+        self._engine.close()
+
+    def predict(self, inputs) -> dict[str, np.ndarray]:
+        """Named arrays (or one array for a single-input model), with the batch axis -> named outputs."""
+        feeds = check_inputs(inputs, self.manifest.inputs)
+        return dict(zip(self.output_names, self._engine.run(feeds)))
+
+    # --- raw inputs ---------------------------------------------------------------------------------
+
+    def prepare(self, raw) -> dict[str, np.ndarray]:
+        """Raw inputs -> model arrays, with the manifest's preprocessing.
+
+        Single-input models take the raw value itself; several inputs take {input name: raw value}.
+        image: a path, PIL image or uint8 array (H, W[, C]), or a list of them;
+        tabular: a dict (one row) or a list of dicts, keyed by column name (CSV rows as csv.DictReader gives);
+        series: a 1-D sequence of numbers (the model forecasts the value after it);
+        onehot: a category name or a list of names."""
+        if len(self.input_names) == 1 and not (isinstance(raw, Mapping) and set(raw) == set(self.input_names)):
+            raw = {self.input_names[0]: raw}
+        if not isinstance(raw, Mapping):
+            raise ValueError(f"this model has inputs {self.input_names}: pass a dict of raw values keyed by "
+                             f"them, got a {type(raw).__name__}")
+        missing = [n for n in self.input_names if n not in raw]
+        unknown = [str(k) for k in raw if k not in self.input_names]
+        if missing or unknown:
+            raise ValueError(f"raw inputs: expected keys {self.input_names}, got {[str(k) for k in raw]}")
+        return {name: self._prepare_one(name, raw[name]) for name in self.input_names}
+
+    def _prepare_one(self, name: str, value) -> np.ndarray:
+        pre = self.manifest.preprocess.get(name)
+        if not pre:
+            raise BundleError(f"the manifest has no preprocessing for input {name!r}; pass arrays to predict()")
+        kind = pre.get("kind")
+        if kind == "image":
+            many = isinstance(value, (list, tuple)) or (isinstance(value, np.ndarray) and value.ndim == 4)
+            items = list(value) if many else [value]
+            if not items:
+                raise ValueError(f"input {name!r}: expected at least one image, got none")
+            return pp.images_to_input(np.stack([pp.decode_image(v, pre) for v in items]), pre)
+        if kind == "tabular":
+            if isinstance(value, Mapping) or (isinstance(value, Sequence) and not isinstance(value, (str, bytes))
+                                              and all(isinstance(v, Mapping) for v in value)):
+                if not isinstance(value, Mapping) and not value:
+                    raise ValueError(f"input {name!r}: expected at least one row, got none")
+                return pp.rows_to_input(value, pre)
+            raise ValueError(f"input {name!r}: expected a row (dict keyed by {list(pre['columns'])}) or a list of "
+                             f"rows, got a {type(value).__name__}")
+        if kind == "series":
+            if isinstance(value, (str, bytes, Mapping)):
+                raise ValueError(f"input {name!r}: expected a 1-D series of numbers, got a {type(value).__name__}")
+            try:
+                return pp.series_to_windows(value, pre)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"input {name!r}: {e}") from None
+        if kind == "onehot":
+            if not (isinstance(value, str) or (isinstance(value, Sequence) and all(isinstance(v, str) for v in value))):
+                raise ValueError(f"input {name!r}: expected a category name or a list of names, "
+                                 f"got a {type(value).__name__}")
+            return pp.onehot(value, pre)
+        raise BundleError(f"input {name!r}: unknown preprocessing kind {kind!r} in the manifest")
+
+    def predict_raw(self, raw, top_k: int | None = None):
+        """Raw inputs (see `prepare`) -> named outputs, or with `top_k` the labelled classes (see `classify`)."""
+        if top_k is not None:
+            return self.classify(raw, top_k)
+        return self.predict(self.prepare(raw))
+
+    def probabilities(self, outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Class probabilities for each labelled output, per the manifest's output_kind
+        (logits: softmax, logit: sigmoid, probability: as is; binary: columns [negative, positive])."""
+        if not self.manifest.is_classifier:
+            raise ValueError(f"{self.manifest.model} is a {self.manifest.task} model: it has no class labels")
+        return {name: _probabilities(outputs[name], self.manifest.output_kind)
+                for name in self.output_names if name in self.manifest.labels}
+
+    def classify(self, raw, top_k: int = 1, arrays: bool = False) -> list[dict[str, list[tuple[str, float]]]]:
+        """Raw inputs (or model arrays with `arrays=True`) -> per sample, per labelled output, the `top_k`
+        (label, probability) pairs, most likely first."""
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+        probs = self.probabilities(self.predict(raw if arrays else self.prepare(raw)))
+        batch = len(next(iter(probs.values())))
+        results = []
+        for i in range(batch):
+            row = {}
+            for name, p in probs.items():
+                labels = self.manifest.labels[name]
+                order = np.argsort(-p[i], kind="stable")[:top_k]
+                row[name] = [(labels[j], float(p[i, j])) for j in order]
+            results.append(row)
+        return results
