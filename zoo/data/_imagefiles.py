@@ -8,7 +8,7 @@ import hashlib
 import io
 import tarfile
 import zlib
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,15 +20,15 @@ Entry = tuple[str, bytes]  # (name relative to the dataset root, file bytes)
 
 
 def is_image_name(name: str) -> bool:
-    leaf = PurePosixPath(name).name
-    return not leaf.startswith(".") and PurePosixPath(leaf).suffix.lower() in IMAGE_SUFFIXES
+    leaf = name.rsplit("/", 1)[-1]
+    return not leaf.startswith(".") and "." in leaf and "." + leaf.rsplit(".", 1)[1].lower() in IMAGE_SUFFIXES
 
 
 def fingerprint_entries(entries) -> str:
     """sha256 over (relative name, sha256 of bytes) in sorted order: the same value
     `_core.fingerprint_files` gives for the same files on disk."""
     h = hashlib.sha256()
-    for name, data in sorted(entries, key=lambda e: PurePosixPath(e[0]).parts):
+    for name, data in sorted(entries, key=lambda e: e[0].split("/")):
         h.update(name.encode())
         h.update(hashlib.sha256(data).digest())
     return h.hexdigest()
@@ -60,11 +60,11 @@ def read_tar(path: Path, classes, split: str, what: str) -> dict[str, list[Entry
     """Image members `[<prefix>/]<class>/<file>` of a (gzip) tar, read in one streaming pass; only
     the given classes are kept. When members sit under a `<split>/` folder, only those are used."""
     wanted = set(classes)
-    found: dict[str, list[tuple[tuple, Entry]]] = {}
+    found: dict[str, list[tuple[tuple[str, ...], Entry]]] = {}
     try:
         with tarfile.open(path, "r|*") as tar:
             for member in tar:
-                parts = PurePosixPath(member.name).parts
+                parts = tuple(p for p in member.name.split("/") if p not in ("", "."))
                 if not member.isfile() or len(parts) < 2 or parts[-2] not in wanted or not is_image_name(member.name):
                     continue
                 found.setdefault(parts[-2], []).append((parts, (member.name, tar.extractfile(member).read())))
@@ -122,5 +122,5 @@ def arrays_to_images(arrays: np.ndarray, pre: dict) -> torch.Tensor:
                                                       arrays.ndim == 4 and arrays.shape[3] == 3)
     if fits:
         out = arrays[:, None] if arrays.ndim == 3 else arrays.transpose(0, 3, 1, 2)
-        return torch.from_numpy(np.ascontiguousarray(out))
+        return torch.from_numpy(out.copy())  # a writable, contiguous copy
     return torch.from_numpy(np.stack([pp.decode_image(a, pre) for a in arrays]))
