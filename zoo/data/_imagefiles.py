@@ -4,6 +4,7 @@ folder tree or a tar in one pass, fingerprint them, and decode them with the run
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import tarfile
@@ -124,3 +125,13 @@ def arrays_to_images(arrays: np.ndarray, pre: dict) -> torch.Tensor:
         out = arrays[:, None] if arrays.ndim == 3 else arrays.transpose(0, 3, 1, 2)
         return torch.from_numpy(out.copy())  # a writable, contiguous copy
     return torch.from_numpy(np.stack([pp.decode_image(a, pre) for a in arrays]))
+
+
+def write_tar(path: Path, members: list[tuple[str, bytes]]) -> None:
+    """A reproducible gzip tar (sorted names, mtime 0, owner 0), like the real dataset tars."""
+    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz, \
+            tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for name, data in sorted(members):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o644, 0
+            tar.addfile(info, io.BytesIO(data))

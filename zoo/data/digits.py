@@ -14,7 +14,6 @@ from __future__ import annotations
 import gzip
 import io
 import struct
-import tarfile
 import zlib
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import torch
 from zoo.catalog import DIGITS
 from zoo.data._core import Dataset, DataError, spec_preprocess
 from zoo.data._imagefiles import (arrays_to_images, check_groups, decode_groups, fingerprint_entries,
-                                  fingerprint_file, read_tar, read_tree)
+                                  fingerprint_file, read_tar, read_tree, write_tar)
 from zoo.registry import ModelSpec
 
 FORMATS = ("a gzip tar of <digit>/*.png, an ImageFolder tree of <digit>/*.png, IDX files "
@@ -248,16 +247,6 @@ def _png(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def write_tar(path: Path, members: list[tuple[str, bytes]]) -> None:
-    """A reproducible gzip tar (sorted names, mtime 0, owner 0), like the real dataset tars."""
-    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz, \
-            tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar:
-        for name, data in sorted(members):
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(data), 0o644, 0
-            tar.addfile(info, io.BytesIO(data))
 
 
 def write_mnist_sample(root: Path, split: str) -> Path:
