@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import functools
 import json
 from typing import Annotated
@@ -113,6 +114,180 @@ def info(name: Annotated[str, typer.Argument(help="Model name, e.g. clouds-cnn."
     else:
         table.add_row("weights", "none shipped yet (train with `zoo train " + spec.name + "`)")
     console.print(table)
+
+
+# dataset name -> its folder under the data root (the layout of ../shared/data)
+DATASET_FOLDERS = {
+    "clouds": "clouds", "water_potability": "water_potability", "electricity": "electricity_consumption",
+    "omniglot": "omniglot", "mnist": "mnist", "mnist_sample": "mnist_sample", "fashion_mnist": "fashion_mnist",
+    "cifar10": "cifar10", "cifar2": "cifar10", "thermometer": None, "circles": None,
+}
+
+
+@command
+def train(
+    name: Annotated[str | None, typer.Argument(help="Model name (or --all).")] = None,
+    data: Annotated[str | None, typer.Option(help="Dataset folder or file in its real format; "
+                                                  "without it, the built-in sample.")] = None,
+    out: Annotated[str | None, typer.Option(help="Output folder [default: the repository's weights/].")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Override the recipe's epochs.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Override the recipe's batch size.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Override the recipe's learning rate.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Override the recipe's seed.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in --out.")] = False,
+    all_: Annotated[bool, typer.Option("--all", help="Train every model.")] = False,
+    data_root: Annotated[str | None, typer.Option(help="With --all: the folder holding every dataset "
+                                                       "(as ../shared/data is laid out).")] = None,
+    json_: JsonFlag = False,
+):
+    """Train a model on its dataset (or the built-in sample) and write weights, card, history and plots."""
+    from pathlib import Path
+
+    from zoo.training import train as train_model
+
+    if all_ == (name is not None):
+        raise ZooError("give a model name or --all (not both)")
+    cards = []
+    for model in registry.names() if all_ else [name]:
+        spec = registry.get(model)
+        model_data = data
+        if all_ and data_root is not None and DATASET_FOLDERS[spec.dataset] is not None:
+            model_data = str(Path(data_root) / DATASET_FOLDERS[spec.dataset])
+        cards.append(train_model(model, model_data, out=out, epochs=epochs, batch_size=batch_size, lr=lr,
+                                 seed=seed, device=device, resume=resume, console=err_console))
+    if json_:
+        print_json(cards if all_ else cards[0])
+
+
+@command
+def evaluate(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    data: Annotated[str | None, typer.Option(help="The test split in the dataset's format; without it, "
+                                                  "the built-in test sample.")] = None,
+    weights: Annotated[str | None, typer.Option(help="Weights file [default: the shipped weights].")] = None,
+    out: Annotated[str, typer.Option(help="Folder for the confusion-matrix PNG.")] = ".",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "cpu",
+    json_: JsonFlag = False,
+):
+    """Score weights on a test split: the metrics table, and a confusion matrix PNG for classifiers."""
+    from zoo.training import evaluate as evaluate_model
+
+    result = evaluate_model(name, data, weights=weights, out=out, device=device)
+    if json_:
+        return print_json(result)
+    table = Table(title=f"{name} on {result['data']} ({result['samples']} samples)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in result["metrics"].items():
+        if isinstance(value, float):
+            table.add_row(key, f"{value:.4f}")
+    console.print(table)
+    for note in result["notes"]:
+        console.print(f"note: {note}")
+    for plot in result.get("plots", []):
+        console.print(f"wrote {plot}")
+
+
+def _csv_list(value: str, allowed: tuple, what: str) -> builtins.list[str]:
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    bad = [v for v in items if v not in allowed]
+    if bad or not items:
+        raise ZooError(f"--{what}: expected a comma-separated list of {', '.join(allowed)}, got {value!r}")
+    return items
+
+
+@command
+def predict(
+    bundle: Annotated[str, typer.Argument(help="Bundle folder written by `zoo export`.")],
+    inputs: Annotated[builtins.list[str], typer.Argument(
+        help="Image files for image models; one CSV for tabular and series models.")],
+    top_k: Annotated[int, typer.Option("--top-k", min=1, help="Classes shown per input (classifiers).")] = 3,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    backend: Annotated[str | None, typer.Option(help="onnxruntime, torchscript or pt2 [default: the bundle's "
+                                                     "format].")] = None,
+    set_: Annotated[builtins.list[str] | None, typer.Option(
+        "--set", help="NAME=VALUE for a model's other input, e.g. --set alphabet=Latin.")] = None,
+    json_: JsonFlag = False,
+):
+    """Run a bundle on files: the top classes with probabilities, or the predicted values."""
+    import zoo.runtime
+
+    fixed = {}
+    for item in set_ or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ZooError(f"--set expects NAME=VALUE, got {item!r}")
+        fixed[key] = value
+    try:
+        with zoo.runtime.load(bundle, device=device, backend=backend) as session:
+            results = zoo.runtime.predict_files(session, inputs, top_k=top_k, fixed=fixed)
+    except ValueError as e:
+        raise ZooError(str(e)) from None
+    if json_:
+        return print_json(results)
+    table = Table(title=f"{session.manifest.model} ({session.backend} on {session.device})")
+    table.add_column("input")
+    for name in results[0]["outputs"]:
+        table.add_column(name)
+    for r in results:
+        cells = []
+        for values in r["outputs"].values():
+            if values and isinstance(values[0], dict):
+                cells.append("\n".join(f"{v['label']} {v['probability']:.3f}" for v in values))
+            else:
+                cells.append(", ".join(f"{v:.4g}" for v in values))
+        table.add_row(r["input"], *cells)
+    console.print(table)
+    if session.manifest.random_weights:
+        err_console.print("note: this bundle has random weights; its predictions are meaningless")
+
+
+@command
+def bench(
+    target: Annotated[str, typer.Argument(metavar="NAME_OR_BUNDLE", help="Model name or bundle folder.")],
+    backend: Annotated[str, typer.Option(help="Comma-separated: onnxruntime,torchscript,pt2,eager.")]
+        = "onnxruntime,torchscript,pt2,eager",
+    device: Annotated[str, typer.Option(help="Comma-separated: cpu,cuda.")] = "cpu,cuda",
+    batch: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,8,64,256",
+    iters: Annotated[int, typer.Option(min=1, help="Timed iterations per batch size.")] = 100,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed iterations first.")] = 10,
+    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for every backend [default: the "
+                                                            "cores this process may use].")] = None,
+    json_file: Annotated[str | None, typer.Option("--json", help="Also write the results as JSON to FILE.")] = None,
+):
+    """Latency, throughput and memory per backend x device x batch, against eager PyTorch."""
+    from zoo.runtime import bench as zbench
+
+    backends = _csv_list(backend, zbench.BACKENDS, "backend")
+    devices = _csv_list(device, zbench.DEVICES, "device")
+    try:
+        batches = [int(b) for b in batch.split(",")]
+    except ValueError:
+        raise ZooError(f"--batch: expected comma-separated integers, got {batch!r}") from None
+    with err_console.status("benchmarking") as status:
+        result = zbench.run(target, backends, devices, batches, iters, warmup, threads,
+                            progress=lambda m: status.update(f"benchmarking {m}"))
+    if json_file:
+        from pathlib import Path
+        Path(json_file).write_text(json.dumps(result, indent=2) + "\n")
+    table = Table(title=f"{result['model']}: {result['threads']} thread(s), {result['iters']} iters, "
+                        f"weights {result['weights']}")
+    for col in ("backend", "device", "batch", "create ms", "first ms", "mean ms", "p50", "p90", "p99", "CV",
+                "samples/s", "peak RSS MB", "GPU MB", "vs eager"):
+        table.add_column(col, justify="left" if col in ("backend", "device") else "right")
+    for r in result["rows"]:
+        cv = f"{r['cv']:.2f}" + (" [yellow]unstable[/]" if r["unstable"] else "")
+        speedup = f"{r['speedup_vs_eager']:.2f}x" if r["speedup_vs_eager"] else "-"
+        table.add_row(r["backend"], r["device"], str(r["batch"]), f"{r['session_ms']:.1f}", f"{r['first_ms']:.2f}",
+                      f"{r['mean_ms']:.3f}", f"{r['p50_ms']:.3f}", f"{r['p90_ms']:.3f}", f"{r['p99_ms']:.3f}", cv,
+                      f"{r['throughput_per_s']:,.0f}", f"{r['peak_rss_mb']:.0f}",
+                      "-" if r["gpu_mb"] is None else f"{r['gpu_mb']:.0f}", speedup)
+    console.print(table)
+    console.print(f"[dim]{result['timing']}; peak RSS is the worker process's, which imports torch only for "
+                  "torchscript, pt2 and eager[/]")
+    for s in result["skipped"]:
+        console.print(f"skipped {s['backend']} on {s['device']}: {s['reason']}", highlight=False)
 
 
 def main():

@@ -65,7 +65,7 @@ def resolve(spec: ModelSpec, weights: str | Path | None) -> Path | None:
 def load_state_dict(spec: ModelSpec, path: str | Path, verify_card: bool = True) -> dict:
     """Load a safetensors state dict, check its sha256 against the card beside it and its tensor
     names and shapes against the spec's architecture. Raises ZooError with what was wrong."""
-    from safetensors import SafetensorsError
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from zoo.registry import build
@@ -85,7 +85,7 @@ def load_state_dict(spec: ModelSpec, path: str | Path, verify_card: bool = True)
             raise ZooError(f"{path} holds weights for {card['model']!r}, not {spec.name!r}")
     try:
         state = load_file(str(path))
-    except (SafetensorsError, OSError, ValueError) as e:
+    except (SafetensorError, OSError, ValueError) as e:
         raise ZooError(f"{path} is not a readable safetensors file: {e}") from None
     reference = build(spec).state_dict()
     missing = sorted(set(reference) - set(state))

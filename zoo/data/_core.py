@@ -41,8 +41,8 @@ def spec_preprocess(spec: ModelSpec) -> dict[str, dict]:
 
 
 def to_model_input(spec: ModelSpec, inputs: dict[str, torch.Tensor], preprocess: dict[str, dict]) -> dict:
-    """A batch as stored -> the float32 tensors the model takes. For images this is the torch twin
-    of `zoo.preprocess.images_to_input` (a test checks both agree on real samples)."""
+    """A batch as stored -> the float32 tensors the model takes: the torch twin of
+    `zoo.preprocess.images_to_input` / `rows_to_input` (tests check both agree)."""
     out = {}
     for t in spec.inputs:
         x, pre = inputs[t.name], preprocess[t.name]
@@ -56,6 +56,10 @@ def to_model_input(spec: ModelSpec, inputs: dict[str, torch.Tensor], preprocess:
                 x = (x - mean) / std
             if pre.get("flatten"):
                 x = x.flatten(1)
+        elif pre["kind"] == "tabular":
+            x = x * pre.get("scale", 1.0)
+            if pre.get("standardize") and pre.get("mean") is not None:
+                x = (x - torch.tensor(pre["mean"])) / torch.tensor(pre["std"])
         out[t.name] = x.float()
     return out
 

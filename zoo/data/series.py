@@ -1,0 +1,71 @@
+"""Electricity consumption (DataCamp): CSV `timestamp,consumption` at 15-minute steps."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from zoo.data._core import Dataset, DataError, fingerprint_bytes, spec_preprocess
+from zoo.registry import ModelSpec
+
+
+def load_electricity(spec: ModelSpec, path: Path, split: str) -> Dataset:
+    """Every window of `window` consecutive readings, predicting the next one; in time order."""
+    if path.is_dir():
+        candidates = [path / f"electricity_{split}.csv", *sorted(path.glob("*.csv"))]
+        path = next((p for p in candidates if p.is_file()), path)
+    if not path.is_file():
+        raise DataError(f"electricity: no CSV in {path}; expected electricity_{split}.csv "
+                        "with columns timestamp,consumption")
+    raw = path.read_bytes()
+    lines = raw.decode("utf-8-sig", errors="replace").splitlines()
+    header = [h.strip().lower() for h in lines[0].split(",")] if lines else []
+    if "timestamp" not in header or "consumption" not in header:
+        raise DataError(f"electricity: {path.name} needs columns timestamp,consumption (found {header})")
+    t_col, v_col = header.index("timestamp"), header.index("consumption")
+    times, values = [], []
+    for line_no, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        cells = line.split(",")
+        try:
+            times.append(datetime.fromisoformat(cells[t_col].strip()))
+            values.append(float(cells[v_col]))
+        except (ValueError, IndexError):
+            raise DataError(f"electricity: {path.name} line {line_no}: expected "
+                            f"'YYYY-MM-DD HH:MM:SS,<number>', got {line.strip()[:60]!r}") from None
+    window = spec.preprocess["series"].window
+    if len(values) < window + 1:
+        raise DataError(f"electricity: {path.name} has {len(values)} readings; one training sequence "
+                        f"needs {window + 1} (a window of {window} and the value after it)")
+    order = np.argsort(np.array(times, dtype="datetime64[s]"), kind="stable")
+    series = torch.tensor(np.asarray(values, dtype=np.float32)[order])
+    if not torch.isfinite(series).all():
+        raise DataError(f"electricity: {path.name} has missing or non-finite readings")
+    steps = np.diff(np.array(times, dtype="datetime64[s]")[order]).astype(int)
+    notes = [] if (steps == 900).all() else [f"{int((steps != 900).sum())} gaps or irregular steps in the series"]
+    windows = series.unfold(0, window, 1)[:-1].unsqueeze(-1)   # (N, window, 1)
+    targets = series[window:].unsqueeze(1)                       # (N, 1)
+    return Dataset({"series": windows}, {"next_value": targets}, spec_preprocess(spec),
+                   fingerprint=fingerprint_bytes(raw), notes=notes, ordered=True)
+
+
+def write_sample(root: Path, split: str) -> Path:
+    """Two synthetic weeks (train) or four days (test) of 15-minute readings: a daily cycle with a
+    weekly modulation and noise, standardised like the course's data."""
+    rng = np.random.default_rng(0 if split == "train" else 1)
+    steps = 96 * (14 if split == "train" else 4)
+    start = np.datetime64("2011-01-01T00:15") if split == "train" else np.datetime64("2014-01-01T00:15")
+    t = np.arange(steps)
+    day = 2 * np.pi * t / 96
+    values = np.sin(day - 1.5) + 0.4 * np.sin(2 * day) + 0.2 * np.sin(day / 7) + rng.normal(0, 0.1, steps)
+    stamps = start + t * np.timedelta64(15, "m")
+    path = root / f"electricity_{split}.csv"
+    with open(path, "w") as f:
+        f.write("timestamp,consumption\n")
+        for s, v in zip(stamps, values):
+            f.write(f"{str(s).replace('T', ' ')}:00,{v:.6f}\n")
+    return path
