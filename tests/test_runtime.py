@@ -412,3 +412,64 @@ def test_runtime_imports_and_runs_onnx_where_torch_cannot_be_imported(bundle, tm
     assert result.returncode == 0, result.stderr
     label, shape = result.stdout.splitlines()
     assert label in registry.get("clouds-cnn").labels["logits"] and shape == "(2, 7)"
+
+
+# --- zoo predict ------------------------------------------------------------------------------------------------
+
+def test_zoo_predict_images_as_table_and_json(bundle, tmp_path):
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from zoo.cli import app
+
+    for i in range(2):
+        Image.new("RGB", (40, 30), (i * 100, 50, 200)).save(tmp_path / f"img{i}.png")
+    folder = str(bundle("clouds-cnn"))
+    result = CliRunner().invoke(app, ["predict", folder, str(tmp_path / "img0.png"), str(tmp_path / "img1.png"),
+                                      "--top-k", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert [r["input"] for r in data] == [str(tmp_path / "img0.png"), str(tmp_path / "img1.png")]
+    assert len(data[0]["outputs"]["logits"]) == 2
+    assert data[0]["outputs"]["logits"][0]["label"] in registry.get("clouds-cnn").labels["logits"]
+    table = CliRunner().invoke(app, ["predict", folder, str(tmp_path / "img0.png")])
+    assert table.exit_code == 0 and data[0]["outputs"]["logits"][0]["label"] in table.stdout
+
+
+def test_zoo_predict_csv_for_tabular_and_series(bundle, tmp_path):
+    from typer.testing import CliRunner
+
+    from zoo.cli import app
+
+    (tmp_path / "points.csv").write_text("x1,x2\n0,0\n1,1\n0.5,-2\n")
+    result = CliRunner().invoke(app, ["predict", str(bundle("circles-mlp")), str(tmp_path / "points.csv"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert [r["input"] for r in json.loads(result.stdout)] == [f"points.csv row {i}" for i in (1, 2, 3)]
+    (tmp_path / "series.csv").write_text("timestamp,consumption\n" + "".join(f"t{i},{i / 100}\n" for i in range(100)))
+    result = CliRunner().invoke(app, ["predict", str(bundle("electricity-gru")), str(tmp_path / "series.csv"), "--json"])
+    assert result.exit_code == 0, result.output
+    (forecast,) = json.loads(result.stdout)
+    assert len(forecast["outputs"]["next_value"]) == 1
+
+
+@pytest.mark.parametrize("args,message", [
+    (["nope.png"], "input file nope.png does not exist"),
+    (["--top-k", "0", "x.png"], "greater than or equal to 1"),
+])
+def test_zoo_predict_errors_are_one_line(bundle, args, message):
+    from typer.testing import CliRunner
+
+    from zoo.cli import app
+
+    result = CliRunner().invoke(app, ["predict", str(bundle("clouds-cnn")), *args])
+    assert result.exit_code == 2 and message in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+
+
+def test_zoo_predict_on_a_folder_that_is_not_a_bundle(tmp_path):
+    from typer.testing import CliRunner
+
+    from zoo.cli import app
+
+    result = CliRunner().invoke(app, ["predict", str(tmp_path), "x.png"])
+    assert result.exit_code == 2 and "has no manifest.json" in result.output

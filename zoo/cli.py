@@ -273,17 +273,17 @@ def bench(
         Path(json_file).write_text(json.dumps(result, indent=2) + "\n")
     table = Table(title=f"{result['model']}: {result['threads']} thread(s), {result['iters']} iters, "
                         f"weights {result['weights']}")
-    for col in ("backend", "device", "batch", "create ms", "first ms", "mean ms", "p50", "p90", "p99", "CV",
-                "samples/s", "peak RSS MB", "GPU MB", "vs eager"):
+    for col in ("backend", "device", "batch", "create ms", "first ms", "mean ms", "p50/p90/p99 ms", "CV",
+                "samples/s", "peak MB RSS/GPU", "vs eager"):
         table.add_column(col, justify="left" if col in ("backend", "device") else "right")
     for r in result["rows"]:
         cv = f"{r['cv']:.2f}" + (" [yellow]unstable[/]" if r["unstable"] else "")
+        memory = f"{r['peak_rss_mb']:.0f}" + ("" if r["gpu_mb"] is None else f"/{r['gpu_mb']:.0f}")
         speedup = f"{r['speedup_vs_eager']:.2f}x" if r["speedup_vs_eager"] else "-"
         table.add_row(r["backend"], r["device"], str(r["batch"]), f"{r['session_ms']:.1f}", f"{r['first_ms']:.2f}",
-                      f"{r['mean_ms']:.3f}", f"{r['p50_ms']:.3f}", f"{r['p90_ms']:.3f}", f"{r['p99_ms']:.3f}", cv,
-                      f"{r['throughput_per_s']:,.0f}", f"{r['peak_rss_mb']:.0f}",
-                      "-" if r["gpu_mb"] is None else f"{r['gpu_mb']:.0f}", speedup)
-    console.print(table)
+                      f"{r['mean_ms']:.3f}", f"{r['p50_ms']:.3f}/{r['p90_ms']:.3f}/{r['p99_ms']:.3f}", cv,
+                      f"{r['throughput_per_s']:,.0f}", memory, speedup)
+    Console(width=max(console.width, 140)).print(table)  # too many columns for 80, even in a pipe
     console.print(f"[dim]{result['timing']}; peak RSS is the worker process's, which imports torch only for "
                   "torchscript, pt2 and eager[/]")
     for s in result["skipped"]:

@@ -12,7 +12,8 @@ separate module that uses torch for its eager baseline.
 
 from zoo.runtime._backends import BackendError, DeviceUnavailable, default_threads
 from zoo.runtime._bundle import BundleError, Manifest, TensorInfo, read_manifest
+from zoo.runtime._files import predict_files
 from zoo.runtime._session import Session, load
 
 __all__ = ["load", "Session", "Manifest", "TensorInfo", "read_manifest", "BundleError", "BackendError",
-           "DeviceUnavailable", "default_threads"]
+           "DeviceUnavailable", "default_threads", "predict_files"]

@@ -1,0 +1,85 @@
+"""Predictions for files, as `zoo predict` takes them: image files, or one CSV for tabular and series models."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from zoo.runtime._session import Session
+
+
+def _read_csv(path: Path) -> list[dict]:
+    try:
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise ValueError(f"cannot read CSV {path}: {e}") from None
+    if not rows:
+        raise ValueError(f"{path} has a header but no rows (or is empty)")
+    return rows
+
+
+def _series(path: Path, column: str) -> list[float]:
+    rows = _read_csv(path)
+    header = {str(k).strip().lower(): k for k in rows[0]}
+    if column.lower() not in header:
+        raise ValueError(f"{path} has no column {column!r}; found {list(rows[0])}")
+    key = header[column.lower()]
+    values = []
+    for i, row in enumerate(rows):
+        try:
+            values.append(float(row[key]))
+        except (TypeError, ValueError):
+            raise ValueError(f"{path}, row {i + 1}: {column} must be a number, got {row[key]!r}") from None
+    return values
+
+
+def predict_files(session: Session, files: list[str | Path], top_k: int = 3,
+                  fixed: dict[str, str] | None = None) -> list[dict]:
+    """Image models: one result per image file. Tabular models: one per CSV row. Series models: one
+    forecast (the value after the CSV's series). `fixed` gives the other inputs of a multi-input model
+    as raw values (e.g. {"alphabet": "Latin"}), the same for every file.
+
+    Each result: {"input": what it is, "outputs": {name: [{"label", "probability"}, ...] for classifiers,
+    or [values] for regressors}}."""
+    files = [Path(f) for f in files]
+    fixed = dict(fixed or {})
+    pre = session.manifest.preprocess
+    free = [n for n in session.input_names if n not in fixed]
+    unknown = [n for n in fixed if n not in session.input_names]
+    if unknown or len(free) != 1:
+        raise ValueError(f"inputs {session.input_names}: give the files for exactly one of them and a value for "
+                         f"each other one, got values for {list(fixed)}")
+    (name,) = free
+    kind = (pre.get(name) or {}).get("kind")
+    if not files:
+        raise ValueError("no input files given")
+    for f in files:
+        if not f.is_file():
+            raise ValueError(f"input file {f} does not exist")
+    if kind == "image":
+        labels, raw = [str(f) for f in files], [str(f) for f in files]
+    elif kind in ("tabular", "series"):
+        if len(files) != 1:
+            raise ValueError(f"a {kind} model takes one CSV file, got {len(files)} files")
+        if kind == "tabular":
+            raw = _read_csv(files[0])
+            labels = [f"{files[0].name} row {i + 1}" for i in range(len(raw))]
+        else:
+            raw = _series(files[0], pre[name]["column"])
+            labels = [f"{files[0].name}: next value after {len(raw)} readings"]
+    else:
+        raise ValueError(f"input {name!r} ({kind}) cannot be read from files; use the Python API")
+    batch = len(labels)
+    inputs = {name: raw}
+    for other, value in fixed.items():
+        inputs[other] = [value] * batch if pre.get(other, {}).get("kind") == "onehot" else value
+    if session.manifest.is_classifier:
+        ranked = session.classify(inputs, top_k=top_k)
+        return [{"input": label, "outputs": {out: [{"label": lab, "probability": p} for lab, p in pairs]
+                                             for out, pairs in r.items()}} for label, r in zip(labels, ranked)]
+    outputs = session.predict_raw(inputs)
+    return [{"input": label, "outputs": {out: np.asarray(v[i]).tolist() for out, v in outputs.items()}}
+            for i, label in enumerate(labels)]

@@ -1,0 +1,329 @@
+"""`zoo bench`: latency, throughput and memory per backend x device x batch, with eager PyTorch as baseline.
+
+Each backend x device runs in its own fresh process, so session creation is a cold measurement, peak RSS
+belongs to that backend alone (an onnxruntime process never imports torch), and thread settings cannot
+leak between backends. Every backend gets the same thread budget: onnxruntime's intra_op_num_threads and
+torch.set_num_threads are both set to `threads`.
+
+Timed calls go numpy in -> numpy out, as an application pays them (on CUDA that includes the host<->device
+copies, and torch timings synchronise the device); the `onnxruntime+iobinding` rows keep inputs and outputs
+on the GPU and time the model alone. This module imports torch only inside the eager/torch workers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from zoo.errors import ZooError
+
+__all__ = ["BACKENDS", "DEVICES", "run", "UNSTABLE_CV"]
+
+BACKENDS = ("onnxruntime", "torchscript", "pt2", "eager")
+DEVICES = ("cpu", "cuda")
+FORMATS = {"onnxruntime": "onnx", "torchscript": "torchscript", "pt2": "pt2"}
+UNSTABLE_CV = 0.15          # coefficient of variation above which a row is flagged unstable
+MAX_SECONDS_PER_CELL = 10.0  # stop timing a batch size after this long (with at least 5 iterations)
+
+
+# --- the parent: resolve bundles, start one worker per backend x device, collect rows ----------------------
+
+def _bundle_for(target: str, fmt: str, scratch: Path) -> tuple[Path | None, str]:
+    """(bundle folder, "") or (None, why not) for `target` (a model name or a bundle folder) in `fmt`."""
+    from zoo.runtime import read_manifest
+
+    path = Path(target)
+    if (path / "manifest.json").is_file():
+        manifest = read_manifest(path, verify=False)
+        if manifest.format == fmt:
+            return path, ""
+        sibling = path.parent / f"{manifest.model}-{fmt}"
+        if (sibling / "manifest.json").is_file():
+            return sibling, ""
+        target = manifest.model
+    try:
+        from zoo.export import export
+    except ImportError as e:
+        return None, f"no {fmt} bundle beside {path} and zoo.export is unavailable ({e})"
+    from zoo import registry
+    from zoo.weights import resolve
+
+    spec = registry.get(target)
+    try:
+        trained = resolve(spec, None)
+        (folder,) = export(spec.name, formats=(fmt,), out=scratch, random_weights=trained is None)
+    except ZooError as e:
+        return None, f"export to {fmt} failed: {e}"
+    return Path(folder), ""
+
+
+def _model_name(target: str) -> str:
+    path = Path(target)
+    if (path / "manifest.json").is_file():
+        from zoo.runtime import read_manifest
+        return read_manifest(path, verify=False).model
+    from zoo import registry
+    return registry.get(target).name
+
+
+def machine() -> dict:
+    info = {"cpu": platform.processor() or platform.machine(), "cores_usable": None, "python": platform.python_version()}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    from zoo.runtime import default_threads
+    info["cores_usable"] = default_threads()
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20)
+        info["gpu"] = out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        info["gpu"] = None
+    return info
+
+
+def run(target: str, backends=BACKENDS, devices=("cpu",), batches=(1, 8, 64, 256), iters: int = 100,
+        warmup: int = 10, threads: int | None = None, progress=None, timeout: float = 900) -> dict:
+    """Benchmark a model name or a bundle folder. Returns {"model", "rows", "skipped", ...} (JSON-ready).
+
+    `progress(message)` is called before each worker starts."""
+    from zoo.runtime import default_threads
+
+    unknown = [b for b in backends if b not in BACKENDS] + [d for d in devices if d not in DEVICES]
+    if unknown:
+        raise ZooError(f"unknown backend/device {unknown}; backends are {', '.join(BACKENDS)}, devices cpu, cuda")
+    if not batches or any(b < 1 for b in batches) or iters < 1 or warmup < 0:
+        raise ZooError(f"batches and iters must be positive and warmup >= 0, got batches={list(batches)}, "
+                       f"iters={iters}, warmup={warmup}")
+    threads = threads or default_threads()
+    name = _model_name(target)
+    result = {"model": name, "target": str(target), "threads": threads, "iters": iters, "warmup": warmup,
+              "batches": list(batches), "machine": machine(), "rows": [], "skipped": [], "weights": None,
+              "timing": "numpy in -> numpy out per call (host<->device copies included on CUDA), except "
+                        "onnxruntime+iobinding: inputs and outputs stay on the GPU"}
+    with tempfile.TemporaryDirectory(prefix="zoo-bench-") as scratch:
+        bundles: dict[str, Path] = {}
+        for backend in backends:
+            if backend == "eager":
+                continue
+            folder, why = _bundle_for(str(target), FORMATS[backend], Path(scratch))
+            if folder is None:
+                result["skipped"].extend({"backend": backend, "device": d, "reason": why} for d in devices)
+            else:
+                bundles[backend] = folder
+        if bundles:
+            from zoo.runtime import read_manifest
+            weights = read_manifest(next(iter(bundles.values())), verify=False).data.get("weights") or {}
+            result["weights"] = "random" if weights.get("random") else "trained"
+        jobs = []
+        for device in devices:
+            for backend in backends:
+                if backend != "eager" and backend not in bundles:
+                    continue
+                variants = ["plain", "iobinding"] if (backend, device) == ("onnxruntime", "cuda") else ["plain"]
+                jobs.extend((backend, device, v) for v in variants)
+        for backend, device, variant in jobs:
+            label = backend + ("+iobinding" if variant == "iobinding" else "")
+            if progress:
+                progress(f"{label} on {device}")
+            job = {"backend": backend, "device": device, "iobinding": variant == "iobinding",
+                   "bundle": str(bundles.get(backend, "")), "model": name, "batches": list(batches),
+                   "iters": iters, "warmup": warmup, "threads": threads,
+                   "weights": "random" if result["weights"] == "random" else "shipped"}
+            outcome = _start_worker(job, timeout)
+            if "skipped" in outcome:
+                result["skipped"].append({"backend": label, "device": device, "reason": outcome["skipped"]})
+            for row in outcome.get("rows", []):
+                result["rows"].append({"backend": label, "device": device, **row})
+    _add_speedups(result)
+    return result
+
+
+def _start_worker(job: dict, timeout: float) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS=str(job["threads"]), MKL_NUM_THREADS=str(job["threads"]))
+    try:
+        proc = subprocess.run([sys.executable, "-m", "zoo.runtime.bench", json.dumps(job)], capture_output=True,
+                              text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return {"skipped": f"timed out after {timeout:.0f} s"}
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"skipped": f"worker failed (exit {proc.returncode}): {tail}"}
+    return json.loads(lines[-1])
+
+
+def _add_speedups(result: dict) -> None:
+    eager = {(r["device"], r["batch"]): r["mean_ms"] for r in result["rows"] if r["backend"] == "eager"}
+    for row in result["rows"]:
+        base = eager.get((row["device"], row["batch"]))
+        row["speedup_vs_eager"] = round(base / row["mean_ms"], 3) if base and row["mean_ms"] else None
+
+
+# --- the worker: one backend on one device, every batch size ------------------------------------------------
+
+def _rss_mb() -> float:
+    """Peak RSS of this process. VmHWM, not ru_maxrss: the latter survives exec, so a worker started by a
+    parent that imported torch would report the parent's size."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _ort_gpu_memory_mb() -> float | None:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for line in out.splitlines():
+        pid, _, used = line.partition(",")
+        if pid.strip() == str(os.getpid()):
+            return float(used)
+    return None
+
+
+def _stats(times_s: list[float], batch: int) -> dict:
+    ms = np.asarray(times_s) * 1e3
+    mean = float(ms.mean())
+    cv = float(ms.std() / mean) if mean else 0.0
+    return {"iters": len(ms), "mean_ms": round(mean, 4), "p50_ms": round(float(np.percentile(ms, 50)), 4),
+            "p90_ms": round(float(np.percentile(ms, 90)), 4), "p99_ms": round(float(np.percentile(ms, 99)), 4),
+            "cv": round(cv, 3), "unstable": cv > UNSTABLE_CV,
+            "throughput_per_s": round(batch / (mean / 1e3), 1) if mean else None}
+
+
+def _inputs(manifest_inputs, preprocess: dict, batch: int, rng) -> dict[str, np.ndarray]:
+    arrays = {}
+    for t in manifest_inputs:
+        window = (preprocess.get(t.name) or {}).get("window", 96)
+        shape = tuple(batch if d == "batch" else window if isinstance(d, str) else d for d in t.shape)
+        arrays[t.name] = rng.random(shape, dtype=np.float32)
+    return arrays
+
+
+def _time(call, warmup: int, iters: int) -> list[float]:
+    for _ in range(warmup):
+        call()
+    times = []
+    started = time.perf_counter()
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t0)
+        if len(times) >= 5 and time.perf_counter() - started > MAX_SECONDS_PER_CELL:
+            break
+    return times
+
+
+def _worker(job: dict) -> dict:
+    backend, device, threads = job["backend"], job["device"], job["threads"]
+    rng = np.random.default_rng(0)
+    t0 = time.perf_counter()
+    if backend == "eager":
+        import torch
+        imported = time.perf_counter()
+        torch.set_num_threads(threads)
+        from zoo import registry
+        from zoo.weights import load_state_dict, resolve
+
+        spec = registry.get(job["model"])
+        if device == "cuda" and not torch.cuda.is_available():
+            from zoo.runtime._backends import torch_cuda_problem
+            return {"skipped": torch_cuda_problem(torch)}
+        model = registry.build(spec, seed=0)
+        path = resolve(spec, None) if job["weights"] == "shipped" else None
+        if path is not None:
+            model.load_state_dict(load_state_dict(spec, path))
+        model = model.eval().to(device)
+        inputs_spec = [_Tensor(t.name, t.shape) for t in spec.inputs]
+        preprocess = {k: {"window": getattr(p, "window", 96)} for k, p in spec.preprocess.items()}
+
+        def make_call(arrays):
+            def call():
+                with torch.inference_mode():
+                    out = model(*(torch.from_numpy(a).to(device) for a in arrays.values()))
+                    outs = out if isinstance(out, tuple) else (out,)
+                    return [o.cpu().numpy() for o in outs]  # .cpu() synchronises on CUDA
+            return call
+    else:
+        import zoo.runtime as rt
+        if backend == "onnxruntime":
+            import onnxruntime  # noqa: F401  (timed as the import, not as session creation)
+        else:
+            import torch  # noqa: F401
+        imported = time.perf_counter()
+        try:
+            session = rt.load(job["bundle"], device=device, backend=backend, threads=threads)
+        except rt.DeviceUnavailable as e:
+            return {"skipped": str(e)}
+        inputs_spec, preprocess = session.manifest.inputs, session.manifest.preprocess
+        torch = sys.modules.get("torch")
+
+        if job["iobinding"]:
+            import onnxruntime as ort
+            ort_session = session._engine.session
+
+            def make_call(arrays):
+                binding = ort_session.io_binding()
+                for name, a in arrays.items():
+                    binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(a, "cuda", 0))
+                for name in session.output_names:
+                    binding.bind_output(name, "cuda", 0)
+
+                def call():
+                    ort_session.run_with_iobinding(binding)
+                    binding.synchronize_outputs()
+                return call
+        else:
+            def make_call(arrays):
+                return lambda: session.predict(arrays)
+    created = time.perf_counter()
+    result = {"import_s": round(imported - t0, 4), "session_s": round(created - imported, 4), "rows": []}
+    for batch in job["batches"]:
+        call = make_call(_inputs(inputs_spec, preprocess, batch, rng))
+        if torch is not None and device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        t1 = time.perf_counter()
+        call()
+        first = time.perf_counter() - t1
+        row = {"batch": batch, "session_ms": round(result["session_s"] * 1e3, 2),
+               "import_ms": round(result["import_s"] * 1e3, 2), "first_ms": round(first * 1e3, 3),
+               **_stats(_time(call, job["warmup"], job["iters"]), batch), "peak_rss_mb": round(_rss_mb(), 1),
+               "gpu_mb": None}
+        if device == "cuda":
+            if torch is not None and backend != "onnxruntime":
+                row["gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+            else:
+                row["gpu_mb"] = _ort_gpu_memory_mb()
+        result["rows"].append(row)
+    return result
+
+
+class _Tensor:
+    def __init__(self, name, shape):
+        self.name, self.shape = name, shape
+
+
+if __name__ == "__main__":
+    try:
+        print(json.dumps(_worker(json.loads(sys.argv[1]))))
+    except ZooError as e:
+        print(json.dumps({"skipped": str(e)}))
