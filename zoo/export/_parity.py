@@ -1,0 +1,224 @@
+"""Parity between eager PyTorch and an exported artefact, as a report.
+
+Checks run in a fixed order: names, symbolic dims, then per input shape the output shapes and
+values. Every failure is collected; nothing stops at the first one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from zoo import preprocess as pp
+
+BATCHES = (1, 2, 7)
+SEQUENCES = (1, 5, 96, 200)
+SEED = 0
+
+
+# --- inputs ---------------------------------------------------------------------------------------
+
+def random_inputs(spec, preprocess: dict, batch: int, sequence: int, rng: np.random.Generator) -> list:
+    """Seeded inputs in the range the preprocessing produces: images from random uint8 pixels through
+    the runtime's own preprocessing, one-hot vectors as real one-hot rows, standard normal otherwise."""
+    arrays = []
+    for t in spec.inputs:
+        pre = preprocess.get(t.name, {})
+        shape = t.example_shape(batch=batch, sequence=sequence)
+        if pre.get("kind") == "image":
+            height, width = pre["size"]
+            channels = 1 if pre["mode"] == "L" else 3
+            pixels = rng.integers(0, 256, (batch, channels, height, width), dtype=np.uint8)
+            x = pp.images_to_input(pixels, pre)
+        elif pre.get("kind") == "onehot":
+            x = np.eye(shape[-1], dtype=np.float32)[rng.integers(0, shape[-1], batch)]
+        else:
+            x = rng.standard_normal(shape).astype(np.float32)
+        if x.shape != shape:
+            raise AssertionError(f"{spec.name}: preprocessing gives {x.shape} for input {t.name}, spec says {shape}")
+        arrays.append(np.ascontiguousarray(x))
+    return arrays
+
+
+def cases(spec, preprocess: dict, real: dict | None) -> list[tuple[str, list]]:
+    """(label, inputs) for every case of the matrix, then the real samples when given."""
+    rng = np.random.default_rng(SEED)
+    out = []
+    for sequence in (SEQUENCES if spec.is_sequence else (None,)):
+        for batch in BATCHES:
+            out.append(("random", random_inputs(spec, preprocess, batch, sequence, rng)))
+    if real:
+        out.append(("real", [np.ascontiguousarray(real[t.name], dtype=np.float32) for t in spec.inputs]))
+    return out
+
+
+def shape_text(shape) -> str:
+    return "x".join(str(d) for d in shape)
+
+
+# --- checks ---------------------------------------------------------------------------------------
+
+def check_structure(described: dict, inputs: list[dict], outputs: list[dict]) -> list[dict]:
+    """Compare the artefact's own view of its inputs/outputs with the declared ones (manifest dicts):
+    first the names (outputs first), then the dims (declared dynamic axes must be symbolic)."""
+    names, dims = [], []
+    for side, declared in (("output", outputs), ("input", inputs)):
+        got = described[f"{side}s"]
+        want = [t["name"] for t in declared]
+        if got is None:
+            names.append({"check": f"{side} names", "passed": None, "detail": "not kept by this format"})
+            continue
+        have = [g["name"] for g in got]
+        if len(got) != len(want):
+            names.append({"check": f"{side} names", "passed": False,
+                          "detail": f"the model file has {len(got)} {side}s, the manifest declares {want}"})
+            continue
+        if any(h is not None for h in have) and have != want:
+            names.append({"check": f"{side} names", "passed": False,
+                          "detail": f"the model file has {have}, the manifest declares {want}"})
+        else:
+            names.append({"check": f"{side} names", "passed": True,
+                          "detail": ", ".join(want) + ("" if any(have) else " (by position)")})
+        problems, symbolic = [], []
+        for g, t in zip(got, declared):
+            if g["shape"] is None:
+                continue
+            if len(g["shape"]) != len(t["shape"]):
+                problems.append(f"{t['name']} has rank {len(g['shape'])} in the model file, {len(t['shape'])} declared")
+                continue
+            for axis, (h, w) in enumerate(zip(g["shape"], t["shape"])):
+                if isinstance(w, str) and not isinstance(h, str):
+                    problems.append(f"{t['name']} axis {axis} ({w}) is fixed at {h} in the model file")
+                elif isinstance(w, str):
+                    symbolic.append(f"{t['name']}[{axis}]")
+                elif h != w:
+                    problems.append(f"{t['name']} axis {axis} is {h} in the model file, {w} declared")
+        if not any(g["shape"] is not None for g in got):
+            dims.append({"check": f"{side} dims", "passed": None, "detail": "not kept by this format"})
+        else:
+            dims.append({"check": f"{side} dims", "passed": not problems,
+                         "detail": "; ".join(problems) or "symbolic: " + (", ".join(symbolic) or "none")})
+    return names + dims
+
+
+def _compare(ref: np.ndarray, got: np.ndarray, atol: float, rtol: float, top1) -> dict:
+    ref64, got64 = ref.astype(np.float64), got.astype(np.float64)
+    diff = np.abs(got64 - ref64)
+    diff = np.where(np.isnan(ref64) & np.isnan(got64), 0.0, diff)   # NaN in both is agreement
+    # relative error with |reference| floored at atol, so outputs near 0 don't report huge ratios
+    rel = diff / np.maximum(np.abs(ref64), max(atol, 1e-12))
+    ok = bool(np.all(diff <= atol + rtol * np.abs(ref64)))           # element-wise, as np.allclose
+    stats = {"max_abs": float(np.max(diff)), "mean_abs": float(np.mean(diff)),
+             "p99_abs": float(np.percentile(diff, 99)), "max_rel": float(np.max(rel)),
+             "mean_rel": float(np.mean(rel)), "p99_rel": float(np.percentile(rel, 99)), "passed": ok}
+    if top1 is not None:
+        stats["top1_agreement"] = float(np.mean(top1(ref) == top1(got)))
+    return stats
+
+
+def _top1(spec, width: int):
+    if not spec.is_classifier:
+        return None
+    if width > 1:
+        return lambda x: np.argmax(x, axis=-1)
+    threshold = 0.5 if spec.output_kind == "probability" else 0.0
+    return lambda x: (x.reshape(len(x), -1)[:, 0] > threshold)
+
+
+def eager(model, arrays: list) -> list:
+    import torch
+
+    with torch.no_grad():
+        out = model(*(torch.from_numpy(a) for a in arrays))
+    return [o.numpy() for o in (out if isinstance(out, tuple) else (out,))]
+
+
+def measure(spec, model, artefact, declared: dict, preprocess: dict, atol: float, rtol: float,
+            real: dict | None = None) -> dict:
+    """The parity report of `artefact` (an Artefact of one format) against eager `model`."""
+    if model.training:
+        raise AssertionError("parity must compare against the model in eval mode")
+    report = {"backend": artefact.backend, "tolerance": {"atol": atol, "rtol": rtol,
+              "rule": "|artefact - eager| <= atol + rtol * |eager|, element-wise"},
+              "seed": SEED, "checks": [], "cases": [], "failures": []}
+    try:
+        described = artefact.describe()
+    except Exception as e:  # noqa: BLE001
+        described = {"inputs": None, "outputs": None}
+        report["failures"].append(f"cannot read the model file's inputs/outputs: {e}")
+    report["checks"] = check_structure(described, declared["inputs"], declared["outputs"])
+    report["failures"] += [f"{c['check']}: {c['detail']}" for c in report["checks"] if c["passed"] is False]
+
+    for kind, arrays in cases(spec, preprocess, real):
+        label = f"{kind} " + ", ".join(shape_text(a.shape) for a in arrays)
+        case = {"inputs": kind, "shapes": {t.name: list(a.shape) for t, a in zip(spec.inputs, arrays)},
+                "outputs": {}, "error": None}
+        report["cases"].append(case)
+        reference = eager(model, arrays)
+        try:
+            produced = artefact.run(arrays)
+        except Exception as e:  # noqa: BLE001 - any backend error is a failed case, reported
+            case["error"] = " ".join(str(e).split())[:300]
+            report["failures"].append(f"{label}: the model file failed to run: {case['error']}")
+            continue
+        if len(produced) != len(reference):
+            case["error"] = f"{len(produced)} outputs, eager PyTorch gives {len(reference)}"
+            report["failures"].append(f"{label}: {case['error']}")
+            continue
+        for t, ref, got in zip(spec.outputs, reference, produced):
+            got = np.asarray(got)
+            if got.shape != ref.shape:
+                case["outputs"][t.name] = {"shape": list(got.shape), "passed": False,
+                                           "error": f"shape {shape_text(got.shape)}, eager {shape_text(ref.shape)}"}
+                report["failures"].append(f"{label}: {t.name} {case['outputs'][t.name]['error']}")
+                continue
+            stats = _compare(ref, got, atol, rtol, _top1(spec, ref.shape[-1] if ref.ndim > 1 else 1))
+            case["outputs"][t.name] = {"shape": list(got.shape), **stats}
+            if not stats["passed"]:
+                report["failures"].append(f"{label}: {t.name} max abs error {stats['max_abs']:.3g} "
+                                          f"(max rel {stats['max_rel']:.3g}) exceeds atol {atol:g} + rtol {rtol:g}")
+    report["worst"] = {t.name: {k: max((c["outputs"][t.name].get(k, 0.0) for c in report["cases"]
+                                        if t.name in c["outputs"]), default=None)
+                                for k in ("max_abs", "max_rel")} for t in spec.outputs}
+    report["passed"] = not report["failures"]
+    return report
+
+
+# --- rendering ------------------------------------------------------------------------------------
+
+COLUMNS = ("inputs", "output", "max abs", "mean abs", "p99 abs", "max rel", "p99 rel", "top-1", "result")
+
+
+def rows(report: dict) -> list[tuple[str, ...]]:
+    """One row per case and output, in COLUMNS order (the CLI renders them with rich)."""
+    out = []
+    for case in report["cases"]:
+        label = f"{case['inputs']} " + ", ".join(shape_text(s) for s in case["shapes"].values())
+        if case["error"]:
+            out.append((label, "-", "", "", "", "", "", "", "FAIL: " + case["error"][:80]))
+            continue
+        for name, s in case["outputs"].items():
+            if "max_abs" not in s:
+                out.append((label, name, "", "", "", "", "", "", "FAIL: " + s["error"]))
+                continue
+            top1 = f"{s['top1_agreement']:.0%}" if "top1_agreement" in s else "-"
+            out.append((label, name, *(f"{s[k]:.2e}" for k in ("max_abs", "mean_abs", "p99_abs", "max_rel", "p99_rel")),
+                        top1, "ok" if s["passed"] else "FAIL"))
+    return out
+
+
+def text_table(report: dict, title: str = "") -> str:
+    """The report as plain text: structural checks, the per-case table, then the failures."""
+    lines = [title] if title else []
+    tol = report["tolerance"]
+    lines.append(f"backend {report['backend']}; tolerance atol {tol['atol']:g}, rtol {tol['rtol']:g}")
+    for c in report["checks"]:
+        status = {True: "ok", False: "FAIL", None: "n/a"}[c["passed"]]
+        lines.append(f"  {c['check']:<13} {status:<4} {c['detail']}")
+    table = [COLUMNS, *rows(report)]
+    widths = [max(len(r[i]) for r in table) for i in range(len(COLUMNS))]
+    for r in table:
+        lines.append("  " + "  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+    if report["failures"]:
+        lines.append(f"{len(report['failures'])} failed:")
+        lines += [f"  - {f}" for f in report["failures"]]
+    return "\n".join(lines)

@@ -1,0 +1,51 @@
+"""TorchScript: script where possible, trace (checked on other shapes) where scripting fails, freeze."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from zoo.export._common import example_inputs, first_line, quiet
+
+FILE = "model.ts"
+
+
+def _check_inputs(spec) -> list[tuple]:
+    # Tracing records one path through the code at one shape: check it at the others we promise.
+    import torch
+
+    sizes = [(1, 1), (2, 96), (7, 200)] if spec.is_sequence else [(1, 1), (2, 1), (7, 1)]
+    return [tuple(torch.rand(t.example_shape(batch=b, sequence=s)) for t in spec.inputs) for b, s in sizes]
+
+
+def save(model, spec, path: Path) -> dict:
+    import torch
+
+    with quiet(), torch.no_grad():
+        try:
+            module, name, notes = torch.jit.script(model), "torch.jit.script", "scripted"
+        except Exception as e:  # noqa: BLE001 - any scripting failure means: trace instead
+            module = torch.jit.trace(model, example_inputs(spec), check_inputs=_check_inputs(spec))
+            name, notes = "torch.jit.trace", f"scripting failed ({first_line(e)[:160]}); traced and checked at other shapes"
+        module = torch.jit.freeze(module.eval())
+        torch.jit.save(module, str(path))
+    return {"name": name, "opset": None, "notes": notes}
+
+
+class Artefact:
+    backend = "torch.jit (CPU)"
+
+    def __init__(self, path: Path):
+        import torch
+
+        with quiet():
+            self.module = torch.jit.load(str(path), map_location="cpu")
+
+    def run(self, arrays: list) -> list:
+        import torch
+
+        with quiet(), torch.no_grad():
+            out = self.module(*(torch.from_numpy(a) for a in arrays))
+        return [o.numpy() for o in (out if isinstance(out, tuple) else (out,))]
+
+    def describe(self) -> dict:
+        return {"inputs": None, "outputs": None}   # TorchScript keeps neither names nor shapes
