@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from zoo import registry
@@ -31,7 +32,7 @@ def command(fn):
         try:
             return fn(*args, **kwargs)
         except ZooError as e:
-            err_console.print(f"[bold red]error:[/] {e}", highlight=False)
+            err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
             err_console.print("interrupted")
@@ -187,6 +188,104 @@ def evaluate(
         console.print(f"note: {note}")
     for plot in result.get("plots", []):
         console.print(f"wrote {plot}")
+
+
+def _print_parity(title: str, report: dict) -> None:
+    from zoo.export import PARITY_COLUMNS, parity_rows
+
+    tol = report["tolerance"]
+    table = Table(title=f"{title}: {report['backend']}, atol {tol['atol']:g}, rtol {tol['rtol']:g}",
+                  title_justify="left")
+    for col in PARITY_COLUMNS:
+        table.add_column(col, justify="left" if col in ("inputs", "output", "result") else "right")
+    for row in parity_rows(report):
+        table.add_row(*row, style="red" if row[-1].startswith("FAIL") else None)
+    checks = ", ".join(f"{c['check']} {({True: 'ok', False: 'FAIL', None: 'n/a'})[c['passed']]}"
+                       for c in report["checks"])
+    console.print(table)
+    console.print(f"checks: {checks}", markup=False, highlight=False)
+    for failure in report["failures"]:
+        console.print(f"[red]FAIL[/] {escape(failure)}", highlight=False)
+
+
+@command
+def export(
+    name: Annotated[str, typer.Argument(help="Model name, e.g. clouds-cnn.")],
+    format_: Annotated[str, typer.Option("--format", help="onnx, torchscript, pt2 or all "
+                                                          "(or a comma-separated list).")] = "onnx",
+    weights: Annotated[str | None, typer.Option(help="Weights file [default: the shipped weights].")] = None,
+    out: Annotated[str, typer.Option(help="Folder for the bundles (<out>/<name>-<format>/).")] = "bundles",
+    random_weights: Annotated[bool, typer.Option("--random-weights", help="Export untrained weights "
+                                                 "(for testing; the manifest says so).")] = False,
+    data: Annotated[str | None, typer.Option(help="Dataset folder or file: adds real samples to the "
+                                                  "parity check.")] = None,
+    atol: Annotated[float | None, typer.Option(help="Absolute tolerance [default: the spec's, 1e-5].")] = None,
+    rtol: Annotated[float | None, typer.Option(help="Relative tolerance [default: the spec's, 1e-5].")] = None,
+    json_: JsonFlag = False,
+):
+    """Export a model to ONNX / TorchScript / torch.export bundles; parity is measured before writing."""
+    from zoo.errors import ParityError
+    from zoo.export import export as export_model
+    from zoo.export import read_manifest
+
+    failed = None
+    with err_console.status(f"exporting {name} ({format_}) and measuring parity"):
+        try:
+            paths = export_model(name, format_.split(","), weights=weights, out=out, random_weights=random_weights,
+                                 data=data, atol=atol, rtol=rtol)
+        except ParityError as e:
+            paths, failed = getattr(e, "bundles", []), e
+    results = [{"format": m["format"], "bundle": str(p), "passed": True, "exporter": m["exporter"],
+                "parity": m["parity"]} for p in paths for m in [read_manifest(p)]]
+    results += [{"format": r["format"], "bundle": None, "passed": False, "parity": r}
+                for r in getattr(failed, "reports", [])]
+    if json_:
+        print_json(results)
+    else:
+        for r in results:
+            _print_parity(f"{name} {r['format']}", r["parity"])
+            if r["passed"]:
+                console.print(f"wrote {r['bundle']} ({r['exporter']['name']})", highlight=False)
+            else:
+                console.print(f"[red]parity failed: no {r['format']} bundle written[/]")
+    if failed is not None:
+        bad = [r["format"] for r in results if not r["passed"]]
+        raise ParityError(f"parity failed for {', '.join(bad)}: no bundle written for it" if bad else str(failed))
+
+
+@command
+def verify(
+    bundle: Annotated[str, typer.Argument(help="Bundle folder, e.g. bundles/clouds-cnn-onnx.")],
+    weights: Annotated[str | None, typer.Option(help="The source weights [default: found among the shipped "
+                                                     "weights by the manifest's sha256].")] = None,
+    data: Annotated[str | None, typer.Option(help="Dataset folder or file: adds real samples.")] = None,
+    json_: JsonFlag = False,
+):
+    """Re-check a bundle: model file checksum, manifest against the model, parity against the source weights."""
+    from zoo.errors import ParityError
+    from zoo.export import verify as verify_bundle
+
+    try:
+        result = verify_bundle(bundle, weights=weights, data=data)
+    except ParityError as e:
+        for report in getattr(e, "reports", []):
+            if json_:
+                print_json({"bundle": bundle, "passed": False, "parity": report})
+            else:
+                _print_parity(bundle, report)
+        raise ParityError(f"{bundle}: parity against the source weights failed") from None
+    if json_:
+        return print_json(result)
+    if result["parity"]:
+        _print_parity(bundle, result["parity"])
+    else:
+        checks = ", ".join(f"{c['check']} {({True: 'ok', False: 'FAIL', None: 'n/a'})[c['passed']]}"
+                           for c in result["checks"])
+        console.print(f"checks: {checks}", markup=False, highlight=False)
+    if result["note"]:
+        console.print(f"[yellow]note:[/] {escape(result['note'])}", highlight=False)
+    console.print(f"verified {bundle}: sha256 {result['file_sha256'][:12]}…, manifest matches the model"
+                  + (", parity passed" if result["parity"] else ""), highlight=False)
 
 
 def _csv_list(value: str, allowed: tuple, what: str) -> builtins.list[str]:

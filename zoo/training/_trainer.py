@@ -275,8 +275,9 @@ def train(name: str, data: str | Path | None = None, *, out: str | Path | None =
                 stale += 1
             epochs_run = epoch
             shown = {k: v for k, v in record.items() if k in ("train_loss", "val_loss") or k.endswith(monitor)}
-            console.print(f"epoch {epoch:3d}  " + "  ".join(f"{k} {v:.4f}" for k, v in shown.items())
-                          + ("  *" if improved else ""), highlight=False)
+            if recipe.epochs <= 100 or epoch % (recipe.epochs // 50) == 0 or epoch == recipe.epochs:
+                console.print(f"epoch {epoch:3d}  " + "  ".join(f"{k} {v:.4f}" for k, v in shown.items())
+                              + ("  *" if improved else ""), highlight=False)
             now = time.monotonic()
             if now - last_save >= _checkpoint_interval() or epoch == recipe.epochs:
                 ckpt.save_checkpoint(out, name, model, best_state, optimizer, {
