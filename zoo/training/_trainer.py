@@ -333,6 +333,9 @@ def write_outputs(spec: ModelSpec, model, out: Path, dataset, recipe: Recipe, fi
         "epochs_run": epochs_run, "best_epoch": best_epoch, "monitor": spec.monitor,
         "metrics": metrics,
         "train_seconds": round(train_time, 1),
+        # the fitted numbers themselves, for models small enough to read (thermometer: w and b)
+        **({"parameters": {k: v.flatten().tolist() for k, v in model.state_dict().items()}}
+           if spec.params <= 2 else {}),
         "versions": {"zoo": __version__, "torch": torch.__version__, "torchmetrics": torchmetrics.__version__,
                      "python": sys.version.split()[0]},
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),

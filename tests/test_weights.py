@@ -1,0 +1,35 @@
+"""Shipped weights: every file matches its card's sha256, loads into its spec without unpickling,
+and its card carries what a user needs to trust and reproduce it."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from zoo import registry
+from zoo.weights import headline, load_state_dict, sha256_file, weights_dir
+
+CARDS = sorted(p for p in weights_dir().glob("*.json") if not p.name.endswith(".history.json"))
+
+
+def test_every_card_is_for_a_registered_model():
+    for card in CARDS:
+        assert card.stem in registry.names(), card.name
+
+
+@pytest.mark.parametrize("card_path", CARDS, ids=[p.stem for p in CARDS])
+def test_shipped_weights_match_their_card_and_spec(card_path: Path):
+    card = json.loads(card_path.read_text())
+    spec = registry.get(card["model"])
+    weights = card_path.with_name(card["weights_file"])
+    assert sha256_file(weights) == card["sha256"]
+    state = load_state_dict(spec, weights)  # checks names, shapes, dtypes; safetensors, never pickle
+    assert sum(v.numel() for k, v in state.items() if "running" not in k and "num_batches" not in k) == spec.params
+    assert card["params"] == spec.params
+    dataset = card["dataset"]
+    assert dataset["name"] == spec.dataset and dataset["fingerprint"] and dataset["samples"]["train"] > 0
+    assert "/" not in dataset.get("source", "") and not any(
+        str(v).startswith("/") for v in dataset.values()), "no paths of the training machine"
+    assert card["command"].startswith(f"zoo train {spec.name}")
+    assert spec.monitor in card["metrics"].get("val", card["metrics"]["train"])
+    assert headline(card) != "none"
