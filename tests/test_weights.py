@@ -9,7 +9,7 @@ import pytest
 from zoo import registry
 from zoo.weights import headline, load_state_dict, sha256_file, weights_dir
 
-CARDS = sorted(p for p in weights_dir().glob("*.json") if not p.name.endswith(".history.json"))
+CARDS = sorted(p for p in weights_dir().glob("[!.]*.json") if not p.name.endswith(".history.json"))
 
 
 def test_every_card_is_for_a_registered_model():
