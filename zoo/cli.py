@@ -137,6 +137,7 @@ def train(
     seed: Annotated[int | None, typer.Option(help="Override the recipe's seed.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in --out.")] = False,
+    force: Annotated[bool, typer.Option(help="Replace real-data weights with built-in-sample ones.")] = False,
     all_: Annotated[bool, typer.Option("--all", help="Train every model.")] = False,
     data_root: Annotated[str | None, typer.Option(help="With --all: the folder holding every dataset "
                                                        "(as ../shared/data is laid out).")] = None,
@@ -156,7 +157,8 @@ def train(
         if all_ and data_root is not None and DATASET_FOLDERS[spec.dataset] is not None:
             model_data = str(Path(data_root) / DATASET_FOLDERS[spec.dataset])
         cards.append(train_model(model, model_data, out=out, epochs=epochs, batch_size=batch_size, lr=lr,
-                                 seed=seed, device=device, resume=resume, console=err_console))
+                                 seed=seed, device=device, resume=resume, force=force,
+                                 console=err_console))
     if json_:
         print_json(cards if all_ else cards[0])
 
@@ -202,7 +204,7 @@ def _print_parity(title: str, report: dict) -> None:
         table.add_row(*row, style="red" if row[-1].startswith("FAIL") else None)
     checks = ", ".join(f"{c['check']} {({True: 'ok', False: 'FAIL', None: 'n/a'})[c['passed']]}"
                        for c in report["checks"])
-    console.print(table)
+    Console(width=max(console.width, 130)).print(table)  # nine columns: too wide for 80, even in a pipe
     console.print(f"checks: {checks}", markup=False, highlight=False)
     for failure in report["failures"]:
         console.print(f"[red]FAIL[/] {escape(failure)}", highlight=False)

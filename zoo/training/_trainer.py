@@ -160,7 +160,7 @@ def _checkpoint_interval() -> float:
 
 def train(name: str, data: str | Path | None = None, *, out: str | Path | None = None,
           epochs: int | None = None, batch_size: int | None = None, lr: float | None = None,
-          seed: int | None = None, device: str = "auto", resume: bool = False,
+          seed: int | None = None, device: str = "auto", resume: bool = False, force: bool = False,
           console: Console | None = None) -> dict:
     """Train `name` on `data` (or the built-in sample) and write `<out>/<name>.safetensors` plus its
     card, history and plots. Returns the card."""
@@ -173,6 +173,10 @@ def train(name: str, data: str | Path | None = None, *, out: str | Path | None =
             raise ZooError(f"--{key.replace('_', '-')} must be positive, got {value}")
     recipe = dataclasses.replace(spec.recipe, **overrides)
     out = Path(out) if out is not None else weights_dir()
+    existing = out / f"{name}.json"
+    if data is None and not force and existing.is_file() and '"source": "files"' in existing.read_text():
+        raise ZooError(f"{existing.parent}/{name}.safetensors holds weights trained on the real dataset; training on "
+                       "the built-in sample would replace them: pass --out DIR (or --force)")
     dev = resolve_device(device)
     torch.manual_seed(recipe.seed)
 
