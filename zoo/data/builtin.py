@@ -10,7 +10,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-VERSION = 1  # bump when a writer changes, so stale caches are not reused
+VERSION = 2  # bump when a writer changes, so stale caches are not reused
 
 # dataset name -> "module:function(folder, split)" writing the sample and returning the path to read
 WRITERS = {

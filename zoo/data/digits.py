@@ -250,10 +250,10 @@ def _png(array: np.ndarray) -> bytes:
 
 
 def write_mnist_sample(root: Path, split: str) -> Path:
-    """`mnist_<split>_png.tar.gz` holding `<split>/<digit>/<index>.png`: 30 (train) or 10 (test)
+    """`mnist_<split>_png.tar.gz` holding `<split>/<digit>/<index>.png`: 100 (train) or 20 (test)
     rendered digits per class, 28x28 8-bit grayscale, as in the real MNIST PNG tar."""
     rng = np.random.default_rng(0 if split == "train" else 1)
-    per_class = 30 if split == "train" else 10
+    per_class = 100 if split == "train" else 20
     members = [(f"{split}/{d}/{d * per_class + i}.png", _png(_digit(d, rng)))
                for d in range(10) for i in range(per_class)]
     path = root / f"mnist_{split}_png.tar.gz"
