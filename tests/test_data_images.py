@@ -159,6 +159,9 @@ def test_omniglot_labels_come_from_the_fixed_maps(tmp_path):
     assert two_output.targets["alphabet"].tolist() == [OMNIGLOT_ALPHABETS.index(k.split("/")[0])
                                                        for k in sorted(keys) for _ in range(2)]
     assert two_output.inputs["image"].shape == (6, 1, 64, 64)
+    (tmp_path / "omniglot_train").rmdir()
+    with pytest.raises(DataError, match="holds omniglot_test but no omniglot_train/ for the train split"):
+        load(spec("omniglot-two-output"), tmp_path, "train")
     two_input = load(spec("omniglot-two-input"), tmp_path / "omniglot_test", "train")
     assert set(two_input.targets) == {"character"} and set(two_input.inputs) == {"image", "alphabet"}
     assert torch.equal(two_input.inputs["alphabet"].argmax(1), two_output.targets["alphabet"])
@@ -246,7 +249,7 @@ def _mnist_sources(root, images, labels, split="train"):
     sources["csv gz"] = _write_csv(root / "mnist_5k.csv.gz", images, labels)
     sources["csv header, label first"] = _write_csv(root / "kaggle.csv", images, labels, header=True, label_first=True)
     (root / "csvdir").mkdir()
-    _write_csv(root / "csvdir" / "digits.csv", images, labels, header=True)
+    _write_csv(root / "csvdir" / f"digits_{split}.csv", images, labels, header=True)
     sources["folder with csv"] = root / "csvdir"
     return sources
 
@@ -274,6 +277,11 @@ def test_fashion_mnist_idx_and_csv(tmp_path):
         assert data.targets["logits"].tolist() == labels.tolist()
     with pytest.raises(DataError, match="found no train data"):
         load(spec("fashion-mnist-mlp"), raw.parent, "train")
+    (tmp_path / "only_train").mkdir()
+    _write_csv(tmp_path / "only_train" / "mnist_5k.csv.gz", images, labels)
+    assert len(load(spec("lenet-mnist"), tmp_path / "only_train", "train")) == len(labels)
+    with pytest.raises(DataError, match="found no test data"):  # never the training CSV as the test split
+        load(spec("lenet-mnist"), tmp_path / "only_train", "test")
 
 
 def test_mnist_sample_targets_three_is_one(tmp_path):

@@ -85,7 +85,7 @@ def read_digits(path: Path, split: str, pre: dict, raw: str, what: str):
             images = folder / f"{prefix}-images-idx3-ubyte{suffix}"
             if images.is_file():
                 return _from_idx(images, _labels_next_to(images), pre)
-    tars = [p for p in sorted(path.iterdir()) if p.name.lower().endswith(TAR_SUFFIXES) and split in p.name]
+    tars = [p for p in sorted(path.iterdir()) if p.name.lower().endswith(TAR_SUFFIXES) and _names_split(p.name, split)]
     if tars:
         return _from_tar(tars[0], split, pre, what)
     for root in (path / split, path):
@@ -93,12 +93,17 @@ def read_digits(path: Path, split: str, pre: dict, raw: str, what: str):
             groups = read_tree(root, DIGITS)
             check_groups(groups, DIGITS, f"{what} folder", str(root))
             return decode_groups(groups, DIGITS, pre)
-    other = "test" if split == "train" else "train"
     csvs = [p for p in sorted(path.iterdir()) if p.name.lower().endswith((".csv", ".csv.gz"))
-            and other not in p.name.lower() and _looks_like_pixels(p)]
+            and _names_split(p.name, split) and _looks_like_pixels(p)]
     if csvs:
         return _from_csv(csvs[0], pre)
     raise DataError(f"{what} data {path}: found no {split} data; expected {FORMATS.format(prefix=prefix)}")
+
+
+def _names_split(name: str, split: str) -> bool:
+    """A file in a folder belongs to the test split only if its name says so (test, t10k)."""
+    is_test = any(word in name.lower() for word in ("test", "t10k"))
+    return is_test == (split != "train")
 
 
 def _from_tar(path: Path, split: str, pre: dict, what: str):

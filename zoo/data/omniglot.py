@@ -34,6 +34,9 @@ def _root(path: Path, split: str) -> Path:
     for name in names:
         if (path / name).is_dir():
             return path / name
+    splits = [name for name in _subfolders(path) if name.startswith("omniglot_")]
+    if splits:
+        raise DataError(f"omniglot data {path}: holds {', '.join(splits)} but no {names[0]}/ for the {split} split")
     return path
 
 
