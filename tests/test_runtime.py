@@ -84,11 +84,19 @@ def clouds(bundle):
         yield session
 
 
-def eager_outputs(name: str, arrays: dict) -> list[np.ndarray]:
-    """Reference: the registry model with the stand-in's seed-0 weights (only valid for stand-in bundles)."""
+def _has_export() -> bool:
+    try:
+        import zoo.export  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def eager_outputs(name: str, arrays: dict, seed: int = 0) -> list[np.ndarray]:
+    """Reference: the registry model with the random weights a bundle was exported with (its seed)."""
     import torch
 
-    model = registry.build(name, seed=0).eval()
+    model = registry.build(name, seed=seed).eval()
     with torch.no_grad():
         out = model(*(torch.from_numpy(a) for a in arrays.values()))
     return [o.numpy() for o in (out if isinstance(out, tuple) else (out,))]
@@ -138,25 +146,18 @@ def test_every_model_runs_raw_inputs_through_its_manifest(bundle, name):
                 session.classify(raw)
 
 
-def test_onnx_outputs_match_eager_pytorch(bundle):
-    session = rt.load(bundle("clouds-cnn"), threads=1)
-    if session.manifest.data["exporter"]["name"] != "test stand-in":
-        pytest.skip("exported by zoo.export with its own random weights; export's parity report covers this")
-    x = np.random.default_rng(1).random((3, 3, 64, 64), dtype=np.float32)
-    np.testing.assert_allclose(session.predict(x)["logits"], eager_outputs("clouds-cnn", {"image": x})[0],
-                               rtol=1e-4, atol=1e-5)
-
-
-def test_torchscript_backend_agrees_with_onnxruntime(bundle):
-    x = np.random.default_rng(2).random((2, 3, 64, 64), dtype=np.float32)
-    ts = rt.load(bundle("clouds-cnn", "torchscript"), threads=1)
-    assert ts.backend == "torchscript" and ts.providers == ["torch:cpu"]
-    onnx_path = bundle("clouds-cnn")
-    if json.loads((onnx_path / "manifest.json").read_text())["weights"].get("sha256") != \
-            ts.manifest.data["weights"].get("sha256"):
-        pytest.skip("the two bundles carry different random weights")
-    np.testing.assert_allclose(ts.predict(x)["logits"], rt.load(onnx_path, threads=1).predict(x)["logits"],
-                               rtol=1e-4, atol=1e-5)
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript", "pt2"])
+@pytest.mark.parametrize("name,shape", [("clouds-cnn", (3, 3, 64, 64)), ("electricity-gru", (2, 50, 1))])
+def test_every_backend_matches_eager_pytorch(bundle, fmt, name, shape):
+    if fmt == "pt2" and not _has_export():
+        pytest.skip("the stand-in exporter writes no pt2 bundles")
+    session = rt.load(bundle(name, fmt), threads=1)
+    assert session.backend == {"onnx": "onnxruntime"}.get(fmt, fmt)
+    weights = session.manifest.data["weights"]
+    assert weights["random"]
+    x = np.random.default_rng(1).random(shape, dtype=np.float32)
+    (expected,) = eager_outputs(name, {session.input_names[0]: x}, seed=weights.get("seed", 0))
+    np.testing.assert_allclose(session.predict(x)[session.output_names[0]], expected, rtol=1e-4, atol=1e-5)
 
 
 # --- labels and probabilities --------------------------------------------------------------------------
@@ -473,3 +474,44 @@ def test_zoo_predict_on_a_folder_that_is_not_a_bundle(tmp_path):
 
     result = CliRunner().invoke(app, ["predict", str(tmp_path), "x.png"])
     assert result.exit_code == 2 and "has no manifest.json" in result.output
+
+
+# --- examples/embed_app.py --------------------------------------------------------------------------------------
+
+def test_embed_app_classifies_a_folder(bundle, tmp_path):
+    from PIL import Image
+
+    for name in ("b.png", "a.jpg"):
+        Image.new("RGB", (50, 70), (20, 120, 220)).save(tmp_path / name)
+    (tmp_path / "notes.txt").write_text("not an image")
+    result = subprocess.run([sys.executable, str(ROOT / "examples" / "embed_app.py"), str(bundle("clouds-cnn")),
+                             str(tmp_path), "--top-k", "2", "--threads", "1"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = [line.split("\t") for line in result.stdout.splitlines()]
+    assert [line[0] for line in lines] == ["a.jpg", "b.png"] and all(len(line) == 3 for line in lines)
+    assert lines[0][1].rsplit(" ", 1)[0] in registry.get("clouds-cnn").labels["logits"]
+
+
+def test_embed_app_serves_http_on_localhost(bundle, tmp_path):
+    import io
+    import urllib.error
+    import urllib.request
+
+    from PIL import Image
+
+    proc = subprocess.Popen([sys.executable, str(ROOT / "examples" / "embed_app.py"), str(bundle("clouds-cnn")),
+                             "--serve", "--port", "0", "--threads", "1"], stdout=subprocess.PIPE, text=True)
+    try:
+        url = proc.stdout.readline().split()[-1]
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/predict")
+        buffer = io.BytesIO()
+        Image.new("RGB", (64, 64), (200, 200, 200)).save(buffer, format="PNG")
+        with urllib.request.urlopen(urllib.request.Request(url + "?top_k=2", data=buffer.getvalue()), timeout=60) as r:
+            body = json.loads(r.read())
+        assert len(body["logits"]) == 2 and body["logits"][0]["label"] in registry.get("clouds-cnn").labels["logits"]
+        with pytest.raises(urllib.error.HTTPError) as error:
+            urllib.request.urlopen(urllib.request.Request(url, data=b"not an image"), timeout=60)
+        assert error.value.code == 400 and "cannot read image" in json.loads(error.value.read())["error"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

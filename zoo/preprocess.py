@@ -6,6 +6,7 @@ the same functions, so serving sees exactly the pixels the model was trained on.
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -16,17 +17,18 @@ __all__ = ["decode_image", "images_to_input", "rows_to_input", "series_to_window
 
 
 def decode_image(source, pre: Mapping) -> np.ndarray:
-    """Image file path, PIL image or uint8 array (H,W) / (H,W,C) -> uint8 array (C, H, W) of the
-    preprocessing's mode and size (bilinear resize, as PIL does it)."""
+    """Image file path, encoded file contents (bytes), PIL image or uint8 array (H,W) / (H,W,C)
+    -> uint8 array (C, H, W) of the preprocessing's mode and size (bilinear resize, as PIL does it)."""
     from PIL import Image, UnidentifiedImageError
 
-    if isinstance(source, (str, Path)):
+    if isinstance(source, (str, Path, bytes)):
         try:
-            with Image.open(source) as img:
+            with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
                 img.load()
                 image = img
-        except (OSError, UnidentifiedImageError) as e:
-            raise ValueError(f"cannot read image {source}: {e}") from None
+        except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as e:
+            what = f"({len(source)} bytes)" if isinstance(source, bytes) else source
+            raise ValueError(f"cannot read image {what}: {e}") from None
     elif isinstance(source, np.ndarray):
         if source.dtype != np.uint8 or source.ndim not in (2, 3) or (source.ndim == 3 and source.shape[2] not in (1, 3, 4)):
             raise ValueError(f"an image array must be uint8 (H, W) or (H, W, 1|3|4), got {source.dtype} {source.shape}")
@@ -34,7 +36,7 @@ def decode_image(source, pre: Mapping) -> np.ndarray:
     elif isinstance(source, Image.Image):
         image = source
     else:
-        raise ValueError(f"expected an image path, PIL image or uint8 array, got {type(source).__name__}")
+        raise ValueError(f"expected an image path, image bytes, PIL image or uint8 array, got {type(source).__name__}")
     height, width = pre["size"]
     image = image.convert(pre["mode"])
     if image.size != (width, height):

@@ -10,7 +10,7 @@ import numpy as np
 from zoo import preprocess as pp
 from zoo.runtime._backends import OrtBackend, TorchBackend
 from zoo.runtime._bundle import BundleError, Manifest, read_manifest
-from zoo.runtime._validate import check_inputs
+from zoo.runtime._validate import InputChecker
 
 BACKEND_FORMATS = {"onnxruntime": "onnx", "torchscript": "torchscript", "pt2": "pt2"}
 
@@ -64,6 +64,8 @@ class Session:
         self._engine = engine
         self.input_names = [t.name for t in manifest.inputs]
         self.output_names = [t.name for t in manifest.outputs]
+        self._check = InputChecker(manifest.inputs)
+        self._run = engine.run
 
     def __repr__(self) -> str:
         return (f"Session({self.manifest.model!r}, backend={self.backend!r}, device={self.device!r}, "
@@ -89,8 +91,7 @@ class Session:
 
     def predict(self, inputs) -> dict[str, np.ndarray]:
         """Named arrays (or one array for a single-input model), with the batch axis -> named outputs."""
-        feeds = check_inputs(inputs, self.manifest.inputs)
-        return dict(zip(self.output_names, self._engine.run(feeds)))
+        return dict(zip(self.output_names, self._run(self._check(inputs))))
 
     # --- raw inputs ---------------------------------------------------------------------------------
 
@@ -98,7 +99,7 @@ class Session:
         """Raw inputs -> model arrays, with the manifest's preprocessing.
 
         Single-input models take the raw value itself; several inputs take {input name: raw value}.
-        image: a path, PIL image or uint8 array (H, W[, C]), or a list of them;
+        image: a path, encoded image bytes, PIL image or uint8 array (H, W[, C]), or a list of them;
         tabular: a dict (one row) or a list of dicts, keyed by column name (CSV rows as csv.DictReader gives);
         series: a 1-D sequence of numbers (the model forecasts the value after it);
         onehot: a category name or a list of names."""

@@ -112,6 +112,7 @@ def run(target: str, backends=BACKENDS, devices=("cpu",), batches=(1, 8, 64, 256
     name = _model_name(target)
     result = {"model": name, "target": str(target), "threads": threads, "iters": iters, "warmup": warmup,
               "batches": list(batches), "machine": machine(), "rows": [], "skipped": [], "weights": None,
+              "speedup": "eager p50 / backend p50, same device and batch",
               "timing": "numpy in -> numpy out per call (host<->device copies included on CUDA), except "
                         "onnxruntime+iobinding: inputs and outputs stay on the GPU"}
     with tempfile.TemporaryDirectory(prefix="zoo-bench-") as scratch:
@@ -167,10 +168,12 @@ def _start_worker(job: dict, timeout: float) -> dict:
 
 
 def _add_speedups(result: dict) -> None:
-    eager = {(r["device"], r["batch"]): r["mean_ms"] for r in result["rows"] if r["backend"] == "eager"}
+    """Speed-up over eager PyTorch on the same device and batch, from the medians (p50): on a shared machine
+    the means carry other processes' interruptions."""
+    eager = {(r["device"], r["batch"]): r["p50_ms"] for r in result["rows"] if r["backend"] == "eager"}
     for row in result["rows"]:
         base = eager.get((row["device"], row["batch"]))
-        row["speedup_vs_eager"] = round(base / row["mean_ms"], 3) if base and row["mean_ms"] else None
+        row["speedup_vs_eager"] = round(base / row["p50_ms"], 3) if base and row["p50_ms"] else None
 
 
 # --- the worker: one backend on one device, every batch size ------------------------------------------------
