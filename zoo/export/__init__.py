@@ -83,6 +83,7 @@ def _bundle(spec, fmt, model, weights_record, preprocess, real, atol, rtol, out:
     # built beside the target (same filesystem, so the final rename is atomic); a dot-name that
     # no one mistakes for a bundle, removed whatever happens
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=out))
+    staging.chmod(0o755)   # mkdtemp makes it private; a bundle is meant to be shared
     try:
         file = staging / module.FILE
         try:

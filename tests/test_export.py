@@ -1,0 +1,247 @@
+"""Export: every model to every format with parity, the bundle contract, tampering, failure paths."""
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from safetensors.torch import save_file
+from typer.testing import CliRunner
+
+from zoo import registry
+from zoo.cli import app
+from zoo.errors import ParityError, ZooError
+from zoo.export import _onnx, export, read_manifest, verify
+from zoo.weights import preprocess_for, sha256_file
+
+# The exporters each model is expected to get (ONNX, TorchScript). Stated here independently of
+# the code that chooses them; a model missing from this table fails the guard below.
+DYNAMO, LEGACY = "torch.onnx (dynamo)", "torch.onnx (legacy)"
+SCRIPT, TRACE = "torch.jit.script", "torch.jit.trace"
+EXPECTED = {
+    "water-mlp": (DYNAMO, SCRIPT), "clouds-cnn": (DYNAMO, SCRIPT),
+    # nn.RNN: dynamo fixes the sequence; scripting the forward is order-dependent in TorchScript
+    "electricity-rnn": (LEGACY, TRACE), "electricity-lstm": (LEGACY, TRACE), "electricity-gru": (LEGACY, TRACE),
+    "omniglot-two-input": (DYNAMO, SCRIPT), "omniglot-two-output": (DYNAMO, SCRIPT),
+    "lenet-mnist": (DYNAMO, SCRIPT), "cifar10-net": (DYNAMO, SCRIPT),
+    "mnist-3v7-linear": (DYNAMO, SCRIPT), "mnist-3v7-simplenet": (DYNAMO, SCRIPT),
+    "thermometer-linear": (DYNAMO, SCRIPT), "thermometer-mlp": (DYNAMO, SCRIPT),
+    "cifar2-fc": (DYNAMO, SCRIPT), "cifar2-net": (DYNAMO, SCRIPT), "cifar2-netwidth": (DYNAMO, SCRIPT),
+    "cifar2-netdropout": (DYNAMO, SCRIPT), "cifar2-netbatchnorm": (DYNAMO, SCRIPT),
+    "cifar2-netres": (DYNAMO, SCRIPT), "cifar2-netresdeep": (DYNAMO, SCRIPT),
+    "circles-mlp": (DYNAMO, SCRIPT), "fashion-mnist-mlp": (DYNAMO, SCRIPT),
+}
+FORMATS = ("onnx", "torchscript", "pt2")
+runner = CliRunner()
+
+
+def test_every_registered_model_has_an_export_test():
+    assert set(EXPECTED) == set(registry.names())
+
+
+def _dims(value_info) -> list:
+    return [d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_model_exports_with_parity(name, fmt, tmp_path):
+    spec = registry.get(name)
+    (bundle,) = export(name, fmt, out=tmp_path, random_weights=True)
+    assert bundle == tmp_path / f"{name}-{fmt}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [bundle.name]   # no staging folder left
+    manifest = read_manifest(bundle)
+    file = bundle / manifest["file"]
+    assert manifest["file_sha256"] == sha256_file(file)
+    assert manifest["model"] == name and manifest["format"] == fmt and manifest["task"] == spec.task
+    assert manifest["inputs"] == [t.to_dict() for t in spec.inputs]
+    assert manifest["outputs"] == [t.to_dict() for t in spec.outputs]
+    assert manifest["preprocess"] == json.loads(json.dumps(preprocess_for(spec, None)))
+    assert manifest["weights"]["random"] is True and manifest["weights"]["sha256"] is None
+    expected_exporter = {"onnx": EXPECTED[name][0], "torchscript": EXPECTED[name][1], "pt2": "torch.export"}[fmt]
+    assert manifest["exporter"]["name"] == expected_exporter
+    assert manifest["versions"]["torch"] and manifest["versions"]["onnxruntime"]
+
+    parity = manifest["parity"]
+    assert parity["passed"] and not parity["failures"]
+    assert len(parity["cases"]) == (12 if spec.is_sequence else 3)
+    batches = sorted({c["shapes"][spec.inputs[0].name][0] for c in parity["cases"]})
+    assert batches == [1, 2, 7]
+    for case in parity["cases"]:
+        assert set(case["outputs"]) == {t.name for t in spec.outputs}
+        for out in case["outputs"].values():
+            assert out["passed"] and out["max_abs"] <= spec.atol + spec.rtol * 1e3
+            assert ("top1_agreement" in out) == spec.is_classifier
+
+    if fmt == "onnx":
+        model = onnx.load(str(file))
+        onnx.checker.check_model(model, full_check=True)
+        props = {p.key: p.value for p in model.metadata_props}
+        assert json.loads(props["zoo.labels"]) == manifest["labels"]
+        embedded = json.loads(props["zoo.manifest"])
+        assert embedded["inputs"] == manifest["inputs"] and embedded["parity"]["passed"]
+        assert [i.name for i in model.graph.input] == [t.name for t in spec.inputs]
+        assert [o.name for o in model.graph.output] == [t.name for t in spec.outputs]
+        for declared, actual in zip((*spec.inputs, *spec.outputs), (*model.graph.input, *model.graph.output)):
+            for axis, dim in enumerate(_dims(actual)):
+                assert isinstance(dim, str) == isinstance(declared.shape[axis], str), (declared.name, axis, dim)
+    assert verify(bundle)["note"]   # random weights: consistency checked, parity not re-run
+
+
+def test_rnn_sequence_axis_is_symbolic_in_onnx(tmp_path):
+    (bundle,) = export("electricity-rnn", "onnx", out=tmp_path, random_weights=True)
+    model = onnx.load(str(bundle / "model.onnx"))
+    batch, sequence, features = _dims(model.graph.input[0])
+    assert isinstance(batch, str) and isinstance(sequence, str) and batch != sequence and features == 1
+    assert "RNN" in {n.op_type for n in model.graph.node}   # the native op, not an unrolled graph
+    session = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
+    eager = registry.build("electricity-rnn", seed=0).eval()
+    for length in (3, 150):   # lengths the export never saw
+        x = np.random.default_rng(length).standard_normal((4, length, 1)).astype(np.float32)
+        with torch.no_grad():
+            expected = eager(torch.from_numpy(x)).numpy()
+        np.testing.assert_allclose(session.run(None, {"series": x})[0], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_refuses_without_weights(tmp_path, monkeypatch):
+    monkeypatch.setenv("ZOO_WEIGHTS", str(tmp_path / "no-weights"))
+    result = runner.invoke(app, ["export", "clouds-cnn", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert "--random-weights" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out" / "clouds-cnn-onnx").exists()
+
+
+def test_failed_parity_exits_1_with_the_table_and_writes_nothing(tmp_path):
+    result = runner.invoke(app, ["export", "cifar2-net", "--random-weights", "--out", str(tmp_path),
+                                 "--atol", "0", "--rtol", "0"])
+    assert result.exit_code == 1, result.output
+    assert "max abs" in result.output and "FAIL" in result.output and "logits" in result.output
+    assert "no bundle written" in result.output and "Traceback" not in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_bad_artefact_fails_and_keeps_the_previous_bundle(tmp_path, monkeypatch):
+    (bundle,) = export("circles-mlp", "onnx", out=tmp_path, random_weights=True)
+    before = (bundle / "manifest.json").read_text()
+    run = _onnx.Artefact.run
+    monkeypatch.setattr(_onnx.Artefact, "run", lambda self, arrays: [o + 1e-3 for o in run(self, arrays)])
+    with pytest.raises(ParityError) as info:
+        export("circles-mlp", "onnx", out=tmp_path, random_weights=True)
+    assert "parity failed" in str(info.value) and "probability" in str(info.value)
+    assert info.value.reports[0]["cases"][0]["outputs"]["probability"]["max_abs"] == pytest.approx(1e-3, rel=1e-3)
+    assert (bundle / "manifest.json").read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["circles-mlp-onnx"]
+
+
+def test_random_and_given_weights_exclude_each_other(tmp_path):
+    with pytest.raises(ZooError, match="exclude"):
+        export("circles-mlp", "onnx", weights=tmp_path / "w.safetensors", out=tmp_path, random_weights=True)
+
+
+# --- verify: bundles exported from a weights file ----------------------------------------------
+
+def _weights(path, seed):
+    save_file(registry.build("thermometer-mlp", seed=seed).state_dict(), str(path))
+    return path
+
+
+@pytest.fixture
+def trained(tmp_path):
+    """A thermometer-mlp bundle per format, exported from a weights file (not random)."""
+    weights = _weights(tmp_path / "thermo.safetensors", seed=3)
+    bundles = export("thermometer-mlp", "all", weights=weights, out=tmp_path / "bundles")
+    return weights, {p.name.rsplit("-", 1)[1]: p for p in bundles}
+
+
+def _verify(*args):
+    result = runner.invoke(app, ["verify", *map(str, args)])
+    assert "Traceback" not in result.output
+    result.text = " ".join(result.output.split())   # rich wraps long lines
+    return result
+
+
+def test_verify_reruns_parity_against_the_source_weights(trained, tmp_path, monkeypatch):
+    weights, bundles = trained
+    for bundle in bundles.values():
+        result = _verify(bundle, "--weights", weights)
+        assert result.exit_code == 0, result.output
+        assert "max abs" in result.text and "parity passed" in result.text
+    # without --weights: found among the shipped weights by sha256, whatever the file is called
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    shutil.copy(weights, shipped / "some-other-name.safetensors")
+    monkeypatch.setenv("ZOO_WEIGHTS", str(shipped))
+    assert verify(bundles["onnx"])["weights"] == str(shipped / "some-other-name.safetensors")
+    monkeypatch.setenv("ZOO_WEIGHTS", str(tmp_path / "empty"))
+    result = _verify(bundles["onnx"])
+    assert result.exit_code == 2 and "--weights" in result.text
+
+
+def test_verify_rejects_other_weights(trained, tmp_path):
+    _, bundles = trained
+    result = _verify(bundles["pt2"], "--weights", _weights(tmp_path / "other.safetensors", seed=4))
+    assert result.exit_code == 1 and "not the weights this bundle was exported from" in result.text
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_verify_reports_a_truncated_model_file(trained, fmt):
+    weights, bundles = trained
+    file = bundles[fmt] / read_manifest(bundles[fmt])["file"]
+    file.write_bytes(file.read_bytes()[:200])
+    result = _verify(bundles[fmt], "--weights", weights)
+    assert result.exit_code == 1 and "sha256" in result.text and "truncated" in result.text
+    # a tamperer who also fixes the checksum gets "does not load"
+    manifest = json.loads((bundles[fmt] / "manifest.json").read_text())
+    manifest["file_sha256"] = sha256_file(file)
+    (bundles[fmt] / "manifest.json").write_text(json.dumps(manifest))
+    result = _verify(bundles[fmt], "--weights", weights)
+    assert result.exit_code == 1 and "does not load" in result.text
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m["inputs"][0].update(shape=["batch", 2]), "don't match"),
+    (lambda m: m.update(file_sha256="0" * 64), "sha256"),
+    (lambda m: m.pop("weights"), "lacks"),
+])
+def test_verify_reports_a_tampered_manifest(trained, edit, message):
+    weights, bundles = trained
+    manifest = json.loads((bundles["onnx"] / "manifest.json").read_text())
+    edit(manifest)
+    (bundles["onnx"] / "manifest.json").write_text(json.dumps(manifest))
+    result = _verify(bundles["onnx"], "--weights", weights)
+    assert result.exit_code == 1 and message in result.text
+
+
+def test_verify_catches_a_swapped_model_file_by_parity(trained, tmp_path):
+    weights, bundles = trained
+    (other,) = export("thermometer-mlp", "onnx", weights=_weights(tmp_path / "b.safetensors", seed=5),
+                      out=tmp_path / "other")
+    shutil.copy(other / "model.onnx", bundles["onnx"] / "model.onnx")
+    manifest = json.loads((bundles["onnx"] / "manifest.json").read_text())
+    manifest["file_sha256"] = sha256_file(bundles["onnx"] / "model.onnx")
+    (bundles["onnx"] / "manifest.json").write_text(json.dumps(manifest))
+    result = _verify(bundles["onnx"], "--weights", weights)
+    assert result.exit_code == 1 and "FAIL" in result.text and "parity" in result.text
+
+
+def test_manifest_records_the_source_weights_and_the_parity_table_as_json(trained):
+    weights, bundles = trained
+    manifest = read_manifest(bundles["torchscript"])
+    assert manifest["weights"] == {"sha256": sha256_file(weights), "random": False, "seed": None,
+                                   "source": weights.name, "metrics": None}
+    result = runner.invoke(app, ["verify", str(bundles["torchscript"]), "--weights", str(weights), "--json"])
+    assert result.exit_code == 0
+    assert json.loads(result.output)["parity"]["passed"] is True
+
+
+def test_real_samples_join_the_parity_matrix(tmp_path):
+    from zoo.data import builtin
+
+    data = builtin.materialize("electricity", "train")
+    (bundle,) = export("electricity-lstm", "onnx", out=tmp_path, random_weights=True, data=data)
+    real = [c for c in read_manifest(bundle)["parity"]["cases"] if c["inputs"] == "real"]
+    assert len(real) == 1 and real[0]["outputs"]["next_value"]["passed"]
+    assert real[0]["shapes"]["series"][1:] == [96, 1]   # the trained window, from the data
