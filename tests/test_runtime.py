@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import csv
-import dataclasses
-import hashlib
 import json
 import os
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,54 +19,19 @@ import zoo.runtime as rt
 from zoo import registry
 
 ROOT = Path(__file__).resolve().parent.parent
-FILES = {"onnx": "model.onnx", "torchscript": "model.ts", "pt2": "model.pt2"}
-
-
-def _stand_in_export(name: str, fmt: str, out: Path) -> Path:
-    """Until zoo.export lands: the bundle layout of docs/formats.md, written with the legacy exporter."""
-    import torch
-
-    spec = registry.get(name)
-    model = registry.build(spec, seed=0).eval()
-    example = tuple(torch.rand(t.example_shape(batch=2, sequence=7)) for t in spec.inputs)
-    folder = out / f"{name}-{fmt}"
-    folder.mkdir(parents=True, exist_ok=True)
-    file = folder / FILES[fmt]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if fmt == "onnx":
-            torch.onnx.export(model, example, file, dynamo=False, opset_version=17,
-                              input_names=[t.name for t in spec.inputs], output_names=[t.name for t in spec.outputs],
-                              dynamic_axes={t.name: t.dynamic_axes for t in spec.inputs + spec.outputs})
-        else:
-            torch.jit.save(torch.jit.trace(model, example), file)
-    manifest = {
-        "format_version": 1, "model": name, "task": spec.task, "output_kind": spec.output_kind, "format": fmt,
-        "file": file.name, "file_sha256": hashlib.sha256(file.read_bytes()).hexdigest(),
-        "inputs": [t.to_dict() for t in spec.inputs], "outputs": [t.to_dict() for t in spec.outputs],
-        "preprocess": {k: dataclasses.asdict(p) for k, p in spec.preprocess.items()},
-        "labels": {k: list(v) for k, v in spec.labels.items()},
-        "weights": {"sha256": None, "random": True, "source": None, "metrics": None},
-        "exporter": {"name": "test stand-in", "opset": 17, "notes": ""}, "versions": {}, "parity": {}, "created": "",
-    }
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    return folder
 
 
 class BundleCache:
-    """make(name, fmt) -> a random-weights bundle folder, exported once per cache."""
+    """make(name, fmt) -> a random-weights bundle folder written by zoo.export, exported once per cache."""
 
     def __init__(self, root: Path):
         self.root, self.made = root, {}
 
     def __call__(self, name: str, fmt: str = "onnx") -> Path:
         if (name, fmt) not in self.made:
-            try:
-                from zoo.export import export
-            except ImportError:
-                self.made[name, fmt] = _stand_in_export(name, fmt, self.root)
-            else:
-                (self.made[name, fmt],) = export(name, formats=(fmt,), random_weights=True, out=self.root)
+            from zoo.export import export
+
+            (self.made[name, fmt],) = export(name, formats=(fmt,), random_weights=True, out=self.root)
         return self.made[name, fmt]
 
 
@@ -82,14 +44,6 @@ def bundle(tmp_path_factory):
 def clouds(bundle):
     with rt.load(bundle("clouds-cnn"), threads=1) as session:
         yield session
-
-
-def _has_export() -> bool:
-    try:
-        import zoo.export  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def eager_outputs(name: str, arrays: dict, seed: int = 0) -> list[np.ndarray]:
@@ -121,7 +75,13 @@ def raw_example(session: rt.Session, batch: int = 2):
 
 # --- every model ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", registry.names())
+# One model per input/output kind runs in the quick loop (`-m "not slow"`); CI runs them all.
+QUICK = {"clouds-cnn", "water-mlp", "electricity-gru", "omniglot-two-input", "omniglot-two-output",
+         "mnist-3v7-linear", "lenet-mnist", "thermometer-linear"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=() if n in QUICK else pytest.mark.slow)
+                                  for n in registry.names()])
 def test_every_model_runs_raw_inputs_through_its_manifest(bundle, name):
     spec = registry.get(name)
     with rt.load(bundle(name), threads=1) as session:
@@ -149,8 +109,6 @@ def test_every_model_runs_raw_inputs_through_its_manifest(bundle, name):
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript", "pt2"])
 @pytest.mark.parametrize("name,shape", [("clouds-cnn", (3, 3, 64, 64)), ("electricity-gru", (2, 50, 1))])
 def test_every_backend_matches_eager_pytorch(bundle, fmt, name, shape):
-    if fmt == "pt2" and not _has_export():
-        pytest.skip("the stand-in exporter writes no pt2 bundles")
     session = rt.load(bundle(name, fmt), threads=1)
     assert session.backend == {"onnx": "onnxruntime"}.get(fmt, fmt)
     weights = session.manifest.data["weights"]
