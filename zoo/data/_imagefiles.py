@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import os
 import tarfile
 import zlib
 from pathlib import Path
@@ -52,7 +53,6 @@ def read_tree(root: Path, classes) -> dict[str, list[Entry]]:
 
 
 def _scandir(folder: Path):
-    import os
     with os.scandir(folder) as it:
         return list(it)
 
