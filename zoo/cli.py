@@ -384,7 +384,7 @@ def bench(
         table.add_row(r["backend"], r["device"], str(r["batch"]), f"{r['session_ms']:.1f}", f"{r['first_ms']:.2f}",
                       f"{r['mean_ms']:.3f}", f"{r['p50_ms']:.3f}/{r['p90_ms']:.3f}/{r['p99_ms']:.3f}", cv,
                       f"{r['throughput_per_s']:,.0f}", memory, speedup)
-    Console(width=max(console.width, 140)).print(table)  # too many columns for 80, even in a pipe
+    Console(width=max(console.width, 160)).print(table)  # too many columns for 80, even in a pipe
     console.print(f"[dim]{result['timing']}; peak RSS is the worker process's, which imports torch only for "
                   "torchscript, pt2 and eager[/]")
     for s in result["skipped"]:
