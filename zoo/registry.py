@@ -47,6 +47,7 @@ class ImagePreprocess:
     pad: int = 0                               # zero padding on every side after resizing
     mean: tuple[float, ...] | None = None      # per-channel, applied after /255
     std: tuple[float, ...] | None = None
+    standardize: bool = False                  # fit mean/std per channel on the training split
     flatten: bool = False                      # (C,H,W) -> (C*H*W,) for MLPs on pixels
     kind: str = "image"
 
@@ -95,6 +96,7 @@ class Recipe:
     grad_clip: float | None = None
     patience: int = 10               # early stopping: epochs without improvement of the monitored metric
     val_fraction: float = 0.2
+    samples_per_epoch: int | None = None  # draw this many training samples per epoch (large, redundant datasets)
     seed: int = 0
 
 

@@ -66,9 +66,13 @@ def split_indices(dataset: zdata.Dataset, spec: ModelSpec, fraction: float, seed
 
 
 def fit_normalisation(dataset: zdata.Dataset, train_idx: torch.Tensor) -> dict[str, dict]:
-    """Standardisation statistics of tabular inputs, fitted on the training split only."""
+    """Standardisation statistics (tabular features, image channels), fitted on the training split only."""
     preprocess = copy.deepcopy(dataset.preprocess)
     for name, pre in preprocess.items():
+        if pre["kind"] == "image" and pre.get("standardize"):
+            x = dataset.inputs[name][train_idx].float() / 255
+            pre["mean"] = x.mean((0, 2, 3)).tolist()
+            pre["std"] = x.std((0, 2, 3)).clamp_min(1e-3).tolist()
         if pre["kind"] == "tabular" and pre.get("standardize"):
             x = dataset.inputs[name][train_idx] * pre.get("scale", 1.0)
             pre["mean"] = x.mean(0).tolist()
@@ -125,8 +129,10 @@ def as_dict(spec: ModelSpec, output) -> dict[str, torch.Tensor]:
     return {t.name: o for t, o in zip(spec.outputs, outputs)}
 
 
-def batches(n: int, batch_size: int, generator: torch.Generator | None):
+def batches(n: int, batch_size: int, generator: torch.Generator | None, limit: int | None = None):
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    order = order[:limit] if limit else order
+    n = len(order)
     stops = list(range(batch_size, n, batch_size)) + [n]
     if generator is not None and len(stops) > 1 and stops[-1] - stops[-2] == 1:
         stops.pop()  # a final batch of one breaks BatchNorm; its sample comes back next epoch
@@ -196,7 +202,8 @@ def train(name: str, data: str | Path | None = None, *, out: str | Path | None =
     model = registry.build(spec, seed=recipe.seed).to(dev)
     loss_fn = make_loss(spec, recipe)
     optimizer = make_optimizer(model, recipe)
-    steps_per_epoch = len(list(batches(len(train_set), recipe.batch_size, torch.Generator())))
+    steps_per_epoch = len(list(batches(len(train_set), recipe.batch_size, torch.Generator(),
+                                       recipe.samples_per_epoch)))
     scheduler = make_scheduler(optimizer, recipe, recipe.epochs * steps_per_epoch)
     monitor, minimize = spec.monitor, lower_is_better(spec.monitor)
 
@@ -239,7 +246,7 @@ def train(name: str, data: str | Path | None = None, *, out: str | Path | None =
             task = progress.add_task(f"epoch {epoch}/{recipe.epochs}", total=steps_per_epoch, loss=0.0)
             generator = torch.Generator().manual_seed(recipe.seed * 100_003 + epoch)
             running, seen = 0.0, 0
-            for idx in batches(len(train_set), recipe.batch_size, generator):
+            for idx in batches(len(train_set), recipe.batch_size, generator, recipe.samples_per_epoch):
                 part = train_set.subset(idx)
                 stored = part.inputs
                 if recipe.augment != "none":
