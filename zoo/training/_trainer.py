@@ -210,6 +210,7 @@ def train(name: str, data: str | Path | None = None, *, out: str | Path | None =
     history: list[dict] = []
     best_state = copy.deepcopy(model.state_dict())
     best_value, best_epoch, start_epoch = math.inf if minimize else -math.inf, 0, 1
+    best_loss = math.inf
     run_id = {"recipe": dataclasses.asdict(recipe), "fingerprint": dataset.fingerprint}
     if resume:
         restored = ckpt.load_checkpoint(out, name, model, optimizer)
@@ -221,6 +222,7 @@ def train(name: str, data: str | Path | None = None, *, out: str | Path | None =
                 raise ZooError(f"--resume: the checkpoint in {out} was made with another recipe or other data; "
                                "rerun without --resume to start over")
             history, best_value, best_epoch = state["history"], state["best_value"], state["best_epoch"]
+            best_loss = state.get("best_loss", math.inf)
             start_epoch = state["epoch"] + 1
             if scheduler is not None:
                 with warnings.catch_warnings():
@@ -277,10 +279,13 @@ def train(name: str, data: str | Path | None = None, *, out: str | Path | None =
                 record.update({f"train_{k}": v
                                for k, v in scalars(run_eval(model, spec, train_set, loss_fn, dev)).items()})
             history.append(record)
-            value = record[f"val_{monitor}" if has_val else f"train_{monitor}"]
-            improved = value < best_value if minimize else value > best_value
+            split = "val" if has_val else "train"
+            value, loss_value = record[f"{split}_{monitor}"], record[f"{split}_loss"]
+            # ties on the monitored metric (accuracy saturates on easy data) go to the lower loss
+            improved = (value < best_value if minimize else value > best_value) or (
+                value == best_value and loss_value < best_loss)
             if improved:
-                best_value, best_epoch, stale = value, epoch, 0
+                best_value, best_loss, best_epoch, stale = value, loss_value, epoch, 0
                 best_state = copy.deepcopy(model.state_dict())
             else:
                 stale += 1
@@ -292,7 +297,8 @@ def train(name: str, data: str | Path | None = None, *, out: str | Path | None =
             now = time.monotonic()
             if now - last_save >= _checkpoint_interval() or epoch == recipe.epochs:
                 ckpt.save_checkpoint(out, name, model, best_state, optimizer, {
-                    "epoch": epoch, "history": history, "best_value": best_value, "best_epoch": best_epoch,
+                    "epoch": epoch, "history": history, "best_value": best_value, "best_loss": best_loss,
+                    "best_epoch": best_epoch,
                     "run": run_id})
                 last_save = now
 
