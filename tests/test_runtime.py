@@ -261,6 +261,8 @@ def _arrays():
     )
 
 
+# Truncated or corrupt files behind real magic numbers: PNG, JPEG, GIF, BMP, TIFF, WebP.
+_IMAGE_HEADERS = [b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe0", b"GIF89a", b"BM", b"II*\x00", b"RIFF\x00\x00\x00\x00WEBPVP8 "]
 _values = st.one_of(_arrays(), st.none(), st.text(max_size=3), st.integers(), st.floats(),
                     st.lists(st.one_of(st.floats(), st.text(max_size=2)), max_size=3))
 _feeds = st.one_of(_values, st.dictionaries(st.one_of(st.sampled_from(["image", "Image", ""]), st.integers()),
@@ -279,7 +281,9 @@ def test_fuzzed_inputs_give_outputs_or_value_errors(clouds, feed):
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.one_of(_values, st.lists(_values, max_size=2), st.dictionaries(st.text(max_size=3), _values, max_size=2)))
+@given(st.one_of(_values, st.binary(max_size=64), st.sampled_from(_IMAGE_HEADERS).flatmap(
+    lambda head: st.binary(max_size=48).map(lambda tail: head + tail)),
+    st.lists(_values, max_size=2), st.dictionaries(st.text(max_size=3), _values, max_size=2)))
 def test_fuzzed_raw_inputs_give_outputs_or_value_errors(clouds, raw):
     try:
         clouds.predict_raw(raw)
