@@ -143,9 +143,20 @@ def test_resume_after_kill_completes_the_run(tmp_path):
 
 
 def test_cli_train_announces_the_builtin_sample(tmp_path):
-    result = runner.invoke(app, ["train", "circles-mlp", "--out", str(tmp_path), "--epochs", "1"])
+    result = runner.invoke(app, ["train", "water-mlp", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "no --data given" in result.output and "built-in sample" in result.output
+    assert json.loads((tmp_path / "water-mlp.json").read_text())["epochs_run"] <= 15, "built-in runs are short"
+    result = runner.invoke(app, ["train", "circles-mlp", "--out", str(tmp_path), "--epochs", "1"])
+    assert "the course's own data" in result.output
+
+
+def test_builtin_weights_never_replace_real_data_weights(tmp_path):
+    card = zoo.train("circles-mlp", out=tmp_path, epochs=1)
+    card["dataset"]["source"] = "files"
+    (tmp_path / "circles-mlp.json").write_text(json.dumps(card))
+    result = runner.invoke(app, ["train", "circles-mlp", "--out", str(tmp_path), "--epochs", "1"])
+    assert result.exit_code == 2 and "trained on the real dataset" in result.output
 
 
 def _write_csv(path: Path, text: str) -> Path:

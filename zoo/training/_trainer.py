@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from zoo import __version__, data as zdata, registry
 from zoo.data.augment import augment
+from zoo.data.builtin import COURSE_DATA
 from zoo.errors import ZooError
 from zoo.registry import ModelSpec, Recipe
 from zoo.training import _checkpoint as ckpt
@@ -27,6 +28,7 @@ from zoo.training._plots import plot_confusion, plot_history
 from zoo.weights import sha256_file, weights_dir
 
 EVAL_BATCH = 512
+BUILTIN_EPOCHS = 15  # epochs on the built-in sample unless --epochs says otherwise
 
 
 def resolve_device(device: str) -> torch.device:
@@ -178,6 +180,10 @@ def train(name: str, data: str | Path | None = None, *, out: str | Path | None =
         if key != "seed" and value <= 0:
             raise ZooError(f"--{key.replace('_', '-')} must be positive, got {value}")
     recipe = dataclasses.replace(spec.recipe, **overrides)
+    course_data = spec.dataset in COURSE_DATA
+    if data is None and not course_data and epochs is None and recipe.epochs > BUILTIN_EPOCHS:
+        # the built-in sample is a quick, learnable smoke run, not the real thing
+        recipe = dataclasses.replace(recipe, epochs=BUILTIN_EPOCHS)
     out = Path(out) if out is not None else weights_dir()
     existing = out / f"{name}.json"
     if data is None and not force and existing.is_file() and '"source": "files"' in existing.read_text():
@@ -186,9 +192,11 @@ def train(name: str, data: str | Path | None = None, *, out: str | Path | None =
     dev = resolve_device(device)
     torch.manual_seed(recipe.seed)
 
-    if data is None:
+    if data is None and course_data:
+        console.print(f"training {name} on the course's own data ({spec.dataset}, built in)")
+    elif data is None:
         console.print(f"[yellow]no --data given: training {name} on the built-in sample of "
-                      f"{spec.dataset}; pass --data DIR for the real dataset[/]")
+                      f"{spec.dataset} ({recipe.epochs} epochs); pass --data DIR for the real dataset[/]")
     dataset = zdata.load(spec, data)
     train_idx, val_idx = split_indices(dataset, spec, recipe.val_fraction, recipe.seed)
     if len(train_idx) == 0:
