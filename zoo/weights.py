@@ -100,11 +100,22 @@ def load_state_dict(spec: ModelSpec, path: str | Path, verify_card: bool = True)
     return state
 
 
-def preprocess_for(spec: ModelSpec, card: dict | None) -> dict:
-    """The complete preprocessing per input: the spec's, plus what training fitted (the card's)."""
+def preprocess_for(spec: ModelSpec, card: dict | None, random_weights: bool = False) -> dict:
+    """The complete preprocessing per input: the spec's, plus what training fitted (the card's).
+    Untrained (random) weights get an identity normalisation; trained weights without their fitted
+    statistics are refused, since serving them unnormalised would silently give wrong answers."""
     import dataclasses
 
     merged = {name: dataclasses.asdict(pre) for name, pre in spec.preprocess.items()}
     for name, fitted in ((card or {}).get("preprocess") or {}).items():
         merged.setdefault(name, {}).update(fitted)
+    for tensor in spec.inputs:
+        pre = merged.get(tensor.name, {})
+        if pre.get("standardize") and pre.get("mean") is None:
+            if not random_weights:
+                raise ZooError(f"{spec.name}: input {tensor.name!r} is standardised with statistics fitted at "
+                               "training time, but the weights have no card holding them; keep the "
+                               "<name>.json card beside the .safetensors file")
+            width = len(pre["columns"]) if pre["kind"] == "tabular" else tensor.shape[1]
+            pre["mean"], pre["std"] = [0.0] * width, [1.0] * width
     return merged

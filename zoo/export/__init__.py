@@ -123,7 +123,7 @@ def export(name: str, formats=("onnx",), weights: str | Path | None = None, out:
     spec = registry.get(name)
     formats = _formats(formats)
     model, weights_record, card = _load_weights(spec, weights, random_weights)
-    preprocess = preprocess_for(spec, card)
+    preprocess = preprocess_for(spec, card, random_weights)
     real = _real_samples(spec, data)
     atol = spec.atol if atol is None else float(atol)
     rtol = spec.rtol if rtol is None else float(rtol)
