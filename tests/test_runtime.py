@@ -477,3 +477,52 @@ def test_embed_app_serves_http_on_localhost(bundle, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+# --- tampered manifests: one BundleError naming the field, never a crash later ----------------------------------
+
+def _tampered(source: Path, folder: Path, edit) -> Path:
+    folder.mkdir()
+    manifest = json.loads((source / "manifest.json").read_text())
+    edit(manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    (folder / "model.onnx").write_bytes((source / "model.onnx").read_bytes())
+    return folder
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m["labels"].update(logits=m["labels"]["logits"][:3]),
+     "`labels.logits`: expected 7 class names, one per column of the output, got \"3 names\""),
+    (lambda m: m["inputs"][0].update(dtype="foo"), "`inputs[0].dtype`: expected a numeric numpy dtype"),
+    (lambda m: m["preprocess"]["image"].update(size=[64]), "`preprocess.image.size`: expected [height, width]"),
+    (lambda m: m["preprocess"]["image"].update(kind="video"), "`preprocess.image.kind`: expected image | tabular"),
+    (lambda m: m["preprocess"].update(picture=m["preprocess"].pop("image")), "`preprocess.picture`"),
+    (lambda m: m.update(format="tflite"), "`format`: expected onnx | torchscript | pt2, got \"tflite\""),
+    (lambda m: m.update(output_kind="scores"), "`output_kind`"),
+    (lambda m: m["outputs"][0].update(shape=["batch", 0]), "`outputs[0].shape`"),
+])
+def test_a_tampered_manifest_is_one_bundle_error(bundle, tmp_path, edit, message):
+    folder = _tampered(bundle("clouds-cnn"), tmp_path / "b", edit)
+    with pytest.raises(rt.BundleError) as info:
+        rt.load(folder)
+    assert message in str(info.value) and info.value.exit_code == 1
+    assert "\n" not in str(info.value)
+
+
+def test_binary_labels_must_be_negative_and_positive(bundle, tmp_path):
+    folder = _tampered(bundle("water-mlp"), tmp_path / "b", lambda m: m["labels"].update(probability=["yes"]))
+    with pytest.raises(rt.BundleError, match=r"expected 2 class names.*\[negative, positive\]"):
+        rt.read_manifest(folder)
+
+
+def test_zoo_predict_on_a_tampered_manifest_is_one_line(bundle, tmp_path):
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from zoo.cli import app
+
+    Image.new("RGB", (40, 30)).save(tmp_path / "img.png")
+    folder = _tampered(bundle("clouds-cnn"), tmp_path / "b",
+                       lambda m: m["labels"].update(logits=m["labels"]["logits"][:3]))
+    result = CliRunner().invoke(app, ["predict", str(folder), str(tmp_path / "img.png")])
+    assert result.exit_code == 1 and "labels.logits" in result.output and "Traceback" not in result.output
