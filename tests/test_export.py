@@ -205,6 +205,13 @@ def test_verify_reports_a_truncated_model_file(trained, fmt):
     (lambda m: m["inputs"][0].update(shape=["batch", 2]), "don't match"),
     (lambda m: m.update(file_sha256="0" * 64), "sha256"),
     (lambda m: m.pop("weights"), "lacks"),
+    (lambda m: m.update(task="binary"), "manifest task is 'binary', thermometer-mlp's is 'regression'"),
+    (lambda m: m.update(output_kind="logit"), "manifest output_kind is 'logit'"),
+    (lambda m: m.update(labels={"celsius": ["cold", "hot"]}), "manifest labels.celsius is [\"cold\", \"hot\"]"),
+    (lambda m: m["preprocess"]["reading"].update(scale=2.0), "manifest preprocess.reading.scale is 2.0"),
+    (lambda m: m["inputs"][0].update(dtype="foo"), "invalid `inputs[0].dtype`"),
+    (lambda m: m["preprocess"]["reading"].update(columns=[]), "invalid `preprocess.reading.columns`"),
+    (lambda m: m.update(format_version=99), "format_version 99"),
 ])
 def test_verify_reports_a_tampered_manifest(trained, edit, message):
     weights, bundles = trained
@@ -245,3 +252,13 @@ def test_real_samples_join_the_parity_matrix(tmp_path):
     real = [c for c in read_manifest(bundle)["parity"]["cases"] if c["inputs"] == "real"]
     assert len(real) == 1 and real[0]["outputs"]["next_value"]["passed"]
     assert real[0]["shapes"]["series"][1:] == [96, 1]   # the trained window, from the data
+
+
+def test_export_and_runtime_share_one_manifest_reader():
+    import zoo.runtime._bundle as bundle_module
+    from zoo.export import _manifest, _pt2, _torchscript
+
+    assert _manifest.FORMAT_VERSION is bundle_module.FORMAT_VERSION and _manifest.NAME == bundle_module.NAME
+    assert {f: m.FILE for f, m in (("onnx", _onnx), ("torchscript", _torchscript), ("pt2", _pt2))} \
+        == bundle_module.MODEL_FILES
+    assert not hasattr(_manifest, "read")

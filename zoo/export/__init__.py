@@ -3,6 +3,7 @@ is written, and re-verify existing bundles. See docs/formats.md for the bundle l
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -13,6 +14,7 @@ from zoo import registry
 from zoo.errors import ParityError, ZooError
 from zoo.export import _manifest, _onnx, _parity, _pt2, _torchscript
 from zoo.export._common import EXAMPLE_SIZES, first_line, quiet
+from zoo.runtime._bundle import read_manifest as _read_bundle
 from zoo.weights import load_state_dict, preprocess_for, read_card, resolve, sha256_file, weights_dir
 
 __all__ = ["export", "verify", "read_manifest", "FORMATS", "PARITY_COLUMNS", "parity_rows"]
@@ -20,8 +22,13 @@ __all__ = ["export", "verify", "read_manifest", "FORMATS", "PARITY_COLUMNS", "pa
 FORMATS = {"onnx": _onnx, "torchscript": _torchscript, "pt2": _pt2}
 PARITY_COLUMNS = _parity.COLUMNS
 parity_rows = _parity.rows
-read_manifest = _manifest.read
 RANDOM_SEED = 0   # the seed `--random-weights` builds the model with
+
+
+def read_manifest(bundle: str | Path) -> dict:
+    """The manifest of a bundle folder as a dict, read and checked by the runtime's reader
+    (zoo.runtime.read_manifest) with the keys export and verify need; BundleError (exit 1) if corrupted."""
+    return _read_bundle(bundle, verify=False, require=_manifest.REQUIRED).data
 
 
 def _formats(formats) -> list[str]:
@@ -183,14 +190,10 @@ def verify(bundle: str | Path, weights: str | Path | None = None, data: str | Pa
     the shipped weights, or `weights`). Returns the report; raises ZooError (exit 1) for a corrupted
     or tampered bundle and ParityError when parity fails."""
     bundle = Path(bundle)
-    manifest = _manifest.read(bundle)
-    fmt = manifest["format"]
-    if fmt not in FORMATS:
-        raise ZooError(f"{bundle}: unknown format {fmt!r} in the manifest", exit_code=1)
+    parsed = _read_bundle(bundle, verify=False, require=_manifest.REQUIRED)
+    manifest, fmt = parsed.data, parsed.format
     module = FORMATS[fmt]
-    file = bundle / module.FILE
-    if manifest["file"] != module.FILE or not file.is_file():
-        raise ZooError(f"{bundle}: model file {module.FILE} is missing", exit_code=1)
+    file = parsed.file
     actual = sha256_file(file)
     if actual != manifest["file_sha256"]:
         raise ZooError(f"{file}: sha256 is {actual[:12]}…, the manifest says {str(manifest['file_sha256'])[:12]}… "
@@ -202,6 +205,15 @@ def verify(bundle: str | Path, weights: str | Path | None = None, data: str | Pa
         if declared[side] != expected:
             raise ZooError(f"{bundle}: manifest {side} {_io_text(declared[side])} don't match {spec.name}'s "
                            f"{_io_text(expected)}", exit_code=1)
+    for key, expected in (("task", spec.task), ("output_kind", spec.output_kind)):
+        if manifest[key] != expected:
+            raise ZooError(f"{bundle}: manifest {key} is {manifest[key]!r}, {spec.name}'s is {expected!r}", exit_code=1)
+    _same(bundle, "labels", parsed.labels, {k: list(v) for k, v in spec.labels.items()}, spec.name + "'s labels")
+    random = bool(manifest["weights"].get("random"))
+    path = None if random else _source_weights(spec, manifest, weights)
+    card = None if path is None else read_card(path.stem, path.parent)
+    _same(bundle, "preprocess", parsed.preprocess, preprocess_for(spec, card, random),
+          "the preprocessing of " + (f"{spec.name} with the card of {path.name}" if path else spec.name))
     try:
         artefact = module.Artefact(file)
         described = artefact.describe()
@@ -213,12 +225,11 @@ def verify(bundle: str | Path, weights: str | Path | None = None, data: str | Pa
         raise ZooError(f"{bundle}: the manifest does not match {file.name}: {'; '.join(bad)}", exit_code=1)
     result = {"bundle": str(bundle), "model": spec.name, "format": fmt, "file_sha256": actual, "checks": checks,
               "weights": None, "parity": None, "note": None, "passed": True}
-    if manifest["weights"].get("random"):
+    if random:
         _probe(spec, artefact, manifest, bundle)
         result["note"] = ("exported with --random-weights: there are no source weights to re-run parity "
                           "against; checked the file's sha256, the manifest against the model and a test run")
         return result
-    path = _source_weights(spec, manifest, weights)
     model = _eval_model(spec, load_state_dict(spec, path))
     tolerance = (manifest.get("parity") or {}).get("tolerance") or {}
     report = _parity.measure(spec, model, artefact, declared, manifest.get("preprocess") or {},
@@ -230,6 +241,27 @@ def verify(bundle: str | Path, weights: str | Path | None = None, data: str | Pa
         error.reports = [{"model": spec.name, "format": fmt, **report}]
         raise error
     return result
+
+
+def _same(bundle: Path, key: str, given, expected, what: str) -> None:
+    """ZooError (exit 1) naming the first differing entry when the manifest's `key` is not `expected`."""
+    given, expected = json.loads(json.dumps(given)), json.loads(json.dumps(expected))   # tuples -> lists
+    if given == expected:
+        return
+    for name in sorted(set(given) | set(expected)):
+        g, e = given.get(name), expected.get(name)
+        if g == e:
+            continue
+        if isinstance(g, dict) and isinstance(e, dict):
+            field = next(f for f in sorted(set(g) | set(e)) if g.get(f) != e.get(f))
+            name, g, e = f"{name}.{field}", g.get(field), e.get(field)
+        raise ZooError(f"{bundle}: manifest {key}.{name} is {_short(g)}, {what} says {_short(e)} "
+                       "(the manifest was edited)", exit_code=1)
+
+
+def _short(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _io_text(tensors: list) -> str:

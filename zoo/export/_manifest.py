@@ -1,4 +1,4 @@
-"""manifest.json: the bundle's metadata, the only thing the runtime reads besides the model file."""
+"""manifest.json: building and writing the bundle's metadata. Reading it is zoo.runtime.read_manifest's job."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import json
 from importlib import metadata
 from pathlib import Path
 
-from zoo.errors import ZooError
+from zoo.runtime._bundle import FORMAT_VERSION, NAME
 
-NAME = "manifest.json"
-FORMAT_VERSION = 1
-REQUIRED = ("format_version", "model", "format", "file", "file_sha256", "inputs", "outputs", "weights")
+# the runtime's torch-free reader (zoo.runtime.read_manifest) is the one reader; export and verify use it
+# with these keys required on top of what running a bundle needs
+REQUIRED = ("file_sha256", "weights")
 
 
 def versions() -> dict:
@@ -43,23 +43,3 @@ def build(spec, fmt: str, file: str, preprocess: dict, weights: dict, exporter: 
 
 def write(directory: Path, manifest: dict) -> None:
     (directory / NAME).write_text(json.dumps(manifest, indent=2) + "\n")
-
-
-def read(bundle: str | Path) -> dict:
-    """The manifest of a bundle folder, checked for the keys every stage relies on."""
-    bundle = Path(bundle)
-    path = bundle / NAME
-    if not bundle.is_dir():
-        raise ZooError(f"{bundle} is not a bundle folder")
-    if not path.is_file():
-        raise ZooError(f"{bundle} has no {NAME}: not a zoo bundle, or an unfinished one")
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ZooError(f"{path} is not valid JSON ({e}): the bundle is corrupted", exit_code=1) from None
-    if not isinstance(manifest, dict) or (missing := [k for k in REQUIRED if k not in manifest]):
-        raise ZooError(f"{path} lacks {missing if isinstance(manifest, dict) else 'everything'}: "
-                       "the bundle is corrupted", exit_code=1)
-    if manifest["format_version"] != FORMAT_VERSION:
-        raise ZooError(f"{path} has format_version {manifest['format_version']}; this zoo reads {FORMAT_VERSION}")
-    return manifest

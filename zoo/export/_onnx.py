@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 
 from zoo.export._common import example_inputs, quiet, torch_dims
+from zoo.runtime._bundle import MODEL_FILES
 
-FILE = "model.onnx"
+FILE = MODEL_FILES["onnx"]
 OPSET = 20
 
 # Measured on this stack (torch 2.14.1, onnxscript 0.7.2, see docs/formats.md): the dynamo exporter

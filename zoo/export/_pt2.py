@@ -6,8 +6,9 @@ import contextlib
 from pathlib import Path
 
 from zoo.export._common import example_inputs, quiet, torch_dims
+from zoo.runtime._bundle import MODEL_FILES
 
-FILE = "model.pt2"
+FILE = MODEL_FILES["pt2"]
 
 
 def _rnn_tanh_layer(inp, hidden, params, has_biases, reverse=False):

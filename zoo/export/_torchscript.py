@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from zoo.export._common import example_inputs, first_line, quiet
+from zoo.runtime._bundle import MODEL_FILES
 
-FILE = "model.ts"
+FILE = MODEL_FILES["torchscript"]
 
 
 def _check_inputs(spec) -> list[tuple]:
