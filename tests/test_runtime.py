@@ -408,7 +408,8 @@ def test_zoo_predict_csv_for_tabular_and_series(bundle, tmp_path):
     result = CliRunner().invoke(app, ["predict", str(bundle("circles-mlp")), str(tmp_path / "points.csv"), "--json"])
     assert result.exit_code == 0, result.output
     assert [r["input"] for r in json.loads(result.stdout)] == [f"points.csv row {i}" for i in (1, 2, 3)]
-    (tmp_path / "series.csv").write_text("timestamp,consumption\n" + "".join(f"t{i},{i / 100}\n" for i in range(100)))
+    (tmp_path / "series.csv").write_text("timestamp,consumption\n" + "".join(
+        f"2024-01-{1 + i // 96:02d} {i % 96 // 4:02d}:{i % 4 * 15:02d}:00,{i / 100}\n" for i in range(100)))
     result = CliRunner().invoke(app, ["predict", str(bundle("electricity-gru")), str(tmp_path / "series.csv"), "--json"])
     assert result.exit_code == 0, result.output
     (forecast,) = json.loads(result.stdout)
@@ -526,3 +527,30 @@ def test_zoo_predict_on_a_tampered_manifest_is_one_line(bundle, tmp_path):
                        lambda m: m["labels"].update(logits=m["labels"]["logits"][:3]))
     result = CliRunner().invoke(app, ["predict", str(folder), str(tmp_path / "img.png")])
     assert result.exit_code == 1 and "labels.logits" in result.output and "Traceback" not in result.output
+
+
+def test_series_csv_is_read_in_timestamp_order(bundle, tmp_path):
+    rows = [(f"2024-01-{1 + i // 96:02d} {i % 96 // 4:02d}:{i % 4 * 15:02d}:00", float(np.sin(i / 5)))
+            for i in range(120)]
+    ordered, shuffled = tmp_path / "ordered.csv", tmp_path / "shuffled.csv"
+    ordered.write_text("timestamp,consumption\n" + "".join(f"{t},{v}\n" for t, v in rows))
+    mixed = [rows[i] for i in np.random.default_rng(0).permutation(len(rows))]
+    shuffled.write_text("timestamp,consumption\n" + "".join(f"{t},{v}\n" for t, v in mixed))
+    with rt.load(bundle("electricity-gru"), threads=1) as session:
+        a = rt.predict_files(session, [ordered])[0]["outputs"]
+        b = rt.predict_files(session, [shuffled])[0]["outputs"]
+        assert a == b
+        shuffled.write_text("timestamp,consumption\nyesterday,1.0\n" + "".join(f"{t},{v}\n" for t, v in rows))
+        with pytest.raises(ValueError, match="row 1: timestamp must be an ISO date"):
+            rt.predict_files(session, [shuffled])
+
+
+def test_zoo_predict_on_a_folder_of_inputs_says_it_is_a_folder(bundle, tmp_path):
+    from typer.testing import CliRunner
+
+    from zoo.cli import app
+
+    result = CliRunner().invoke(app, ["predict", str(bundle("clouds-cnn")), str(tmp_path)])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2 and "is a folder; clouds-cnn takes image files" in text
+    assert "does not exist" not in text

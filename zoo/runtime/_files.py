@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,8 @@ def _read_csv(path: Path) -> list[dict]:
 
 
 def _series(path: Path, column: str) -> list[float]:
+    """The CSV's `column` as numbers, in time order: sorted by the `timestamp` column when there is one
+    (as training sorts the readings), else in file order."""
     rows = _read_csv(path)
     header = {str(k).strip().lower(): k for k in rows[0]}
     if column.lower() not in header:
@@ -33,13 +36,27 @@ def _series(path: Path, column: str) -> list[float]:
             values.append(float(row[key]))
         except (TypeError, ValueError):
             raise ValueError(f"{path}, row {i + 1}: {column} must be a number, got {row[key]!r}") from None
+    if "timestamp" in header:
+        stamp = header["timestamp"]
+        times = []
+        for i, row in enumerate(rows):
+            try:
+                times.append(datetime.fromisoformat(str(row[stamp]).strip()))
+            except (TypeError, ValueError):
+                raise ValueError(f"{path}, row {i + 1}: timestamp must be an ISO date and time such as "
+                                 f"2024-01-01 00:15:00, got {row[stamp]!r}") from None
+        try:
+            order = sorted(range(len(values)), key=times.__getitem__)   # stable: ties keep file order
+        except TypeError:
+            raise ValueError(f"{path}: timestamps mix time zones and naive times; use one kind") from None
+        values = [values[i] for i in order]
     return values
 
 
 def predict_files(session: Session, files: list[str | Path], top_k: int = 3,
                   fixed: dict[str, str] | None = None) -> list[dict]:
     """Image models: one result per image file. Tabular models: one per CSV row. Series models: one
-    forecast (the value after the CSV's series). `fixed` gives the other inputs of a multi-input model
+    forecast (the value after the CSV's series, its rows sorted by a `timestamp` column when it has one). `fixed` gives the other inputs of a multi-input model
     as raw values (e.g. {"alphabet": "Latin"}), the same for every file.
 
     Each result: {"input": what it is, "outputs": {name: [{"label", "probability"}, ...] for classifiers,
@@ -56,7 +73,11 @@ def predict_files(session: Session, files: list[str | Path], top_k: int = 3,
     kind = (pre.get(name) or {}).get("kind")
     if not files:
         raise ValueError("no input files given")
+    what = {"image": "image files", "tabular": "one CSV file", "series": "one CSV file"}.get(kind, "files")
     for f in files:
+        if f.is_dir():
+            raise ValueError(f"{f} is a folder; {session.manifest.model} takes {what} (for a folder of images, "
+                             f"pass its files, e.g. {f}/*.jpg)")
         if not f.is_file():
             raise ValueError(f"input file {f} does not exist")
     if kind == "image":
