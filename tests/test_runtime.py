@@ -554,3 +554,19 @@ def test_zoo_predict_on_a_folder_of_inputs_says_it_is_a_folder(bundle, tmp_path)
     text = " ".join(result.output.split())
     assert result.exit_code == 2 and "is a folder; clouds-cnn takes image files" in text
     assert "does not exist" not in text
+
+
+def test_bench_labels_the_eager_baseline_weights_truthfully(tmp_path, monkeypatch):
+    from safetensors.torch import save_file
+
+    from zoo.runtime.bench import _eager_weights
+    from zoo.weights import sha256_file
+
+    monkeypatch.setenv("ZOO_WEIGHTS", str(tmp_path))
+    save_file(registry.build("thermometer-mlp", seed=3).state_dict(), str(tmp_path / "mine.safetensors"))
+    digest = sha256_file(tmp_path / "mine.safetensors")
+    assert _eager_weights("thermometer-mlp", {"random": True, "sha256": None})[0] is None
+    path, label = _eager_weights("thermometer-mlp", {"random": False, "sha256": digest})
+    assert path == str(tmp_path / "mine.safetensors") and "source weights" in label
+    path, label = _eager_weights("thermometer-mlp", {"random": False, "sha256": "0" * 64})
+    assert path is None and "not the bundle's source weights (latency only)" in label

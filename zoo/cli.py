@@ -373,7 +373,7 @@ def bench(
         from pathlib import Path
         Path(json_file).write_text(json.dumps(result, indent=2) + "\n")
     table = Table(title=f"{result['model']}: {result['threads']} thread(s), {result['iters']} iters, "
-                        f"weights {result['weights']}")
+                        f"weights {result['weights']}; eager baseline {result.get('eager_weights', '-')}")
     for col in ("backend", "device", "batch", "create ms", "first ms", "mean ms", "p50/p90/p99 ms", "CV",
                 "samples/s", "peak MB RSS/GPU", "vs eager"):
         table.add_column(col, justify="left" if col in ("backend", "device") else "right")

@@ -66,6 +66,31 @@ def _bundle_for(target: str, fmt: str, scratch: Path) -> tuple[Path | None, str]
     return Path(folder), ""
 
 
+def _eager_weights(model: str, record: dict | None) -> tuple[str | None, str]:
+    """(weights file for the eager baseline or None for the build seed's random weights, a truthful label).
+
+    With bundles, the baseline runs the bundle's own source weights: the shipped file whose sha256 is the
+    manifest's, or the same seed-0 random weights for a --random-weights bundle. When the source weights
+    cannot be found, the baseline still times the architecture, and the label says it is latency only."""
+    from zoo import registry
+    from zoo.weights import resolve, sha256_file, weights_dir
+
+    spec = registry.get(model)
+    if record is not None and record.get("random"):
+        return None, "random (seed 0), as the bundle"
+    if record is not None and record.get("sha256"):
+        directory = weights_dir()
+        for path in sorted(directory.glob("*.safetensors")) if directory.is_dir() else []:
+            if sha256_file(path) == record["sha256"]:
+                return str(path), f"{path.name} (the bundle's source weights)"
+    shipped = resolve(spec, None)
+    if record is None:
+        return (str(shipped), f"{shipped.name} (shipped)") if shipped else (None, "random (no shipped weights)")
+    what = "shipped" if shipped else "random"
+    return (str(shipped) if shipped else None), (f"eager: {what} weights, not the bundle's source weights "
+                                                 "(latency only)")
+
+
 def _model_name(target: str) -> str:
     path = Path(target)
     if (path / "manifest.json").is_file():
@@ -129,6 +154,7 @@ def run(target: str, backends=BACKENDS, devices=("cpu",), batches=(1, 8, 64, 256
             from zoo.runtime import read_manifest
             weights = read_manifest(next(iter(bundles.values())), verify=False).data.get("weights") or {}
             result["weights"] = "random" if weights.get("random") else "trained"
+        eager_path, result["eager_weights"] = _eager_weights(name, weights if bundles else None)
         jobs = []
         for device in devices:
             for backend in backends:
@@ -143,7 +169,7 @@ def run(target: str, backends=BACKENDS, devices=("cpu",), batches=(1, 8, 64, 256
             job = {"backend": backend, "device": device, "iobinding": variant == "iobinding",
                    "bundle": str(bundles.get(backend, "")), "model": name, "batches": list(batches),
                    "iters": iters, "warmup": warmup, "threads": threads,
-                   "weights": "random" if result["weights"] == "random" else "shipped"}
+                   "weights_path": eager_path}
             outcome = _start_worker(job, timeout)
             if "skipped" in outcome:
                 result["skipped"].append({"backend": label, "device": device, "reason": outcome["skipped"]})
@@ -245,16 +271,15 @@ def _worker(job: dict) -> dict:
         imported = time.perf_counter()
         torch.set_num_threads(threads)
         from zoo import registry
-        from zoo.weights import load_state_dict, resolve
+        from zoo.weights import load_state_dict
 
         spec = registry.get(job["model"])
         if device == "cuda" and not torch.cuda.is_available():
             from zoo.runtime._backends import torch_cuda_problem
             return {"skipped": torch_cuda_problem(torch)}
         model = registry.build(spec, seed=0)
-        path = resolve(spec, None) if job["weights"] == "shipped" else None
-        if path is not None:
-            model.load_state_dict(load_state_dict(spec, path))
+        if job["weights_path"]:
+            model.load_state_dict(load_state_dict(spec, job["weights_path"]))
         model = model.eval().to(device)
         inputs_spec = [_Tensor(t.name, t.shape) for t in spec.inputs]
         preprocess = {k: {"window": getattr(p, "window", 96)} for k, p in spec.preprocess.items()}
