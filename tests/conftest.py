@@ -3,8 +3,12 @@ import sys
 
 import pytest
 
-# Tests must never depend on a GPU or on more threads than the CI machine has.
-os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+@pytest.fixture(scope="session", autouse=True)
+def _own_cache(tmp_path_factory):
+    """Built-in samples are written to a cache of this test session, never a stale shared one."""
+    os.environ["ZOO_CACHE"] = str(tmp_path_factory.mktemp("zoo-cache"))
+    yield
 
 
 @pytest.fixture(autouse=True)

@@ -150,6 +150,8 @@ def train(
 
     if all_ == (name is not None):
         raise ZooError("give a model name or --all (not both)")
+    if all_ and data is not None:
+        raise ZooError("--all trains every model, each on its own dataset: use --data-root DIR, not --data")
     cards = []
     for model in registry.names() if all_ else [name]:
         spec = registry.get(model)

@@ -84,7 +84,9 @@ def rows_to_input(rows: Sequence[Mapping] | Mapping, pre: Mapping) -> np.ndarray
 
 
 def standardize(x: np.ndarray, pre: Mapping) -> np.ndarray:
-    if pre.get("standardize") and pre.get("mean") is not None:
+    if pre.get("standardize"):
+        if pre.get("mean") is None or pre.get("std") is None:
+            raise ValueError("the preprocessing says standardize but carries no fitted mean/std")
         x = (x - np.asarray(pre["mean"], np.float32)) / np.asarray(pre["std"], np.float32)
     return x.astype(np.float32)
 

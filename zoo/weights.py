@@ -75,7 +75,7 @@ def load_state_dict(spec: ModelSpec, path: str | Path, verify_card: bool = True)
         raise ZooError(f"weights file {path} does not exist")
     card_path = card_for(path)
     if verify_card and card_path.is_file():
-        card = json.loads(card_path.read_text())
+        card = read_card(path.stem, path.parent)
         expected = card.get("sha256")
         actual = sha256_file(path)
         if expected and expected != actual:

@@ -58,7 +58,9 @@ def to_model_input(spec: ModelSpec, inputs: dict[str, torch.Tensor], preprocess:
                 x = x.flatten(1)
         elif pre["kind"] == "tabular":
             x = x * pre.get("scale", 1.0)
-            if pre.get("standardize") and pre.get("mean") is not None:
+            if pre.get("standardize"):
+                if pre.get("mean") is None:
+                    raise DataError(f"input {t.name!r}: standardize is set but no fitted mean/std was given")
                 x = (x - torch.tensor(pre["mean"])) / torch.tensor(pre["std"])
         out[t.name] = x.float()
     return out

@@ -15,11 +15,14 @@ from zoo.registry import ModelSpec
 def load_electricity(spec: ModelSpec, path: Path, split: str) -> Dataset:
     """Every window of `window` consecutive readings, predicting the next one; in time order."""
     if path.is_dir():
-        candidates = [path / f"electricity_{split}.csv", *sorted(path.glob("*.csv"))]
-        path = next((p for p in candidates if p.is_file()), path)
+        # a folder: its <split> file, or its only CSV that is not the other split's
+        other = "test" if split == "train" else "train"
+        named = path / f"electricity_{split}.csv"
+        others = [p for p in sorted(path.glob("*.csv")) if not p.stem.endswith(f"_{other}")]
+        path = named if named.is_file() else (others[0] if len(others) == 1 else path)
     if not path.is_file():
-        raise DataError(f"electricity: no CSV in {path}; expected electricity_{split}.csv "
-                        "with columns timestamp,consumption")
+        raise DataError(f"electricity: no CSV for the {split} split in {path}; expected electricity_{split}.csv "
+                        "with columns timestamp,consumption (or pass the file itself)")
     raw = path.read_bytes()
     lines = raw.decode("utf-8-sig", errors="replace").splitlines()
     header = [h.strip().lower() for h in lines[0].split(",")] if lines else []

@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 
@@ -35,13 +36,14 @@ def save_json(path: Path, data) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, default=str) + "\n"))
 
 
-def checkpoint_paths(out: Path, name: str) -> tuple[Path, Path]:
-    return out / f".{name}.ckpt.safetensors", out / f".{name}.ckpt.json"
+def checkpoint_path(out: Path, name: str) -> Path:
+    return out / f".{name}.ckpt.safetensors"
 
 
 def save_checkpoint(out: Path, name: str, model, best_state: dict, optimizer, state: dict) -> None:
-    """Model, best-so-far weights, optimizer tensors and RNG in safetensors; the rest in JSON.
-    The JSON is written last, so a checkpoint is complete once its JSON names its epoch."""
+    """One file, written atomically: model, best-so-far weights, optimizer tensors and RNG as tensors,
+    the rest (epoch, history, optimizer settings) as JSON in the safetensors metadata, so a kill at
+    any moment leaves either the previous checkpoint or this one, never a mix."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     tensors.update({f"best.{k}": v for k, v in best_state.items()})
     opt = optimizer.state_dict()
@@ -50,18 +52,25 @@ def save_checkpoint(out: Path, name: str, model, best_state: dict, optimizer, st
             if isinstance(value, torch.Tensor):
                 tensors[f"optim.{idx}.{key}"] = value
     tensors["rng.torch"] = torch.get_rng_state()
-    tensor_path, json_path = checkpoint_paths(out, name)
-    save_tensors(tensor_path, tensors)
-    save_json(json_path, {**state, "param_groups": opt["param_groups"]})
+    meta = json.dumps({**state, "param_groups": opt["param_groups"]}, default=str)
+    save_tensors(checkpoint_path(out, name), tensors, metadata={"state": meta})
+
+
+def read_checkpoint_state(out: Path, name: str) -> dict | None:
+    """The JSON part of the checkpoint (epoch, history, ...), or None if there is none."""
+    path = checkpoint_path(out, name)
+    if not path.is_file():
+        return None
+    with safe_open(str(path), "pt") as f:
+        return json.loads(f.metadata()["state"])
 
 
 def load_checkpoint(out: Path, name: str, model, optimizer) -> tuple[dict, dict] | None:
-    """Restore model, optimizer and RNG; return (json state, best weights) or None if there is none."""
-    tensor_path, json_path = checkpoint_paths(out, name)
-    if not (tensor_path.is_file() and json_path.is_file()):
+    """Restore model, optimizer and RNG; return (state, best weights) or None if there is none."""
+    state = read_checkpoint_state(out, name)
+    if state is None:
         return None
-    state = json.loads(json_path.read_text())
-    tensors = load_file(str(tensor_path))
+    tensors = load_file(str(checkpoint_path(out, name)))
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
     optim_state: dict = {}
@@ -75,5 +84,4 @@ def load_checkpoint(out: Path, name: str, model, optimizer) -> tuple[dict, dict]
 
 
 def remove_checkpoint(out: Path, name: str) -> None:
-    for path in checkpoint_paths(out, name):
-        path.unlink(missing_ok=True)
+    checkpoint_path(out, name).unlink(missing_ok=True)

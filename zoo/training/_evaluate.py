@@ -8,22 +8,20 @@ from pathlib import Path
 from zoo import data as zdata, registry
 from zoo.errors import ZooError
 from zoo.training._trainer import make_loss, resolve_device, run_eval, write_confusion_plots
-from zoo.weights import card_for, load_state_dict, resolve
+from zoo.weights import card_for, load_state_dict, read_card, resolve
 
 
 def evaluate(name: str, data: str | Path | None, *, weights: str | Path | None = None,
              out: str | Path | None = None, device: str = "cpu") -> dict:
     """Metrics of `name`'s weights (given, or shipped) on `data`'s test split (or the built-in test
     sample). Writes the confusion matrix PNG(s) to `out` for classifiers. Returns the metrics."""
-    import json
-
     spec = registry.get(name)
     path = resolve(spec, weights)
     if path is None:
         raise ZooError(f"{name} has no shipped weights; pass --weights PATH (train some with `zoo train {name}`)")
     state = load_state_dict(spec, path)
     card_path = card_for(path)
-    card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+    card = read_card(path.stem, path.parent) or {}
     dataset = zdata.load(spec, data, split="test")
     if card.get("preprocess"):
         dataset.preprocess = card["preprocess"]  # includes normalisation fitted at training time
