@@ -126,6 +126,7 @@ class ModelSpec:
     # prose
     description: str = ""
     course_result: str = ""                    # the course's own figure, for comparison
+    recipe_notes: str = ""                     # what the zoo's recipe changes from the course's, and why
 
     @property
     def is_sequence(self) -> bool:
@@ -153,6 +154,7 @@ class ModelSpec:
             "recipe": dataclasses.asdict(self.recipe), "monitor": self.monitor,
             "tolerance": {"atol": self.atol, "rtol": self.rtol},
             "description": self.description, "course_result": self.course_result,
+            "recipe_notes": self.recipe_notes,
         }
 
 

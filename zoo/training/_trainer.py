@@ -365,6 +365,7 @@ def write_outputs(spec: ModelSpec, model, out: Path, dataset, recipe: Recipe, fi
                      "python": sys.version.split()[0]},
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": _command(spec, data, recipe),
+        "notes": [spec.recipe_notes, *dataset.notes],
     }
     ckpt.save_json(out / f"{spec.name}.json", card)
     ckpt.save_json(out / f"{spec.name}.history.json", history)
