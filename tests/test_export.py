@@ -59,7 +59,7 @@ def test_model_exports_with_parity(name, fmt, tmp_path):
     assert manifest["model"] == name and manifest["format"] == fmt and manifest["task"] == spec.task
     assert manifest["inputs"] == [t.to_dict() for t in spec.inputs]
     assert manifest["outputs"] == [t.to_dict() for t in spec.outputs]
-    assert manifest["preprocess"] == json.loads(json.dumps(preprocess_for(spec, None)))
+    assert manifest["preprocess"] == json.loads(json.dumps(preprocess_for(spec, None, random_weights=True)))
     assert manifest["weights"]["random"] is True and manifest["weights"]["sha256"] is None
     expected_exporter = {"onnx": EXPECTED[name][0], "torchscript": EXPECTED[name][1], "pt2": "torch.export"}[fmt]
     assert manifest["exporter"]["name"] == expected_exporter
