@@ -155,12 +155,19 @@ def test_cli_train_announces_the_builtin_sample(tmp_path):
     assert "the course's own data" in result.output
 
 
-def test_builtin_weights_never_replace_real_data_weights(tmp_path):
+def test_builtin_weights_never_replace_real_data_weights(tmp_path, monkeypatch):
     card = zoo.train("circles-mlp", out=tmp_path, epochs=1)
     card["dataset"]["source"] = "files"
     (tmp_path / "circles-mlp.json").write_text(json.dumps(card))
     result = runner.invoke(app, ["train", "circles-mlp", "--out", str(tmp_path), "--epochs", "1"])
     assert result.exit_code == 2 and "trained on the real dataset" in result.output
+    # without --out the run goes to runs/builtin/ instead of replacing the shipped weights
+    monkeypatch.setenv("ZOO_WEIGHTS", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["train", "circles-mlp", "--epochs", "1"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "runs" / "builtin" / "circles-mlp.safetensors").is_file()
+    assert json.loads((tmp_path / "circles-mlp.json").read_text())["dataset"]["source"] == "files"
 
 
 def _write_csv(path: Path, text: str) -> Path:

@@ -25,7 +25,7 @@ from zoo.registry import ModelSpec, Recipe
 from zoo.training import _checkpoint as ckpt
 from zoo.training._metrics import Metrics, lower_is_better, scalars
 from zoo.training._plots import plot_confusion, plot_history
-from zoo.weights import sha256_file, weights_dir
+from zoo.weights import read_card, sha256_file, weights_dir
 
 EVAL_BATCH = 512
 BUILTIN_EPOCHS = 15  # epochs on the built-in sample unless --epochs says otherwise
@@ -162,6 +162,11 @@ def run_eval(model, spec: ModelSpec, dataset: zdata.Dataset, loss_fn, device) ->
     return {"loss": total / max(count, 1), **metrics.compute()}
 
 
+def _real_data_weights(out: Path, name: str) -> bool:
+    card = read_card(name, out)
+    return bool(card) and card.get("dataset", {}).get("source") == "files"
+
+
 def _checkpoint_interval() -> float:
     return float(os.environ.get("ZOO_CHECKPOINT_SECONDS", "2"))
 
@@ -184,11 +189,14 @@ def train(name: str, data: str | Path | None = None, *, out: str | Path | None =
     if data is None and not course_data and epochs is None and recipe.epochs > BUILTIN_EPOCHS:
         # the built-in sample is a quick, learnable smoke run, not the real thing
         recipe = dataclasses.replace(recipe, epochs=BUILTIN_EPOCHS)
+    default_out = out is None
     out = Path(out) if out is not None else weights_dir()
-    existing = out / f"{name}.json"
-    if data is None and not force and existing.is_file() and '"source": "files"' in existing.read_text():
-        raise ZooError(f"{existing.parent}/{name}.safetensors holds weights trained on the real dataset; training on "
-                       "the built-in sample would replace them: pass --out DIR (or --force)")
+    if data is None and not force and _real_data_weights(out, name):
+        if not default_out:
+            raise ZooError(f"{out}/{name}.safetensors holds weights trained on the real dataset; training on "
+                           "the built-in sample would replace them: pass another --out DIR (or --force)")
+        out = Path("runs") / "builtin"
+        console.print(f"{weights_dir()} holds {name} weights trained on the real dataset: writing this run to {out}/")
     dev = resolve_device(device)
     torch.manual_seed(recipe.seed)
 
