@@ -137,6 +137,7 @@ register(ModelSpec(
     labels={"alphabet": OMNIGLOT_ALPHABETS, "character": OMNIGLOT_CHARACTERS},
     dataset="omniglot", monitor="character_accuracy",
     recipe=Recipe(optimizer="adamw", lr=1e-3, batch_size=64, epochs=40, weight_decay=1e-2,
+                  loss_weights={"alphabet": 2.0},
                   scheduler="cosine", augment="omniglot", patience=10, val_fraction=0.15),
     description="image: Conv(1,16)-MaxPool-ELU-Flatten-Linear(16384,128); heads Linear(128,30) for the "
                 "alphabet and Linear(128,964) for the character; loss CE(alphabet) + CE(character).",

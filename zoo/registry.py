@@ -88,6 +88,7 @@ class Recipe:
     batch_size: int = 32
     epochs: int = 20
     loss: str = "cross_entropy"      # cross_entropy | bce | bce_with_logits | mse | mnist_loss
+    loss_weights: dict[str, float] = field(default_factory=dict)  # per output name; 1.0 if absent
     momentum: float = 0.0
     weight_decay: float = 0.0
     scheduler: str = "none"          # none | cosine | onecycle

@@ -84,9 +84,10 @@ def fit_normalisation(dataset: zdata.Dataset, train_idx: torch.Tensor) -> dict[s
 
 def make_loss(spec: ModelSpec, recipe: Recipe):
     kind = recipe.loss
+    weight = recipe.loss_weights
     if kind == "cross_entropy":
         ce = torch.nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
-        return lambda outputs, targets: sum(ce(outputs[k], targets[k]) for k in outputs)
+        return lambda outputs, targets: sum(weight.get(k, 1.0) * ce(outputs[k], targets[k]) for k in outputs)
     if kind == "bce":
         bce = torch.nn.BCELoss()
         return lambda outputs, targets: sum(bce(outputs[k].clamp(1e-7, 1 - 1e-7), targets[k]) for k in outputs)
