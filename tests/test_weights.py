@@ -33,3 +33,17 @@ def test_shipped_weights_match_their_card_and_spec(card_path: Path):
     assert card["command"].startswith(f"zoo train {spec.name}")
     assert spec.monitor in card["metrics"].get("val", card["metrics"]["train"])
     assert headline(card) != "none"
+
+
+def test_every_registered_model_ships_weights():
+    shipped = {p.stem for p in CARDS}
+    assert shipped == set(registry.names()), f"no shipped weights for {sorted(set(registry.names()) - shipped)}"
+
+
+def test_zoo_list_shows_each_headline_metric():
+    from typer.testing import CliRunner
+
+    from zoo.cli import app
+    rows = json.loads(CliRunner().invoke(app, ["list", "--json"]).output)
+    for row in rows:
+        assert row["weights"] and row["weights"] != "none", row["name"]
