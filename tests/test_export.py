@@ -262,3 +262,20 @@ def test_export_and_runtime_share_one_manifest_reader():
     assert {f: m.FILE for f, m in (("onnx", _onnx), ("torchscript", _torchscript), ("pt2", _pt2))} \
         == bundle_module.MODEL_FILES
     assert not hasattr(_manifest, "read")
+
+
+def test_real_samples_use_the_weights_fitted_normalisation(tmp_path):
+    """Parity on real data feeds the samples as serving will, with the card's fitted statistics
+    (water-mlp standardises its features; without them the real samples could not be prepared)."""
+    from zoo.data import builtin, real_samples
+    from zoo.training import train
+
+    card = train("water-mlp", out=tmp_path, epochs=1)
+    data = builtin.materialize("water_potability")
+    (bundle,) = export("water-mlp", formats=["onnx"], weights=tmp_path / "water-mlp.safetensors",
+                       out=tmp_path / "b", data=data)
+    cases = read_manifest(bundle)["parity"]["cases"]
+    assert [c["inputs"] for c in cases].count("real") == 1
+    spec = registry.get("water-mlp")
+    samples = real_samples(spec, data, card["preprocess"], n=500)["features"]
+    assert abs(samples.mean()) < 0.2 and 0.8 < samples.std() < 1.2   # standardised, not raw [0, 1] values

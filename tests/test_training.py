@@ -107,8 +107,11 @@ def test_time_ordered_split_keeps_validation_after_training():
 
 def test_training_preprocessing_equals_runtime_preprocessing():
     """The same pixels and features reach the model in training and in serving."""
+    from zoo.training._trainer import fit_normalisation
     spec = registry.get("clouds-cnn")
     dataset = zdata.load(spec)
+    dataset.preprocess = fit_normalisation(dataset, torch.arange(len(dataset)))  # fitted channel mean/std
+    assert dataset.preprocess["image"]["mean"] is not None
     folder = zdata.builtin.materialize("clouds")
     files = sorted(p for c in spec.labels["logits"] for p in (folder / c).glob("*.jpg"))[:5]
     served = pp.images_to_input(np.stack([pp.decode_image(f, dataset.preprocess["image"]) for f in files]),

@@ -47,6 +47,8 @@ def decode_image(source, pre: Mapping) -> np.ndarray:
 
 def images_to_input(pixels: np.ndarray, pre: Mapping) -> np.ndarray:
     """uint8 (N, C, H, W) from `decode_image` -> float32 model input: /255, pad, normalise, flatten."""
+    if pre.get("standardize") and pre.get("mean") is None:
+        raise ValueError("the preprocessing says standardize but carries no fitted mean/std")
     x = pixels.astype(np.float32) / np.float32(255)
     pad = pre.get("pad", 0)
     if pad:

@@ -53,8 +53,10 @@ def load(spec: ModelSpec, data: str | Path | None = None, split: str = "train") 
     return adapter(spec, path, split)
 
 
-def real_samples(spec: ModelSpec, data: str | Path | None, n: int = 32, split: str = "train") -> dict | None:
-    """Up to `n` real inputs as float32 numpy arrays keyed by input name (for parity checks)."""
+def real_samples(spec: ModelSpec, data: str | Path | None, preprocess: dict, n: int = 32,
+                 split: str = "train") -> dict | None:
+    """Up to `n` real inputs as float32 numpy arrays keyed by input name, preprocessed with
+    `preprocess` (the weights' own: spec plus fitted statistics), for parity checks."""
     if data is None:
         return None
     dataset = load(spec, data, split)
@@ -62,4 +64,4 @@ def real_samples(spec: ModelSpec, data: str | Path | None, n: int = 32, split: s
 
     idx = torch.linspace(0, len(dataset) - 1, min(n, len(dataset))).long()
     batch = dataset.subset(idx)
-    return {k: v.numpy() for k, v in to_model_input(spec, batch.inputs, batch.preprocess).items()}
+    return {k: v.numpy() for k, v in to_model_input(spec, batch.inputs, preprocess).items()}

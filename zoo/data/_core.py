@@ -47,6 +47,8 @@ def to_model_input(spec: ModelSpec, inputs: dict[str, torch.Tensor], preprocess:
     for t in spec.inputs:
         x, pre = inputs[t.name], preprocess[t.name]
         if pre["kind"] == "image":
+            if pre.get("standardize") and pre.get("mean") is None:
+                raise DataError(f"input {t.name!r}: standardize is set but no fitted mean/std was given")
             x = x.float().div_(255)
             if pre.get("pad"):
                 x = torch.nn.functional.pad(x, (pre["pad"],) * 4)

@@ -131,7 +131,7 @@ def export(name: str, formats=("onnx",), weights: str | Path | None = None, out:
     formats = _formats(formats)
     model, weights_record, card = _load_weights(spec, weights, random_weights)
     preprocess = preprocess_for(spec, card, random_weights)
-    real = _real_samples(spec, data)
+    real = _real_samples(spec, data, preprocess)
     atol = spec.atol if atol is None else float(atol)
     rtol = spec.rtol if rtol is None else float(rtol)
     if atol < 0 or rtol < 0:
@@ -152,12 +152,12 @@ def export(name: str, formats=("onnx",), weights: str | Path | None = None, out:
     return paths
 
 
-def _real_samples(spec, data):
+def _real_samples(spec, data, preprocess: dict):
     if data is None:
         return None
     from zoo.data import real_samples
 
-    return real_samples(spec, data, n=32)
+    return real_samples(spec, data, preprocess, n=32)
 
 
 def _source_weights(spec, manifest: dict, weights) -> Path:
@@ -232,9 +232,10 @@ def verify(bundle: str | Path, weights: str | Path | None = None, data: str | Pa
         return result
     model = _eval_model(spec, load_state_dict(spec, path))
     tolerance = (manifest.get("parity") or {}).get("tolerance") or {}
-    report = _parity.measure(spec, model, artefact, declared, manifest.get("preprocess") or {},
+    preprocess = manifest.get("preprocess") or {}
+    report = _parity.measure(spec, model, artefact, declared, preprocess,
                              tolerance.get("atol", spec.atol), tolerance.get("rtol", spec.rtol),
-                             _real_samples(spec, data))
+                             _real_samples(spec, data, preprocess))
     result.update(weights=str(path), parity=report, passed=report["passed"])
     if not report["passed"]:
         error = ParityError(_parity.text_table(report, f"{bundle}: parity failed"))
