@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from zoo import registry
-from zoo.runtime import bench
+from zoo import bench
 
 
 def main():
@@ -32,7 +32,7 @@ def main():
         results.append(bench.run(name, backends=("onnxruntime", "eager"), devices=("cpu",), batches=(args.batch,),
                                  iters=args.iters, warmup=args.warmup, threads=args.threads))
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
-    print(f"| model | weights | ORT p50 ms | eager p50 ms | ORT / eager | ORT CV | eager CV | ORT RSS MB | eager RSS MB |")
+    print("| model | weights | ORT p50 ms | eager p50 ms | ORT / eager | ORT CV | eager CV | ORT RSS MB | eager RSS MB |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in results:
         rows = {row["backend"]: row for row in r["rows"]}

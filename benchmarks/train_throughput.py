@@ -16,17 +16,19 @@ import torch
 
 from zoo import data as zdata, registry
 from zoo.data.augment import augment
-from zoo.training._trainer import as_dict, make_loss, make_optimizer
+from zoo.training._trainer import as_dict, fit_preprocessing, make_loss, make_optimizer
 
-FOLDERS = {"clouds-cnn": "clouds", "omniglot-two-output": "omniglot"}
+MODELS = ("clouds-cnn", "omniglot-two-output")
 
 
 def measure(name: str, data_root: str | None, steps: int) -> dict:
     spec = registry.get(name)
     recipe = spec.recipe
     t0 = time.perf_counter()
-    dataset = zdata.load(spec, f"{data_root}/{FOLDERS[name]}" if data_root else None)
+    folder = registry.dataset(spec.dataset).folder
+    dataset = zdata.load(spec, f"{data_root}/{folder}" if data_root else None)
     decode_s = time.perf_counter() - t0
+    dataset.preprocess = fit_preprocessing(dataset, torch.arange(len(dataset)))
     loss_fn = make_loss(spec, recipe)
     batch = recipe.batch_size
 
@@ -49,14 +51,14 @@ def measure(name: str, data_root: str | None, steps: int) -> dict:
     def real(step):
         part = dataset.subset(torch.randint(len(dataset), (batch,), generator=generator))
         stored = {k: augment(recipe.augment, v) if v.dtype == torch.uint8 else v for k, v in part.inputs.items()}
-        return zdata.to_model_input(spec, stored, dataset.preprocess), part.targets
+        return zdata.model_inputs(dataset.preprocess, stored), part.targets
 
-    premade_inputs = zdata.to_model_input(spec, dataset.subset(torch.arange(batch)).inputs, dataset.preprocess)
+    premade_inputs = zdata.model_inputs(dataset.preprocess, dataset.subset(torch.arange(batch)).inputs)
     premade_targets = dataset.subset(torch.arange(batch)).targets
 
     real_rate = run(real)
     premade_rate = run(lambda step: (premade_inputs, premade_targets))
-    return {"model": name, "data": "built-in" if data_root is None else FOLDERS[name], "samples": len(dataset),
+    return {"model": name, "data": "built-in" if data_root is None else folder, "samples": len(dataset),
             "decode_seconds": round(decode_s, 2), "batch": batch, "steps": steps,
             "real_samples_per_s": round(real_rate, 1), "premade_samples_per_s": round(premade_rate, 1),
             "ratio": round(real_rate / premade_rate, 3), "threads": torch.get_num_threads()}
@@ -68,7 +70,7 @@ def main():
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--json")
     args = parser.parse_args()
-    results = [measure(name, args.data_root, args.steps) for name in FOLDERS]
+    results = [measure(name, args.data_root, args.steps) for name in MODELS]
     for r in results:
         print(f"{r['model']:22s} real {r['real_samples_per_s']:8.1f}/s  pre-made {r['premade_samples_per_s']:8.1f}/s"
               f"  ratio {r['ratio']:.2f}  (decode {r['decode_seconds']} s for {r['samples']} samples)")

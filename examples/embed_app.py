@@ -83,8 +83,8 @@ def main() -> int:
     except (zoo.runtime.BundleError, zoo.runtime.DeviceUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    pre = session.manifest.preprocess.get(session.input_names[0], {})
-    if len(session.input_names) != 1 or pre.get("kind") != "image" or not session.manifest.is_classifier:
+    pre = session.manifest.preprocess.get(session.input_names[0])
+    if len(session.input_names) != 1 or getattr(pre, "kind", None) != "image" or not session.manifest.is_classifier:
         print(f"error: {session.manifest.model} is not a single-input image classifier", file=sys.stderr)
         return 2
     if args.serve:

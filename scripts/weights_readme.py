@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 
 from zoo import registry
-from zoo.cli import DATASET_FOLDERS
 from zoo.weights import weights_dir
 
 TARGETS = {  # the figure each model must beat (issue 7), next to the course's own result
@@ -39,6 +38,11 @@ def metric_text(spec, card) -> str:
         return (f"{split} character acc {values['character_accuracy']:.4f}, "
                 f"alphabet acc {values['alphabet_accuracy']:.4f}")
     return f"{split} accuracy {values['accuracy']:.4f}, macro F1 {values['f1_macro']:.4f}"
+
+
+def _folder(spec) -> str:
+    folder = registry.dataset(spec.dataset).folder
+    return f"<data-root>/{folder}" if folder else "(built in)"
 
 
 def main():
@@ -87,8 +91,7 @@ def main():
         "",
         "| model | `--data` |",
         "| --- | --- |",
-        *(f"| `{s.name}` | `{'<data-root>/' + DATASET_FOLDERS[s.dataset] if DATASET_FOLDERS[s.dataset] else '(built in)'}` |"
-          for s in registry.specs()),
+        *(f"| `{s.name}` | `{_folder(s)}` |" for s in registry.specs()),
         "",
     ]
     (weights_dir() / "README.md").write_text("\n".join(lines))

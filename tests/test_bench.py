@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from test_runtime import BundleCache
 from zoo.cli import app
 from zoo.errors import ZooError
-from zoo.runtime import bench
+from zoo import bench
 
 ROW_KEYS = {"backend", "device", "batch", "session_ms", "import_ms", "first_ms", "iters", "mean_ms", "p50_ms",
             "p90_ms", "p99_ms", "cv", "unstable", "throughput_per_s", "peak_rss_mb", "gpu_mb", "speedup_vs_eager"}

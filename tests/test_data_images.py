@@ -2,7 +2,6 @@
 format (tiny fixtures written here), bad data, and training-time vs runtime preprocessing."""
 
 import gzip
-import importlib
 import io
 import pickle
 import shutil
@@ -16,10 +15,10 @@ from typer.testing import CliRunner
 
 from zoo import registry
 from zoo.catalog import CIFAR10_CLASSES, OMNIGLOT_ALPHABETS, OMNIGLOT_CHARACTERS
-from zoo.data import DataError, builtin, load, to_model_input
+from zoo.contract import prepare
+from zoo.data import DataError, builtin, load, model_inputs
 from zoo.data._imagefiles import write_tar
 from zoo.data.digits import write_idx
-from zoo.preprocess import decode_image, images_to_input
 
 IMAGE_DATASETS = {"omniglot", "mnist", "mnist_sample", "fashion_mnist", "cifar10", "cifar2"}
 SPECS = sorted(s.name for s in map(registry.get, registry.names()) if s.dataset in IMAGE_DATASETS)
@@ -54,9 +53,9 @@ def test_builtin_sample_shapes_labels_fingerprint(name):
         if pre.kind == "image":
             channels = 1 if pre.mode == "L" else 3
             assert x.dtype == torch.uint8 and tuple(x.shape) == (len(train), channels, *pre.size)
-        else:  # the omniglot alphabet one-hot
-            assert x.dtype == torch.float32 and tuple(x.shape) == (len(train), len(pre.vocabulary))
-            assert torch.equal(x.sum(1), torch.ones(len(train)))
+        else:  # the omniglot alphabet, stored as category indices
+            assert x.dtype == torch.int64 and tuple(x.shape) == (len(train),)
+            assert 0 <= x.min() and x.max() < len(pre.vocabulary)
     for t in s.outputs:
         y = train.targets[t.name]
         if s.task == "binary":
@@ -65,7 +64,7 @@ def test_builtin_sample_shapes_labels_fingerprint(name):
         else:
             assert y.dtype == torch.int64 and y.shape == (len(train),)
             assert 0 <= y.min() and y.max() < len(s.labels[t.name])
-    model = to_model_input(s, train.subset(torch.arange(4)).inputs, train.preprocess)
+    model = model_inputs(train.preprocess, train.subset(torch.arange(4)).inputs)
     for t in s.inputs:
         assert tuple(model[t.name].shape[1:]) == tuple(t.shape[1:]) and model[t.name].dtype == torch.float32
     assert len(train.fingerprint) == 64 and train.fingerprint == again.fingerprint != test.fingerprint
@@ -80,8 +79,7 @@ def test_builtin_classes_are_balanced():
 
 def test_builtin_writers_are_deterministic(tmp_path):
     for dataset in ("omniglot", "mnist", "mnist_sample", "fashion_mnist", "cifar10"):
-        module, func = builtin.WRITERS[dataset].split(":")
-        writer = getattr(importlib.import_module(module), func)
+        writer = registry.load_function(registry.dataset(dataset).sample)
         contents = []
         for copy in ("a", "b"):
             folder = tmp_path / dataset / copy
@@ -122,7 +120,7 @@ def test_training_decoding_equals_runtime_preprocessing(name, tmp_path):
     if s.dataset == "fashion_mnist":  # IDX: the runtime gets the stored arrays
         with gzip.open(path / "train-images-idx3-ubyte.gz") as f:
             raw = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)
-        runtime = images_to_input(np.stack([decode_image(a, pre) for a in raw]), pre)
+        runtime = prepare(pre, list(raw))
         index = torch.arange(len(raw))
     else:
         if path.is_file():  # a tar: the runtime gets the member files; they come first in label order
@@ -133,9 +131,9 @@ def test_training_decoding_equals_runtime_preprocessing(name, tmp_path):
             if s.dataset == "mnist_sample":  # labels ("7", "3"): the adapter reads "7" first
                 files = sorted(files, key=lambda p: (p.parent.name != "7", p.name))
             files, index = files[:12], torch.arange(12)
-        runtime = images_to_input(np.stack([decode_image(f, pre) for f in files]), pre)
+        runtime = prepare(pre, [str(f) for f in files])
     batch = data.subset(index)
-    training = to_model_input(s, batch.inputs, batch.preprocess)[key].numpy()
+    training = model_inputs(batch.preprocess, {key: batch.inputs[key]})[key].numpy()
     assert training.shape == runtime.shape and np.array_equal(training, runtime)
 
 
@@ -164,7 +162,9 @@ def test_omniglot_labels_come_from_the_fixed_maps(tmp_path):
         load(spec("omniglot-two-output"), tmp_path, "train")
     two_input = load(spec("omniglot-two-input"), tmp_path / "omniglot_test", "train")
     assert set(two_input.targets) == {"character"} and set(two_input.inputs) == {"image", "alphabet"}
-    assert torch.equal(two_input.inputs["alphabet"].argmax(1), two_output.targets["alphabet"])
+    assert torch.equal(two_input.inputs["alphabet"], two_output.targets["alphabet"])
+    one_hot = model_inputs(two_input.preprocess, two_input.inputs)["alphabet"]
+    assert torch.equal(one_hot.argmax(1), two_output.targets["alphabet"]) and torch.equal(one_hot.sum(1), torch.ones(6))
     assert two_input.fingerprint == two_output.fingerprint
 
 
@@ -300,7 +300,7 @@ def test_mnist_sample_targets_three_is_one(tmp_path):
         data = load(s, path, split)
         assert data.targets["logit"].flatten().tolist() == [0.0, 0.0, 1.0, 1.0, 1.0]  # "7" then "3"
         assert data.inputs["pixels"].shape == (5, 1, 28, 28)
-        assert to_model_input(s, data.inputs, data.preprocess)["pixels"].shape == (5, 784)
+        assert model_inputs(data.preprocess, data.inputs)["pixels"].shape == (5, 784)
     (tmp_path / "train" / "7" / "0.png").unlink()
     (tmp_path / "train" / "7" / "1.png").unlink()
     with pytest.raises(DataError, match="class folder '7' has no images"):

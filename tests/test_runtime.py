@@ -61,15 +61,15 @@ def raw_example(session: rt.Session, batch: int = 2):
     rng = np.random.default_rng(0)
     raw = {}
     for name, pre in session.manifest.preprocess.items():
-        if pre["kind"] == "image":
-            h, w = pre["size"]
+        if pre.kind == "image":
+            h, w = pre.size
             raw[name] = [rng.integers(0, 256, (h + 5, w + 3, 3), dtype=np.uint8) for _ in range(batch)]
-        elif pre["kind"] == "tabular":
-            raw[name] = [{c: float(rng.normal()) for c in pre["columns"]} for _ in range(batch)]
-        elif pre["kind"] == "series":
-            raw[name] = rng.normal(size=pre["window"] + 10).tolist()
-        elif pre["kind"] == "onehot":
-            raw[name] = [pre["vocabulary"][i] for i in range(batch)]
+        elif pre.kind == "tabular":
+            raw[name] = [{c: float(rng.normal()) for c in pre.columns} for _ in range(batch)]
+        elif pre.kind == "series":
+            raw[name] = rng.normal(size=pre.window + 10).tolist()
+        elif pre.kind == "onehot":
+            raw[name] = [pre.vocabulary[i] for i in range(batch)]
     return raw
 
 
@@ -175,7 +175,7 @@ def test_unreadable_image_is_a_value_error(clouds, tmp_path):
 
 def test_tabular_rows_from_csv(bundle, tmp_path):
     session = rt.load(bundle("water-mlp"), threads=1)
-    columns = session.manifest.preprocess["features"]["columns"]
+    columns = session.manifest.preprocess["features"].columns
     path = tmp_path / "rows.csv"
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["id", *columns])
@@ -269,15 +269,22 @@ _feeds = st.one_of(_values, st.dictionaries(st.one_of(st.sampled_from(["image", 
                                              _values, max_size=2))
 
 
+def _accepted_or_refused(call):
+    """Either outputs of the declared shape with finite values, or a ValueError naming the input."""
+    try:
+        out = call()
+    except ValueError as e:
+        assert "input" in str(e), str(e)
+        return False
+    assert set(out) == {"logits"} and out["logits"].ndim == 2 and out["logits"].shape[1] == 7
+    assert len(out["logits"]) >= 1 and np.isfinite(out["logits"]).all()
+    return True
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(_feeds)
 def test_fuzzed_inputs_give_outputs_or_value_errors(clouds, feed):
-    try:
-        out = clouds.predict(feed)
-    except ValueError as e:
-        assert "input" in str(e)
-    else:
-        assert out["logits"].shape[1:] == (7,) and np.isfinite(out["logits"]).all()
+    _accepted_or_refused(lambda: clouds.predict(feed))
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -285,10 +292,16 @@ def test_fuzzed_inputs_give_outputs_or_value_errors(clouds, feed):
     lambda head: st.binary(max_size=48).map(lambda tail: head + tail)),
     st.lists(_values, max_size=2), st.dictionaries(st.text(max_size=3), _values, max_size=2)))
 def test_fuzzed_raw_inputs_give_outputs_or_value_errors(clouds, raw):
-    try:
-        clouds.predict_raw(raw)
-    except ValueError:
-        pass
+    _accepted_or_refused(lambda: clouds.predict_raw(raw))
+
+
+def test_the_fuzz_oracle_can_fail(clouds):
+    """The oracle above is not vacuous: valid input is accepted, junk is refused with the input's name."""
+    assert _accepted_or_refused(lambda: clouds.predict(np.zeros((2, 3, 64, 64), np.float32)))
+    assert _accepted_or_refused(lambda: clouds.predict_raw(np.zeros((9, 9, 3), np.uint8)))
+    assert not _accepted_or_refused(lambda: clouds.predict_raw(b"\x89PNG\r\n\x1a\nbroken"))
+    with pytest.raises(AssertionError):
+        _accepted_or_refused(lambda: {"logits": np.full((1, 7), np.nan)})
 
 
 # --- bundles and devices --------------------------------------------------------------------------------------
@@ -314,20 +327,15 @@ def test_bundle_problems_are_clear(bundle, tmp_path):
 
 def test_threads_and_arena_are_set_explicitly(bundle):
     session = rt.load(bundle("clouds-cnn"), threads=1, cpu_arena=False)
-    options = session._engine.session.get_session_options()
-    assert options.intra_op_num_threads == 1 and options.enable_cpu_mem_arena is False
+    assert session.settings["threads"] == 1 and session.settings["cpu_arena"] is False
     assert rt.load(bundle("clouds-cnn")).threads == rt.default_threads() <= (os.cpu_count() or 1)
 
 
 def _cuda_usable() -> str:
     try:
-        import onnxruntime as ort
-        from zoo.runtime._backends import _gpu_count, ort_cuda_problem
-        if "CUDAExecutionProvider" not in ort.get_available_providers() or not _gpu_count()[0]:
-            return ort_cuda_problem(ort)
+        return rt.cuda_problem()
     except ImportError as e:
         return str(e)
-    return ""
 
 
 def test_cuda_without_a_usable_gpu_fails_loudly(bundle):
@@ -559,7 +567,7 @@ def test_zoo_predict_on_a_folder_of_inputs_says_it_is_a_folder(bundle, tmp_path)
 def test_bench_labels_the_eager_baseline_weights_truthfully(tmp_path, monkeypatch):
     from safetensors.torch import save_file
 
-    from zoo.runtime.bench import _eager_weights
+    from zoo.bench import _eager_weights
     from zoo.weights import sha256_file
 
     monkeypatch.setenv("ZOO_WEIGHTS", str(tmp_path))

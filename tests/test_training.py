@@ -15,11 +15,12 @@ import torch
 from typer.testing import CliRunner
 
 import zoo
-from zoo import data as zdata, preprocess as pp, registry
+from zoo import data as zdata, registry
 from zoo.cli import app
+from zoo.contract import prepare
 from zoo.errors import ZooError
 from zoo.training._checkpoint import read_checkpoint_state
-from zoo.weights import load_state_dict, sha256_file
+from zoo.weights import load_model, sha256_file
 
 runner = CliRunner()
 
@@ -43,8 +44,8 @@ def test_card_is_complete_and_true(circles):
     for png in ("curves", "confusion"):
         assert (out / f"circles-mlp.{png}.png").read_bytes()[:4] == b"\x89PNG"
     assert not list(out.glob(".*ckpt*")), "the checkpoint is removed once training is complete"
-    state = load_state_dict(registry.get("circles-mlp"), weights)
-    assert set(state) == set(registry.build("circles-mlp").state_dict())
+    model = load_model(registry.get("circles-mlp"), weights)
+    assert model.state_dict()["0.weight"].shape == (10, 2)
 
 
 def test_training_is_reproducible_under_a_seed(tmp_path):
@@ -70,13 +71,13 @@ def test_loading_checks_checksum_shapes_and_model(circles, tmp_path):
     bad.write_bytes((out / "circles-mlp.safetensors").read_bytes()[:-7])
     (tmp_path / "circles-mlp.json").write_text((out / "circles-mlp.json").read_text())
     with pytest.raises(ZooError, match="sha256"):
-        load_state_dict(spec, bad)
+        load_model(spec, bad)
     with pytest.raises(ZooError, match="not a readable safetensors"):
-        load_state_dict(spec, bad, verify_card=False)
+        load_model(spec, bad, verify_card=False)
     with pytest.raises(ZooError, match="holds weights for 'circles-mlp'"):
-        load_state_dict(registry.get("water-mlp"), out / "circles-mlp.safetensors")
+        load_model(registry.get("water-mlp"), out / "circles-mlp.safetensors")
     with pytest.raises(ZooError, match="missing tensors"):
-        load_state_dict(registry.get("water-mlp"), out / "circles-mlp.safetensors", verify_card=False)
+        load_model(registry.get("water-mlp"), out / "circles-mlp.safetensors", verify_card=False)
 
 
 def test_evaluate_on_the_builtin_test_split(circles):
@@ -85,7 +86,7 @@ def test_evaluate_on_the_builtin_test_split(circles):
                                  "--out", str(out), "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
-    assert report["samples"] == 200 and 0 <= report["metrics"]["accuracy"] <= 1
+    assert report["samples"] == 200 and report["metrics"]["accuracy"] > 0.6   # 4 epochs on well-separated circles
     assert (out / "circles-mlp.test-confusion.png").is_file()
 
 
@@ -107,23 +108,16 @@ def test_time_ordered_split_keeps_validation_after_training():
 
 def test_training_preprocessing_equals_runtime_preprocessing():
     """The same pixels and features reach the model in training and in serving."""
-    from zoo.training._trainer import fit_normalisation
+    from zoo.training._trainer import fit_preprocessing
     spec = registry.get("clouds-cnn")
     dataset = zdata.load(spec)
-    dataset.preprocess = fit_normalisation(dataset, torch.arange(len(dataset)))  # fitted channel mean/std
-    assert dataset.preprocess["image"]["mean"] is not None
+    dataset.preprocess = fit_preprocessing(dataset, torch.arange(len(dataset)))  # fitted channel mean/std
+    assert dataset.preprocess["image"].mean is not None
     folder = zdata.builtin.materialize("clouds")
     files = sorted(p for c in spec.labels["logits"] for p in (folder / c).glob("*.jpg"))[:5]
-    served = pp.images_to_input(np.stack([pp.decode_image(f, dataset.preprocess["image"]) for f in files]),
-                                dataset.preprocess["image"])
-    trained = zdata.to_model_input(spec, {"image": dataset.inputs["image"][:5]}, dataset.preprocess)["image"]
+    served = prepare(dataset.preprocess["image"], [str(f) for f in files])
+    trained = zdata.model_inputs(dataset.preprocess, {"image": dataset.inputs["image"][:5]})["image"]
     np.testing.assert_array_equal(trained.numpy(), served)
-
-    spec = registry.get("water-mlp")
-    pre = {"features": {**spec.preprocess["features"].__dict__, "mean": [0.5] * 9, "std": [0.2] * 9}}
-    row = dict(zip(spec.preprocess["features"].columns, np.linspace(0.1, 0.9, 9)))
-    trained = zdata.to_model_input(spec, {"features": torch.tensor([list(row.values())], dtype=torch.float32)}, pre)
-    np.testing.assert_allclose(trained["features"].numpy(), pp.rows_to_input(row, pre["features"]), rtol=1e-6)
 
 
 def test_resume_after_kill_completes_the_run(tmp_path):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from zoo import registry
-from zoo.weights import headline, load_state_dict, sha256_file, weights_dir
+from zoo.weights import headline, load_model, preprocessing, sha256_file, weights_dir
 
 CARDS = sorted(p for p in weights_dir().glob("[!.]*.json") if not p.name.endswith(".history.json"))
 
@@ -23,8 +23,10 @@ def test_shipped_weights_match_their_card_and_spec(card_path: Path):
     spec = registry.get(card["model"])
     weights = card_path.with_name(card["weights_file"])
     assert sha256_file(weights) == card["sha256"]
-    state = load_state_dict(spec, weights)  # checks names, shapes, dtypes; safetensors, never pickle
-    assert sum(v.numel() for k, v in state.items() if "running" not in k and "num_batches" not in k) == spec.params
+    model = load_model(spec, weights)  # checks names, shapes, dtypes; safetensors, never pickle
+    assert sum(p.numel() for p in model.parameters()) == spec.params
+    fitted = preprocessing(spec, card)   # the card holds the complete, fitted preprocessing
+    assert set(fitted) == {t.name for t in spec.inputs} and all(p.fitted for p in fitted.values())
     assert card["params"] == spec.params
     dataset = card["dataset"]
     assert dataset["name"] == spec.dataset and dataset["fingerprint"] and dataset["samples"]["train"] > 0

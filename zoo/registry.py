@@ -1,7 +1,8 @@
-"""Model specs: one declarative record per course model, read by every stage.
+"""Model and dataset specs: one declarative record each, read by every stage.
 
-This module is torch-free: a spec names its builder as "module:attr" and only
-`build()` imports it, so `zoo list` / `zoo info` and the runtime stay light.
+torch-free: a model spec names its builder as "module:attr" and only `build()` imports it, and a
+dataset spec names its adapter and sample writer the same way, so `zoo list` / `zoo info` stay light.
+The built-in catalog (zoo/catalog.py) is always loaded, whatever a user registers.
 """
 
 from __future__ import annotations
@@ -10,74 +11,30 @@ import dataclasses
 import difflib
 import importlib
 from dataclasses import dataclass, field
-from typing import Any
 
+from zoo.contract import (ImagePreprocess, OneHotPreprocess, Preprocess, SeriesPreprocess, TabularPreprocess,
+                          TensorSpec, preprocessing_from_dict, preprocessing_to_dict)
 from zoo.errors import ZooError
 
 __all__ = [
     "TensorSpec", "ImagePreprocess", "TabularPreprocess", "SeriesPreprocess", "OneHotPreprocess",
-    "Recipe", "ModelSpec", "register", "names", "get", "build", "specs",
+    "Recipe", "ModelSpec", "DatasetSpec", "register", "register_dataset", "names", "get", "build", "specs",
+    "dataset", "datasets",
 ]
 
 
 @dataclass(frozen=True)
-class TensorSpec:
+class DatasetSpec:
+    """A dataset: where it lives, how to read it, and the built-in sample written in its real format."""
     name: str
-    shape: tuple[int | str, ...]  # with batch; a string names a dynamic axis ("batch", "sequence")
-    dtype: str = "float32"
-
-    @property
-    def dynamic_axes(self) -> dict[int, str]:
-        return {i: d for i, d in enumerate(self.shape) if isinstance(d, str)}
-
-    def example_shape(self, **sizes: int) -> tuple[int, ...]:
-        """Concrete shape, taking each dynamic axis from `sizes` (e.g. batch=3, sequence=96)."""
-        return tuple(sizes[d] if isinstance(d, str) else d for d in self.shape)
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype,
-                "dynamic_axes": {str(i): d for i, d in self.dynamic_axes.items()}}
-
-
-@dataclass(frozen=True)
-class ImagePreprocess:
-    """Raw image -> float32 tensor: convert to `mode`, resize to `size`, /255, pad, normalise, flatten."""
-    size: tuple[int, int]                      # (height, width) after resizing
-    mode: str = "RGB"                          # PIL mode: "RGB" or "L"
-    pad: int = 0                               # zero padding on every side after resizing
-    mean: tuple[float, ...] | None = None      # per-channel, applied after /255
-    std: tuple[float, ...] | None = None
-    standardize: bool = False                  # fit mean/std per channel on the training split
-    flatten: bool = False                      # (C,H,W) -> (C*H*W,) for MLPs on pixels
-    kind: str = "image"
-
-
-@dataclass(frozen=True)
-class TabularPreprocess:
-    """CSV row -> float32 vector: pick `columns` by name, multiply by `scale`, standardise with the
-    mean/std fitted on the training split (stored in the weights card, copied into the manifest)."""
-    columns: tuple[str, ...]
-    scale: float = 1.0
-    standardize: bool = False
-    kind: str = "tabular"
-
-
-@dataclass(frozen=True)
-class SeriesPreprocess:
-    """1-D series -> (T, 1) float32 window; the model predicts the value after the window."""
-    column: str
-    window: int
-    kind: str = "series"
-
-
-@dataclass(frozen=True)
-class OneHotPreprocess:
-    """Category name -> one-hot vector over `vocabulary`."""
-    vocabulary: tuple[str, ...]
-    kind: str = "onehot"
-
-
-Preprocess = ImagePreprocess | TabularPreprocess | SeriesPreprocess | OneHotPreprocess
+    folder: str | None              # its folder under a data root laid out as ../shared/data; None: built in only
+    adapter: str                    # "module:function" (spec, path, split) -> zoo.data.Dataset
+    sample: str                     # "module:function" (folder, split) -> path of the built-in sample it wrote
+    classes: tuple[str, ...] = ()   # class names in label order, where the dataset defines them
+    columns: tuple[str, ...] = ()   # a table's columns: the features, then the target
+    course_data: bool = False       # the built-in data IS the course's own data, not a stand-in
+    formats: str = ""               # the on-disk formats the adapter reads
+    source: str = ""                # where the real data comes from
 
 
 @dataclass(frozen=True)
@@ -87,7 +44,7 @@ class Recipe:
     lr: float = 1e-3
     batch_size: int = 32
     epochs: int = 20
-    loss: str = "cross_entropy"      # cross_entropy | bce | bce_with_logits | mse | mnist_loss
+    loss: str = "cross_entropy"      # cross_entropy | bce | bce_with_logits | mse | l1 | mnist_loss
     loss_weights: dict[str, float] = field(default_factory=dict)  # per output name; 1.0 if absent
     momentum: float = 0.0
     weight_decay: float = 0.0
@@ -109,12 +66,11 @@ class ModelSpec:
     task: str                                  # binary | multiclass | regression | multi-output
     # builder
     build: str                                 # "module:attr" of an nn.Module class or factory
-    build_kwargs: dict[str, Any] = field(default_factory=dict)
     params: int = 0                            # parameter count as documented (a test recomputes it)
     # data contract
     inputs: tuple[TensorSpec, ...] = ()
     outputs: tuple[TensorSpec, ...] = ()
-    preprocess: dict[str, Preprocess] = field(default_factory=dict)   # input name -> preprocessing
+    preprocess: dict[str, Preprocess] = field(default_factory=dict)   # input name -> preprocessing (unfitted)
     labels: dict[str, tuple[str, ...]] = field(default_factory=dict)  # output name -> class names
     output_kind: str = "logits"                # logits | logit | probability | value
     # training
@@ -145,11 +101,10 @@ class ModelSpec:
 
     def to_dict(self) -> dict:
         return {
-            "name": self.name, "course": self.course, "task": self.task, "build": self.build,
-            "build_kwargs": dict(self.build_kwargs), "params": self.params,
+            "name": self.name, "course": self.course, "task": self.task, "build": self.build, "params": self.params,
             "inputs": [t.to_dict() for t in self.inputs],
             "outputs": [t.to_dict() for t in self.outputs],
-            "preprocess": {k: dataclasses.asdict(p) for k, p in self.preprocess.items()},
+            "preprocess": preprocessing_to_dict(self.preprocess),
             "labels": {k: list(v) for k, v in self.labels.items()},
             "output_kind": self.output_kind, "dataset": self.dataset,
             "recipe": dataclasses.asdict(self.recipe), "monitor": self.monitor,
@@ -159,38 +114,78 @@ class ModelSpec:
         }
 
 
-_REGISTRY: dict[str, ModelSpec] = {}
-
-
-def register(spec: ModelSpec) -> ModelSpec:
-    if spec.name in _REGISTRY:
-        raise ValueError(f"model {spec.name!r} is registered twice")
-    _REGISTRY[spec.name] = spec
-    return spec
+_MODELS: dict[str, ModelSpec] = {}
+_DATASETS: dict[str, DatasetSpec] = {}
+_catalog_loaded = False
 
 
 def _load_catalog() -> None:
-    if not _REGISTRY:
+    """Import zoo.catalog once, before anything is looked up or registered."""
+    global _catalog_loaded
+    if not _catalog_loaded:
+        _catalog_loaded = True
         importlib.import_module("zoo.catalog")
+
+
+def register_dataset(spec: DatasetSpec) -> DatasetSpec:
+    _load_catalog()
+    if spec.name in _DATASETS:
+        raise ValueError(f"dataset {spec.name!r} is registered twice")
+    _DATASETS[spec.name] = spec
+    return spec
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+    """Add a model. Its dataset must be registered first; its preprocessing must fit its inputs."""
+    _load_catalog()
+    if spec.name in _MODELS:
+        raise ValueError(f"model {spec.name!r} is registered twice")
+    if spec.dataset not in _DATASETS:
+        raise ValueError(f"model {spec.name!r}: unknown dataset {spec.dataset!r}; register it with register_dataset")
+    unknown = [k for k in spec.labels if k not in {t.name for t in spec.outputs}]
+    if unknown:
+        raise ValueError(f"model {spec.name!r}: labels for unknown outputs {unknown}")
+    preprocessing_from_dict(preprocessing_to_dict(spec.preprocess), spec.inputs, f"{spec.name}.preprocess")
+    _MODELS[spec.name] = spec
+    return spec
 
 
 def names() -> list[str]:
     _load_catalog()
-    return sorted(_REGISTRY)
+    return sorted(_MODELS)
 
 
 def specs() -> list[ModelSpec]:
-    return [_REGISTRY[n] for n in names()]
+    return [_MODELS[n] for n in names()]
 
 
 def get(name: str) -> ModelSpec:
     _load_catalog()
     try:
-        return _REGISTRY[name]
+        return _MODELS[name]
     except KeyError:
-        close = difflib.get_close_matches(name, _REGISTRY, n=3, cutoff=0.5)
+        close = difflib.get_close_matches(name, _MODELS, n=3, cutoff=0.5)
         hint = f"did you mean {' or '.join(close)}?" if close else "run `zoo list` to see them all"
         raise ZooError(f"unknown model {name!r}: {hint}") from None
+
+
+def dataset(name: str) -> DatasetSpec:
+    _load_catalog()
+    try:
+        return _DATASETS[name]
+    except KeyError:
+        raise ZooError(f"unknown dataset {name!r}; expected one of {', '.join(sorted(_DATASETS))}") from None
+
+
+def datasets() -> list[DatasetSpec]:
+    _load_catalog()
+    return [_DATASETS[n] for n in sorted(_DATASETS)]
+
+
+def load_function(path: str):
+    """The object a "module:attr" string names."""
+    module_name, attr = path.split(":")
+    return getattr(importlib.import_module(module_name), attr)
 
 
 def build(name: str | ModelSpec, seed: int | None = None):
@@ -198,8 +193,7 @@ def build(name: str | ModelSpec, seed: int | None = None):
     spec = name if isinstance(name, ModelSpec) else get(name)
     import torch
 
-    module_name, attr = spec.build.split(":")
-    factory = getattr(importlib.import_module(module_name), attr)
+    factory = load_function(spec.build)
     if seed is not None:
         torch.manual_seed(seed)
-    return factory(**spec.build_kwargs)
+    return factory()

@@ -1,4 +1,8 @@
-"""Where shipped weights live, their cards, and loading them safely (never unpickling)."""
+"""Where shipped weights live, their cards, and loading them safely (never unpickling).
+
+A card (`<name>.json` beside `<name>.safetensors`) holds the complete, fitted preprocessing the weights
+were trained with; `preprocessing()` is the one place that turns it into the objects every later stage
+uses, and a bundle copies them verbatim."""
 
 from __future__ import annotations
 
@@ -7,10 +11,12 @@ import json
 import os
 from pathlib import Path
 
+from zoo.contract import InvalidField, Preprocess, preprocessing_from_dict
 from zoo.errors import ZooError
 from zoo.registry import ModelSpec
 
-__all__ = ["weights_dir", "card_for", "read_card", "sha256_file", "load_state_dict", "headline"]
+__all__ = ["weights_dir", "card_for", "read_card", "sha256_file", "load_model", "preprocessing", "headline",
+           "resolve"]
 
 
 def weights_dir() -> Path:
@@ -20,11 +26,8 @@ def weights_dir() -> Path:
 
 
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def card_for(weights: Path) -> Path:
@@ -32,14 +35,17 @@ def card_for(weights: Path) -> Path:
 
 
 def read_card(name: str, directory: Path | None = None) -> dict | None:
-    """The card of a model's shipped weights, or None when it has none."""
+    """The card of a model's weights in `directory` (default: the shipped weights), or None when it has none."""
     path = (directory or weights_dir()) / f"{name}.json"
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+        card = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ZooError(f"weights card {path} is not valid JSON: {e}") from None
+    if not isinstance(card, dict):
+        raise ZooError(f"weights card {path}: expected a JSON object, got {type(card).__name__}")
+    return card
 
 
 def headline(card: dict | None) -> str:
@@ -62,9 +68,10 @@ def resolve(spec: ModelSpec, weights: str | Path | None) -> Path | None:
     return shipped if shipped.is_file() else None
 
 
-def load_state_dict(spec: ModelSpec, path: str | Path, verify_card: bool = True) -> dict:
-    """Load a safetensors state dict, check its sha256 against the card beside it and its tensor
-    names and shapes against the spec's architecture. Raises ZooError with what was wrong."""
+def load_model(spec: ModelSpec, path: str | Path, verify_card: bool = True):
+    """Build `spec`'s model and load a safetensors state dict into it, after checking the file's sha256
+    against the card beside it and every tensor's name, shape and dtype against the architecture.
+    Raises ZooError saying what was wrong."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -87,7 +94,8 @@ def load_state_dict(spec: ModelSpec, path: str | Path, verify_card: bool = True)
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         raise ZooError(f"{path} is not a readable safetensors file: {e}") from None
-    reference = build(spec).state_dict()
+    model = build(spec)
+    reference = model.state_dict()
     missing = sorted(set(reference) - set(state))
     unexpected = sorted(set(state) - set(reference))
     if missing or unexpected:
@@ -97,25 +105,32 @@ def load_state_dict(spec: ModelSpec, path: str | Path, verify_card: bool = True)
         if state[key].shape != ref.shape or state[key].dtype != ref.dtype:
             raise ZooError(f"{path}: tensor {key} is {tuple(state[key].shape)} {state[key].dtype}, "
                            f"{spec.name} expects {tuple(ref.shape)} {ref.dtype}")
-    return state
+    model.load_state_dict(state)
+    return model
 
 
-def preprocess_for(spec: ModelSpec, card: dict | None, random_weights: bool = False) -> dict:
-    """The complete preprocessing per input: the spec's, plus what training fitted (the card's).
-    Untrained (random) weights get an identity normalisation; trained weights without their fitted
-    statistics are refused, since serving them unnormalised would silently give wrong answers."""
-    import dataclasses
-
-    merged = {name: dataclasses.asdict(pre) for name, pre in spec.preprocess.items()}
-    for name, fitted in ((card or {}).get("preprocess") or {}).items():
-        merged.setdefault(name, {}).update(fitted)
-    for tensor in spec.inputs:
-        pre = merged.get(tensor.name, {})
-        if pre.get("standardize") and pre.get("mean") is None:
-            if not random_weights:
-                raise ZooError(f"{spec.name}: input {tensor.name!r} is standardised with statistics fitted at "
-                               "training time, but the weights have no card holding them; keep the "
-                               "<name>.json card beside the .safetensors file")
-            width = len(pre["columns"]) if pre["kind"] == "tabular" else tensor.shape[1]
-            pre["mean"], pre["std"] = [0.0] * width, [1.0] * width
-    return merged
+def preprocessing(spec: ModelSpec, card: dict | None, random_weights: bool = False,
+                  where: str = "the weights card") -> dict[str, Preprocess]:
+    """The complete preprocessing of a model's weights, one object per input: the card's (fitted at
+    training time). Untrained (random) weights get the spec's with identity statistics; weights without
+    a card get the spec's only when it needs nothing fitted, since serving them with unfitted
+    statistics would silently give wrong answers."""
+    if random_weights:
+        return {name: pre.untrained() for name, pre in spec.preprocess.items()}
+    if card is None or card.get("preprocess") is None:
+        unfitted = [name for name, pre in spec.preprocess.items() if not pre.fitted]
+        if unfitted:
+            raise ZooError(f"{spec.name}: input {unfitted[0]!r} is standardised with statistics fitted at training "
+                           "time, but the weights have no card holding them; keep the <name>.json card beside "
+                           "the .safetensors file")
+        return dict(spec.preprocess)
+    try:
+        fitted = preprocessing_from_dict(card["preprocess"], spec.inputs)
+    except InvalidField as e:
+        raise ZooError(f"{where} of {spec.name}: {e}") from None
+    missing = [t.name for t in spec.inputs if t.name not in fitted]
+    unfitted = [name for name, pre in fitted.items() if not pre.fitted]
+    if missing or unfitted:
+        raise ZooError(f"{where} of {spec.name}: no complete preprocessing for input "
+                       f"{(missing or unfitted)[0]!r}; retrain, or restore the card written with the weights")
+    return fitted

@@ -1,6 +1,6 @@
 """Plumbing shared by the image-dataset adapters (omniglot, digits, cifar): read image bytes from a
-folder tree or a tar in one pass, fingerprint them, and decode them with the runtime's
-`zoo.preprocess.decode_image` so training sees exactly the pixels serving will."""
+folder tree or a tar in one pass, fingerprint them, and decode them with the preprocessing's own
+`decode` (the runtime's) so training sees exactly the pixels serving will."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from zoo import preprocess as pp
+from zoo.contract import ImagePreprocess
 from zoo.data._core import DataError, IMAGE_SUFFIXES
 
 Entry = tuple[str, bytes]  # (name relative to the dataset root, file bytes)
@@ -96,23 +96,15 @@ def check_groups(groups: dict[str, list[Entry]], classes, what: str, where: str)
         raise DataError(f"{what} {where}: class folder {empty[0]!r} has no images")
 
 
-def decode_bytes(name: str, data: bytes, pre: dict) -> np.ndarray:
-    """One encoded image -> uint8 (C, H, W), exactly as `decode_image` gives it (which is skipped
-    only when the image already has the wanted mode and size, where it would change nothing)."""
-    from PIL import Image
-
+def decode_bytes(name: str, data: bytes, pre: ImagePreprocess) -> np.ndarray:
+    """One encoded image -> uint8 (C, H, W), as the runtime decodes it."""
     try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
-    except Exception as e:  # PIL raises several types for corrupt files
-        raise DataError(f"cannot read image {name}: {e}; expected a PNG or JPEG file") from None
-    if image.mode == pre["mode"] and image.size == tuple(pre["size"])[::-1]:
-        array = np.asarray(image)
-        return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
-    return pp.decode_image(image, pre)
+        return pre.decode(data)
+    except ValueError as e:
+        raise DataError(f"cannot read image {name}: {str(e).split(': ', 1)[-1]}; expected a PNG or JPEG file") from None
 
 
-def decode_groups(groups: dict[str, list[Entry]], classes, pre: dict):
+def decode_groups(groups: dict[str, list[Entry]], classes, pre: ImagePreprocess):
     """Class groups -> uint8 images (N, C, H, W), int64 labels (index in `classes`), fingerprint."""
     arrays, labels, entries = [], [], []
     for index, name in enumerate(classes):
@@ -123,17 +115,16 @@ def decode_groups(groups: dict[str, list[Entry]], classes, pre: dict):
     return torch.from_numpy(np.stack(arrays)), torch.tensor(labels, dtype=torch.int64), fingerprint_entries(entries)
 
 
-def arrays_to_images(arrays: np.ndarray, pre: dict) -> torch.Tensor:
+def arrays_to_images(arrays: np.ndarray, pre: ImagePreprocess) -> torch.Tensor:
     """uint8 (N, H, W) or (N, H, W, C) pixels -> uint8 (N, C, H, W) of the preprocessing's mode and
-    size. Stored arrays that already fit are used as they are (what `decode_image` would return)."""
-    height, width = pre["size"]
-    channels = 1 if pre["mode"] == "L" else 3
-    fits = arrays.shape[1:3] == (height, width) and (arrays.ndim == 3 if channels == 1 else
+    size. Stored arrays that already fit are used as they are (what `decode` would return)."""
+    height, width = pre.size
+    fits = arrays.shape[1:3] == (height, width) and (arrays.ndim == 3 if pre.channels == 1 else
                                                       arrays.ndim == 4 and arrays.shape[3] == 3)
     if fits:
         out = arrays[:, None] if arrays.ndim == 3 else arrays.transpose(0, 3, 1, 2)
         return torch.from_numpy(out.copy())  # a writable, contiguous copy
-    return torch.from_numpy(np.stack([pp.decode_image(a, pre) for a in arrays]))
+    return torch.from_numpy(np.stack([pre.decode(a) for a in arrays]))
 
 
 def write_tar(path: Path, members: list[tuple[str, bytes]]) -> None:

@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from zoo.catalog import CIFAR10_CLASSES
-from zoo.data._core import Dataset, DataError, spec_preprocess
+from zoo.contract import ImagePreprocess
+from zoo.data._core import Dataset, DataError
 from zoo.data._imagefiles import (arrays_to_images, check_groups, decode_groups, fingerprint_entries,
                                   fingerprint_file, read_tar, read_tree, write_tar)
-from zoo.registry import ModelSpec
+from zoo.registry import ModelSpec, dataset as dataset_spec
 
 FORMATS = ("a gzip tar of <class>/*.jpg, an ImageFolder tree (train/, test/ or the class folders) or "
            "torchvision's cifar-10-batches-py/ folder")
@@ -30,23 +30,15 @@ TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
 
 
-def load_cifar10(spec: ModelSpec, path: Path, split: str) -> Dataset:
-    return _load(spec, path, split)
+def load(spec: ModelSpec, path: Path, split: str) -> Dataset:
+    """CIFAR-10, or a subset of its classes (the book's CIFAR-2: airplane and bird): the dataset
+    record's classes, in its label order."""
+    (name, pre), out = next(iter(spec.preprocess.items())), spec.outputs[0].name
+    images, labels, fingerprint = read_cifar(path, split, list(dataset_spec(spec.dataset).classes), pre)
+    return Dataset({name: images}, {out: labels}, dict(spec.preprocess), fingerprint=fingerprint)
 
 
-def load_cifar2(spec: ModelSpec, path: Path, split: str) -> Dataset:
-    """The same sources as CIFAR-10, keeping only the spec's classes (airplane and bird)."""
-    return _load(spec, path, split)
-
-
-def _load(spec: ModelSpec, path: Path, split: str) -> Dataset:
-    pre = spec_preprocess(spec)
-    name, out = spec.inputs[0].name, spec.outputs[0].name
-    images, labels, fingerprint = read_cifar(path, split, list(spec.labels[out]), pre[name])
-    return Dataset({name: images}, {out: labels}, pre, fingerprint=fingerprint)
-
-
-def read_cifar(path: Path, split: str, classes: list[str], pre: dict):
+def read_cifar(path: Path, split: str, classes: list[str], pre: ImagePreprocess):
     """Any supported source -> uint8 (N, C, H, W), int64 labels (index in `classes`), fingerprint."""
     if path.is_file():
         if path.name.lower().endswith(TAR_SUFFIXES):
@@ -72,7 +64,7 @@ def read_cifar(path: Path, split: str, classes: list[str], pre: dict):
     raise DataError(f"cifar data {path}: found no {split} data; expected {FORMATS}")
 
 
-def _from_tar(path: Path, split: str, classes: list[str], pre: dict):
+def _from_tar(path: Path, split: str, classes: list[str], pre: ImagePreprocess):
     groups = read_tar(path, classes, split, "cifar tar")
     check_groups(groups, classes, "cifar tar", path.name)
     images, labels, _ = decode_groups(groups, classes, pre)
@@ -111,13 +103,13 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return images.reshape(-1, 3, 32, 32), labels
 
 
-def _from_batches(files: list[Path], classes: list[str], pre: dict):
+def _from_batches(files: list[Path], classes: list[str], pre: ImagePreprocess):
     parts = [_read_batch(f) for f in files]
     images = np.concatenate([p[0] for p in parts])
     labels = np.concatenate([p[1] for p in parts])
     mapping = np.full(10, -1, np.int64)
     for i, name in enumerate(classes):
-        mapping[CIFAR10_CLASSES.index(name)] = i
+        mapping[dataset_spec("cifar10").classes.index(name)] = i
     keep = mapping[labels] >= 0
     if not keep.any():
         raise DataError(f"cifar batches: no images of the classes {classes}")
@@ -126,7 +118,7 @@ def _from_batches(files: list[Path], classes: list[str], pre: dict):
     return pixels, torch.from_numpy(mapping[labels[keep]]), fingerprint
 
 
-def write_cifar10_sample(root: Path, split: str) -> Path:
+def write_sample(root: Path, split: str) -> Path:
     """`cifar10_<split>_jpg.tar.gz` holding `<split>/<class>/NNNN.jpg`: 30 (train) or 10 (test)
     32x32 JPEGs (quality 75, like the real copy) per class; each class a shape in its own colour on
     its own background, placed, sized and shaded a little differently every time."""
@@ -139,7 +131,7 @@ def write_cifar10_sample(root: Path, split: str) -> Path:
     colours = [(235, 235, 240), (200, 30, 30), (90, 60, 30), (240, 200, 60), (150, 90, 40),
                (250, 250, 250), (60, 200, 60), (90, 40, 20), (230, 230, 230), (240, 120, 20)]
     members = []
-    for k, name in enumerate(CIFAR10_CLASSES):
+    for k, name in enumerate(dataset_spec("cifar10").classes):
         for i in range(per_class):
             background = tuple(int(c) for c in np.clip(np.array(backgrounds[k]) + rng.normal(0, 15, 3), 0, 255))
             image = Image.new("RGB", (32, 32), background)

@@ -6,21 +6,20 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo.data._core import Dataset, DataError, read_image_folder, spec_preprocess
-from zoo.registry import ModelSpec
+from zoo.data._core import Dataset, DataError, read_image_folder
+from zoo.registry import ModelSpec, dataset as dataset_spec
 
 
 def load(spec: ModelSpec, path: Path, split: str) -> Dataset:
     """`path` is the class folders' parent, or a folder holding `clouds_train/` and `clouds_test/`."""
-    classes = list(spec.labels["logits"])
+    classes = list(dataset_spec(spec.dataset).classes)
     if (path / f"clouds_{split}").is_dir():
         path = path / f"clouds_{split}"
     elif not any((path / c).is_dir() for c in classes):
         raise DataError(f"--data {path}: expected the 7 cloud-type folders ({', '.join(classes)}) "
                         f"or a folder holding clouds_train/ and clouds_test/")
-    pre = spec_preprocess(spec)
-    images, labels, _, fingerprint = read_image_folder(path, pre["image"], classes, "clouds folder")
-    return Dataset({"image": images}, {"logits": labels}, pre, fingerprint=fingerprint)
+    images, labels, _, fingerprint = read_image_folder(path, spec.preprocess["image"], classes, "clouds folder")
+    return Dataset({"image": images}, {"logits": labels}, dict(spec.preprocess), fingerprint=fingerprint)
 
 
 def write_sample(root: Path, split: str) -> Path:
@@ -28,14 +27,12 @@ def write_sample(root: Path, split: str) -> Path:
     texture (smooth gradient, stripes, blobs, ...) with per-image noise, so a CNN learns it quickly."""
     from PIL import Image
 
-    from zoo.catalog import CLOUD_TYPES
-
     rng = np.random.default_rng(0 if split == "train" else 1)
     per_class = 24 if split == "train" else 10
     yy, xx = np.mgrid[0:96, 0:96] / 96.0
     palette = [(200, 220, 255), (60, 130, 230), (90, 90, 110), (150, 190, 240), (230, 230, 240),
                (170, 170, 180), (120, 140, 170)]
-    for k, name in enumerate(CLOUD_TYPES):
+    for k, name in enumerate(dataset_spec("clouds").classes):
         (root / name).mkdir(parents=True)
         for i in range(per_class):
             freq = 2 + k

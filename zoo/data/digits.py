@@ -20,15 +20,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from zoo.catalog import DIGITS
-from zoo.data._core import Dataset, DataError, spec_preprocess
+from zoo.contract import ImagePreprocess
+from zoo.data._core import Dataset, DataError
 from zoo.data._imagefiles import (arrays_to_images, check_groups, decode_groups, fingerprint_entries,
                                   fingerprint_file, read_tar, read_tree, write_tar)
-from zoo.registry import ModelSpec
+from zoo.registry import ModelSpec, dataset as dataset_spec
 
 FORMATS = ("a gzip tar of <digit>/*.png, an ImageFolder tree of <digit>/*.png, IDX files "
            "({prefix}-images-idx3-ubyte[.gz] + {prefix}-labels-idx1-ubyte[.gz]) or a CSV of 784 pixels + label")
 TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+DIGITS = tuple(str(d) for d in range(10))   # the folder names of every MNIST-like layout
 
 
 # --- loaders -------------------------------------------------------------------------------------
@@ -47,28 +48,26 @@ def load_mnist_sample(spec: ModelSpec, path: Path, split: str) -> Dataset:
     spec's labels ("7", "3"), so 1.0 means "3" as in the course (labels.csv, which says 0 for "3",
     is not used)."""
     out = spec.outputs[0].name
-    labels = list(spec.labels[out])
+    labels = list(dataset_spec(spec.dataset).classes)
     folders = ("train",) if split == "train" else ("valid", "test")
     root = next((path / f for f in folders if (path / f).is_dir()), path)
     if not root.is_dir() or not any((root / d).is_dir() for d in labels):
         raise DataError(f"mnist_sample data {path}: expected folders {'/'.join(labels)} of PNGs, directly or "
                         f"under {folders[0]}/ (the fast.ai MNIST_SAMPLE layout)")
-    pre = spec_preprocess(spec)
-    name = spec.inputs[0].name
+    name, pre = next(iter(spec.preprocess.items()))
     groups = read_tree(root, labels)
     check_groups(groups, labels, "mnist_sample folder", str(root))
-    images, index, fingerprint = decode_groups(groups, labels, pre[name])
-    return Dataset({name: images}, {out: index.float().unsqueeze(1)}, pre, fingerprint=fingerprint)
+    images, index, fingerprint = decode_groups(groups, labels, pre)
+    return Dataset({name: images}, {out: index.float().unsqueeze(1)}, dict(spec.preprocess), fingerprint=fingerprint)
 
 
 def _load_ten_classes(spec: ModelSpec, path: Path, split: str, raw: str, what: str) -> Dataset:
-    pre = spec_preprocess(spec)
-    name, out = spec.inputs[0].name, spec.outputs[0].name
-    images, labels, fingerprint = read_digits(path, split, pre[name], raw, what)
-    return Dataset({name: images}, {out: labels}, pre, fingerprint=fingerprint)
+    (name, pre), out = next(iter(spec.preprocess.items())), spec.outputs[0].name
+    images, labels, fingerprint = read_digits(path, split, pre, raw, what)
+    return Dataset({name: images}, {out: labels}, dict(spec.preprocess), fingerprint=fingerprint)
 
 
-def read_digits(path: Path, split: str, pre: dict, raw: str, what: str):
+def read_digits(path: Path, split: str, pre: ImagePreprocess, raw: str, what: str):
     """Any of the supported formats -> uint8 (N, C, H, W) images, int64 labels 0-9, fingerprint."""
     prefix = "train" if split == "train" else "t10k"
     if path.is_file():
@@ -106,7 +105,7 @@ def _names_split(name: str, split: str) -> bool:
     return is_test == (split != "train")
 
 
-def _from_tar(path: Path, split: str, pre: dict, what: str):
+def _from_tar(path: Path, split: str, pre: ImagePreprocess, what: str):
     groups = read_tar(path, DIGITS, split, f"{what} tar")
     check_groups(groups, DIGITS, f"{what} tar", path.name)
     images, labels, _ = decode_groups(groups, DIGITS, pre)
@@ -153,7 +152,7 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
     return np.frombuffer(data, np.uint8, size, header).reshape(dims)
 
 
-def _from_idx(images_path: Path, labels_path: Path, pre: dict):
+def _from_idx(images_path: Path, labels_path: Path, pre: ImagePreprocess):
     images, labels = read_idx(images_path, 3), read_idx(labels_path, 1)
     if len(images) != len(labels):
         raise DataError(f"IDX files {images_path.name} ({len(images)} images) and {labels_path.name} "
@@ -196,7 +195,7 @@ def _looks_like_pixels(path: Path) -> bool:
         return False
 
 
-def _from_csv(path: Path, pre: dict):
+def _from_csv(path: Path, pre: ImagePreprocess):
     """784 pixel columns (0-255, row-major 28x28) and a label column. Without a header the label is
     the last column; with one, the column named `label` (else the last)."""
     lines = [line for line in _text(path).splitlines() if line.strip()]

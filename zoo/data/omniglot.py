@@ -1,7 +1,8 @@
 """Omniglot (DataCamp's split of "images_background"): `<Alphabet>/characterNN/*.png`, 105x105 1-bit.
 
-Labels come from the fixed maps in `zoo.catalog` (30 alphabets, 964 characters), never from which
-folders a copy happens to hold, so an evaluation set with a subset of them keeps the same indices.
+Labels come from the dataset record's fixed list of 964 characters ("<Alphabet>/characterNN", sorted; the
+30 alphabets are their prefixes), never from which folders a copy happens to hold, so an evaluation set
+with a subset of them keeps the same indices.
 """
 
 from __future__ import annotations
@@ -12,14 +13,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from zoo.catalog import OMNIGLOT_ALPHABET_SIZES, OMNIGLOT_ALPHABETS, OMNIGLOT_CHARACTERS
-from zoo.data._core import Dataset, DataError, spec_preprocess
+from zoo.data._core import Dataset, DataError
 from zoo.data._imagefiles import decode_bytes, fingerprint_entries, is_image_name
-from zoo.registry import ModelSpec
+from zoo.registry import ModelSpec, dataset as dataset_spec
 
-ALPHABET_INDEX = {name: i for i, name in enumerate(OMNIGLOT_ALPHABETS)}
-CHARACTER_INDEX = {name: i for i, name in enumerate(OMNIGLOT_CHARACTERS)}
 LAYOUT = "<Alphabet>/characterNN/*.png (or a folder holding omniglot_train/ and omniglot_test/)"
+
+
+def label_maps() -> tuple[dict[str, int], dict[str, int]]:
+    """{alphabet: index}, {"<alphabet>/characterNN": index}, from the dataset record."""
+    characters = dataset_spec("omniglot").classes
+    alphabets = sorted({c.split("/")[0] for c in characters})
+    return {a: i for i, a in enumerate(alphabets)}, {c: i for i, c in enumerate(characters)}
 
 
 def _subfolders(folder: Path) -> list[str]:
@@ -47,20 +52,22 @@ def load(spec: ModelSpec, path: Path, split: str) -> Dataset:
     alphabets = _subfolders(root)
     if not alphabets:
         raise DataError(f"omniglot folder {root}: no alphabet folders; expected {LAYOUT}")
-    pre = spec_preprocess(spec)
+    pre = spec.preprocess["image"]
+    alphabet_index, character_index = label_maps()
     arrays, alphabet_labels, character_labels, entries = [], [], [], []
     for alphabet in alphabets:
-        if alphabet not in ALPHABET_INDEX:
+        if alphabet not in alphabet_index:
             raise DataError(f"omniglot folder {root}: unknown alphabet folder {alphabet!r}; expected the 30 "
-                            f"Omniglot background alphabets ({', '.join(OMNIGLOT_ALPHABETS[:3])}, ...)")
+                            f"Omniglot background alphabets ({', '.join(list(alphabet_index)[:3])}, ...)")
         characters = _subfolders(root / alphabet)
         if not characters:
             raise DataError(f"omniglot folder {root}: alphabet folder {alphabet!r} has no character folders")
         for character in characters:
             key = f"{alphabet}/{character}"
-            if key not in CHARACTER_INDEX:
+            if key not in character_index:
+                last = max(c for c in character_index if c.startswith(alphabet + "/")).split("/")[1]
                 raise DataError(f"omniglot folder {root}: unknown character folder {key!r}; {alphabet} has "
-                                f"character01 to character{OMNIGLOT_ALPHABET_SIZES[alphabet]:02d}")
+                                f"character01 to {last}")
             folder = root / alphabet / character
             with os.scandir(folder) as it:
                 files = sorted(e.name for e in it if e.is_file() and is_image_name(e.name))
@@ -68,21 +75,21 @@ def load(spec: ModelSpec, path: Path, split: str) -> Dataset:
                 raise DataError(f"omniglot folder {root}: character folder {key!r} has no images")
             for name in files:
                 entry = (f"{key}/{name}", (folder / name).read_bytes())
-                arrays.append(decode_bytes(*entry, pre["image"]))
+                arrays.append(decode_bytes(*entry, pre))
                 entries.append(entry)
-                alphabet_labels.append(ALPHABET_INDEX[alphabet])
-                character_labels.append(CHARACTER_INDEX[key])
+                alphabet_labels.append(alphabet_index[alphabet])
+                character_labels.append(character_index[key])
     images = torch.from_numpy(np.stack(arrays))
     alphabet = torch.tensor(alphabet_labels, dtype=torch.int64)
     character = torch.tensor(character_labels, dtype=torch.int64)
     inputs = {"image": images}
-    if "alphabet" in pre:
-        inputs["alphabet"] = torch.nn.functional.one_hot(alphabet, len(OMNIGLOT_ALPHABETS)).float()
+    if "alphabet" in spec.preprocess:
+        inputs["alphabet"] = alphabet   # category indices: the one-hot preprocessing's stored form
     labels = {"alphabet": alphabet, "character": character}
     targets = {t.name: labels[t.name] for t in spec.outputs}
     note = (f"omniglot: {len(images)} images of {len(set(character_labels))} characters in "
             f"{len(set(alphabet_labels))} alphabets")
-    return Dataset(inputs, targets, pre, fingerprint=fingerprint_entries(entries), notes=[note])
+    return Dataset(inputs, targets, dict(spec.preprocess), fingerprint=fingerprint_entries(entries), notes=[note])
 
 
 def write_sample(root: Path, split: str) -> Path:
@@ -93,7 +100,7 @@ def write_sample(root: Path, split: str) -> Path:
 
     per_character = 8 if split == "train" else 3
     rng = np.random.default_rng(0 if split == "train" else 1)
-    for a, alphabet in enumerate(OMNIGLOT_ALPHABETS):
+    for a, alphabet in enumerate(label_maps()[0]):
         for c in range(2):
             glyph_rng = np.random.default_rng(1000 + 2 * a + c)
             strokes = [glyph_rng.uniform(-30, 30, (glyph_rng.integers(3, 5), 2))

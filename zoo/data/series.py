@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from zoo.data._core import Dataset, DataError, fingerprint_bytes, spec_preprocess
+from zoo.data._core import Dataset, DataError, fingerprint_bytes
 from zoo.registry import ModelSpec
 
 
@@ -52,7 +52,7 @@ def load_electricity(spec: ModelSpec, path: Path, split: str) -> Dataset:
     notes = [] if (steps == 900).all() else [f"{int((steps != 900).sum())} gaps or irregular steps in the series"]
     windows = series.unfold(0, window, 1)[:-1].unsqueeze(-1)   # (N, window, 1)
     targets = series[window:].unsqueeze(1)                       # (N, 1)
-    return Dataset({"series": windows}, {"next_value": targets}, spec_preprocess(spec),
+    return Dataset({"series": windows}, {"next_value": targets}, dict(spec.preprocess),
                    fingerprint=fingerprint_bytes(raw), notes=notes, ordered=True)
 
 

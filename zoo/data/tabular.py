@@ -4,60 +4,71 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from zoo.data._core import Dataset, DataError, fingerprint_bytes, spec_preprocess
-from zoo.registry import ModelSpec
+from zoo.contract import TabularPreprocess
+from zoo.data._core import Dataset, DataError, fingerprint_bytes
+from zoo.registry import ModelSpec, dataset as dataset_spec
+
+MISSING = ("", "nan", "na", "null")
 
 
-def read_csv_columns(path: Path, columns: list[str], what: str, delimiter: str | None = None,
-                     drop_missing: bool = False) -> tuple[np.ndarray, int, str]:
-    """Named columns of a CSV (matched case-insensitively) as float64 (N, len(columns)).
-    Returns the array, the number of rows dropped for missing values, and a fingerprint."""
+def read_rows(path: Path, columns: list[str], what: str, drop_missing: bool = False):
+    """The CSV's rows as dicts (`,` or `;` separated, header matched case-insensitively), keeping those
+    with a value in every one of `columns`. Returns (rows, their line numbers, rows dropped, fingerprint)."""
     if not path.is_file():
         raise DataError(f"{what}: {path} is not a file")
     raw = path.read_bytes()
     text = raw.decode("utf-8-sig", errors="replace")
-    if delimiter is None:
-        delimiter = ";" if text.split("\n", 1)[0].count(";") > text.split("\n", 1)[0].count(",") else ","
-    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
-    header = [h.strip().strip('"').lower() for h in next(reader, [])]
-    missing = [c for c in columns if c.lower() not in header]
+    first = text.split("\n", 1)[0]
+    reader = csv.reader(io.StringIO(text), delimiter=";" if first.count(";") > first.count(",") else ",")
+    header = [h.strip().strip('"') for h in next(reader, [])]
+    lower = [h.lower() for h in header]
+    missing = [c for c in columns if c.lower() not in lower]
     if missing:
         raise DataError(f"{what}: {path.name} has no column(s) {missing}; expected columns {columns} "
                         f"(found {header})")
-    index = [header.index(c.lower()) for c in columns]
-    rows, dropped = [], 0
-    for line_no, row in enumerate(reader, start=2):
-        if not row or all(not cell.strip() for cell in row):
+    index = {c: lower.index(c.lower()) for c in columns}
+    rows, lines, dropped = [], [], 0
+    for line_no, cells in enumerate(reader, start=2):
+        if not cells or all(not c.strip() for c in cells):
             continue
-        values = []
-        for i, col in zip(index, columns):
-            cell = row[i].strip() if i < len(row) else ""
-            if cell == "" or cell.lower() in ("nan", "na", "null"):
-                values.append(math.nan)
-                continue
-            try:
-                values.append(float(cell))
-            except ValueError:
-                raise DataError(f"{what}: {path.name} line {line_no}, column {col!r}: "
-                                f"expected a number, got {cell!r}") from None
-        if any(math.isnan(v) for v in values):
+        row = {c: cells[i].strip() if i < len(cells) else "" for c, i in index.items()}
+        if any(v.lower() in MISSING for v in row.values()):
             if not drop_missing:
                 raise DataError(f"{what}: {path.name} line {line_no} has a missing value")
             dropped += 1
             continue
-        rows.append(values)
+        rows.append(row)
+        lines.append(line_no)
     if not rows:
         raise DataError(f"{what}: {path.name} has no complete data rows")
-    return np.asarray(rows, dtype=np.float64), dropped, fingerprint_bytes(raw)
+    return rows, lines, dropped, fingerprint_bytes(raw)
 
 
-def _find_csv(path: Path, split: str, names: tuple[str, ...], what: str) -> Path:
+def encode_rows(pre: TabularPreprocess, rows: list[dict], lines: list[int], path: Path, what: str) -> torch.Tensor:
+    """The rows through the preprocessing's own `encode` (the runtime's), errors naming file and line."""
+    try:
+        return torch.from_numpy(pre.encode(rows, labels=[f"{path.name} line {n}" for n in lines]))
+    except ValueError as e:
+        raise DataError(f"{what}: {e}") from None
+
+
+def numbers(rows: list[dict], column: str, lines: list[int], path: Path, what: str) -> np.ndarray:
+    out = np.empty(len(rows), np.float64)
+    for i, (row, line) in enumerate(zip(rows, lines)):
+        try:
+            out[i] = float(row[column])
+        except ValueError:
+            raise DataError(f"{what}: {path.name} line {line}, column {column!r}: expected a number, "
+                            f"got {row[column]!r}") from None
+    return out
+
+
+def find_csv(path: Path, split: str, names: tuple[str, ...], what: str) -> Path:
     if path.is_file():
         return path
     for name in names:
@@ -66,42 +77,37 @@ def _find_csv(path: Path, split: str, names: tuple[str, ...], what: str) -> Path
     raise DataError(f"{what}: no CSV in {path}; expected one of {[n.format(split=split) for n in names]}")
 
 
-def _binary_dataset(spec: ModelSpec, table: np.ndarray, n_features: int, fingerprint: str,
-                    notes: list[str]) -> Dataset:
-    (input_name,) = (t.name for t in spec.inputs)
-    (output_name,) = (t.name for t in spec.outputs)
-    labels = table[:, n_features]
-    if not np.isin(labels, (0, 1)).all():
-        raise DataError(f"{spec.dataset}: the label column must be 0 or 1, found {sorted(set(labels))[:5]}")
-    return Dataset({input_name: torch.tensor(table[:, :n_features], dtype=torch.float32)},
-                   {output_name: torch.tensor(labels, dtype=torch.float32).unsqueeze(1)},
-                   spec_preprocess(spec), fingerprint=fingerprint, notes=notes)
+def load_table(spec: ModelSpec, path: Path, what: str, drop_missing: bool = False) -> Dataset:
+    """A CSV of the input's columns and the dataset's target column (its last): 0/1 labels for binary
+    classifiers, values for regressors. Rows with a missing value are dropped (and counted) with
+    `drop_missing`."""
+    target = dataset_spec(spec.dataset).columns[-1]
+    ((name, pre),) = spec.preprocess.items()
+    (output,) = spec.outputs
+    rows, lines, dropped, fingerprint = read_rows(path, [*pre.columns, target], what, drop_missing)
+    features = encode_rows(pre, rows, lines, path, what)
+    values = numbers(rows, target, lines, path, what)
+    if spec.task == "binary" and not np.isin(values, (0, 1)).all():
+        raise DataError(f"{what}: the {target} column must be 0 or 1, found {sorted(set(values))[:5]}")
+    notes = [f"dropped {dropped} row(s) with missing values"] if dropped else []
+    return Dataset({name: features}, {output.name: torch.tensor(values, dtype=torch.float32).unsqueeze(1)},
+                   dict(spec.preprocess), fingerprint=fingerprint, notes=notes)
 
 
 def load_water(spec: ModelSpec, path: Path, split: str) -> Dataset:
-    """The course CSV `ph,Hardness,...,Turbidity,Potability` (columns by name, any order/case).
-    Rows with a missing value are dropped, and the card says how many."""
-    csv_path = _find_csv(path, split, ("water_{split}.csv", "water_potability.csv"), "water potability")
-    columns = list(spec.preprocess["features"].columns) + ["Potability"]
-    table, dropped, fingerprint = read_csv_columns(csv_path, columns, "water potability", drop_missing=True)
-    notes = [f"dropped {dropped} row(s) with missing values"] if dropped else []
-    return _binary_dataset(spec, table, 9, fingerprint, notes)
+    """The course CSV `ph,Hardness,...,Turbidity,Potability` (columns by name, any order/case)."""
+    csv_path = find_csv(path, split, ("water_{split}.csv", "water_potability.csv"), "water potability")
+    return load_table(spec, csv_path, "water potability", drop_missing=True)
 
 
 def load_circles(spec: ModelSpec, path: Path, split: str) -> Dataset:
     """A CSV `x1,x2,label` (label 1 = inner circle)."""
-    csv_path = _find_csv(path, split, ("circles_{split}.csv", "circles.csv"), "circles")
-    table, _, fingerprint = read_csv_columns(csv_path, ["x1", "x2", "label"], "circles")
-    return _binary_dataset(spec, table, 2, fingerprint, [])
+    return load_table(spec, find_csv(path, split, ("circles_{split}.csv", "circles.csv"), "circles"), "circles")
 
 
 def load_thermometer(spec: ModelSpec, path: Path, split: str) -> Dataset:
     """A CSV `t_u,t_c`: readings in the unknown unit and in Celsius."""
-    csv_path = _find_csv(path, split, ("thermometer.csv",), "thermometer")
-    table, _, fingerprint = read_csv_columns(csv_path, ["t_u", "t_c"], "thermometer")
-    return Dataset({"reading": torch.tensor(table[:, :1], dtype=torch.float32)},
-                   {"celsius": torch.tensor(table[:, 1:], dtype=torch.float32)},
-                   spec_preprocess(spec), fingerprint=fingerprint)
+    return load_table(spec, find_csv(path, split, ("thermometer.csv",), "thermometer"), "thermometer")
 
 
 def make_circles(n: int = 1000, noise: float = 0.03, factor: float = 0.8, seed: int = 42):
@@ -132,7 +138,7 @@ def write_circles_sample(root: Path, split: str) -> Path:
     """The course's data: make_circles(1000, noise=0.03, random_state=42); the test split is
     another draw (seed 43) of 200 points."""
     x, y = make_circles(1000, seed=42) if split == "train" else make_circles(200, seed=43)
-    return _write_csv(root / "circles.csv", ["x1", "x2", "label"],
+    return _write_csv(root / "circles.csv", list(dataset_spec("circles").columns),
                       ([f"{a:.6f}", f"{b:.6f}", int(c)] for (a, b), c in zip(x, y)))
 
 
@@ -142,20 +148,20 @@ THERMOMETER_T_U = [35.7, 55.9, 58.2, 81.9, 56.3, 48.9, 33.9, 21.8, 48.4, 60.4, 6
 
 
 def write_thermometer_sample(root: Path, split: str) -> Path:
-    return _write_csv(root / "thermometer.csv", ["t_u", "t_c"], zip(THERMOMETER_T_U, THERMOMETER_T_C))
+    return _write_csv(root / "thermometer.csv", list(dataset_spec("thermometer").columns),
+                      zip(THERMOMETER_T_U, THERMOMETER_T_C))
 
 
 def write_water_sample(root: Path, split: str) -> Path:
     """A synthetic CSV with the course's columns in [0, 1]: potable when a fixed nonlinear score of
     pH, sulfate and solids is high, with 10 % label noise (so a small MLP can learn it)."""
-    from zoo.catalog import WATER_FEATURES
-
+    columns = dataset_spec("water_potability").columns
     rng = np.random.default_rng(0 if split == "train" else 1)
     n = 600 if split == "train" else 200
-    x = rng.uniform(0, 1, (n, len(WATER_FEATURES)))
+    x = rng.uniform(0, 1, (n, len(columns) - 1))
     score = -((x[:, 0] - 0.5) ** 2) * 8 + x[:, 4] - x[:, 2] + 0.2
     y = (score > 0).astype(int)
     flip = rng.uniform(0, 1, n) < 0.1
     y[flip] = 1 - y[flip]
-    return _write_csv(root / f"water_{split}.csv", list(WATER_FEATURES) + ["Potability"],
+    return _write_csv(root / f"water_{split}.csv", list(columns),
                       ([*(f"{v:.6f}" for v in row), label] for row, label in zip(x, y)))

@@ -7,10 +7,10 @@ import json
 from importlib import metadata
 from pathlib import Path
 
-from zoo.runtime._bundle import FORMAT_VERSION, NAME
+from zoo.contract import preprocessing_to_dict
+from zoo.runtime import FORMAT_VERSION, MANIFEST_NAME
 
-# the runtime's torch-free reader (zoo.runtime.read_manifest) is the one reader; export and verify use it
-# with these keys required on top of what running a bundle needs
+# keys export and verify rely on, on top of what running a bundle needs
 REQUIRED = ("file_sha256", "weights")
 
 
@@ -24,22 +24,22 @@ def versions() -> dict:
     return out
 
 
-def build(spec, fmt: str, file: str, preprocess: dict, weights: dict, exporter: dict, parity: dict) -> dict:
+def build(spec, fmt: str, file: str, preprocessing: dict, weights: dict, exporter: dict) -> dict:
+    """Everything but what is measured on the finished model file (its sha256, the parity report)."""
     return {
         "format_version": FORMAT_VERSION,
         "model": spec.name, "task": spec.task, "output_kind": spec.output_kind,
-        "format": fmt, "file": file, "file_sha256": None,
+        "format": fmt, "file": file,
         "inputs": [t.to_dict() for t in spec.inputs],
         "outputs": [t.to_dict() for t in spec.outputs],
-        "preprocess": preprocess,
+        "preprocess": preprocessing_to_dict(preprocessing),
         "labels": {k: list(v) for k, v in spec.labels.items()},
         "weights": weights,
         "exporter": exporter,
         "versions": versions(),
-        "parity": parity,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
 
 
 def write(directory: Path, manifest: dict) -> None:
-    (directory / NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+    (directory / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")

@@ -1,16 +1,16 @@
-"""ONNX: export with the exporter chosen per model, label and check the file, run it with onnxruntime."""
+"""ONNX: convert with the exporter chosen per model, seal the manifest into the file's metadata, check it."""
 
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 
 from zoo.export._common import example_inputs, quiet, torch_dims
-from zoo.runtime._bundle import MODEL_FILES
+from zoo.runtime import MODEL_FILES
 
 FILE = MODEL_FILES["onnx"]
 OPSET = 20
+SEAL_KEY = "zoo.manifest"
 
 # Measured on this stack (torch 2.14.1, onnxscript 0.7.2, see docs/formats.md): the dynamo exporter
 # unrolls nn.RNN with the sequence fixed at the example length and takes 5-17 s for GRU/LSTM, while
@@ -28,8 +28,8 @@ def choose_exporter(model) -> tuple[str, str]:
     return DYNAMO, "feed-forward model: dynamo exporter (torch.export based)"
 
 
-def save(model, spec, path: Path) -> dict:
-    """Export `model` (in eval mode) to `path`; returns the manifest's `exporter` record."""
+def convert(model, spec):
+    """`model` (in eval mode) -> (ONNX ModelProto, the manifest's `exporter` record)."""
     import onnx
     import torch
 
@@ -50,51 +50,14 @@ def save(model, spec, path: Path) -> dict:
                               dynamic_axes={t.name: t.dynamic_axes for t in (*spec.inputs, *spec.outputs)})
             proto = onnx.load_from_string(buffer.getvalue())
     proto.doc_string = spec.description
-    onnx.save(proto, str(path))
-    return {"name": name, "opset": OPSET, "notes": why}
+    return proto, {"name": name, "opset": OPSET, "notes": why}
 
 
-def finish(path: Path, manifest: dict) -> None:
-    """Put the labels and the manifest (all but the file's own sha256) in metadata_props, then run
-    the full checker (with strict shape inference) on the file as it will ship."""
+def write(proto, path: Path, seal: str) -> None:
+    """Seal the manifest into metadata_props, run the full checker (strict shape inference), save."""
     import onnx
 
-    proto = onnx.load(str(path))
-    props = {"zoo.manifest": json.dumps({k: v for k, v in manifest.items() if k != "file_sha256"}),
-             "zoo.labels": json.dumps(manifest["labels"]), "zoo.model": manifest["model"]}
     del proto.metadata_props[:]
-    onnx.helper.set_model_props(proto, props)
+    onnx.helper.set_model_props(proto, {SEAL_KEY: seal})
     onnx.checker.check_model(proto, full_check=True)
     onnx.save(proto, str(path))
-
-
-def metadata(path: Path) -> dict:
-    import onnx
-
-    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-
-
-class Artefact:
-    backend = "onnxruntime CPUExecutionProvider"
-
-    def __init__(self, path: Path):
-        import onnxruntime as ort
-        import torch
-
-        options = ort.SessionOptions()
-        # ORT's default pool ignores container CPU limits: use the same budget as torch.
-        options.intra_op_num_threads = torch.get_num_threads()
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.backend = f"{self.backend} ({options.intra_op_num_threads} threads)"
-
-    def run(self, arrays: list) -> list:
-        names = [i.name for i in self.session.get_inputs()]
-        return self.session.run(None, dict(zip(names, arrays)))
-
-    def describe(self) -> dict:
-        def io(values):
-            return [{"name": v.name, "shape": [d if isinstance(d, int) else str(d or "?") for d in v.shape]}
-                    for v in values]
-        return {"inputs": io(self.session.get_inputs()), "outputs": io(self.session.get_outputs())}

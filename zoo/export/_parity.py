@@ -1,4 +1,4 @@
-"""Parity between eager PyTorch and an exported artefact, as a report.
+"""Parity between eager PyTorch and an exported bundle as users run it (a `zoo.runtime` Session), as a report.
 
 Checks run in a fixed order: names, symbolic dims, then per input shape the output shapes and
 values. Every failure is collected; nothing stops at the first one.
@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from zoo import preprocess as pp
-
 BATCHES = (1, 2, 7)
 SEQUENCES = (1, 5, 96, 200)
 SEED = 0
@@ -17,37 +15,36 @@ SEED = 0
 
 # --- inputs ---------------------------------------------------------------------------------------
 
-def random_inputs(spec, preprocess: dict, batch: int, sequence: int, rng: np.random.Generator) -> list:
-    """Seeded inputs in the range the preprocessing produces: images from random uint8 pixels through
-    the runtime's own preprocessing, one-hot vectors as real one-hot rows, standard normal otherwise."""
-    arrays = []
+def random_inputs(spec, preprocessing: dict, batch: int, sequence: int, rng: np.random.Generator) -> dict:
+    """Seeded inputs keyed by name, in the range the preprocessing produces: images from random uint8
+    pixels and one-hot rows from random categories, both through the preprocessing's own `apply`;
+    standard normal otherwise."""
+    arrays = {}
     for t in spec.inputs:
-        pre = preprocess.get(t.name, {})
+        pre = preprocessing.get(t.name)
         shape = t.example_shape(batch=batch, sequence=sequence)
-        if pre.get("kind") == "image":
-            height, width = pre["size"]
-            channels = 1 if pre["mode"] == "L" else 3
-            pixels = rng.integers(0, 256, (batch, channels, height, width), dtype=np.uint8)
-            x = pp.images_to_input(pixels, pre)
-        elif pre.get("kind") == "onehot":
-            x = np.eye(shape[-1], dtype=np.float32)[rng.integers(0, shape[-1], batch)]
+        if pre is not None and pre.kind == "image":
+            height, width = pre.size
+            x = pre.apply(rng.integers(0, 256, (batch, pre.channels, height, width), dtype=np.uint8))
+        elif pre is not None and pre.kind == "onehot":
+            x = pre.apply(rng.integers(0, len(pre.vocabulary), batch))
         else:
             x = rng.standard_normal(shape).astype(np.float32)
         if x.shape != shape:
             raise AssertionError(f"{spec.name}: preprocessing gives {x.shape} for input {t.name}, spec says {shape}")
-        arrays.append(np.ascontiguousarray(x))
+        arrays[t.name] = np.ascontiguousarray(x)
     return arrays
 
 
-def cases(spec, preprocess: dict, real: dict | None) -> list[tuple[str, list]]:
-    """(label, inputs) for every case of the matrix, then the real samples when given."""
+def cases(spec, preprocessing: dict, real: dict | None) -> list[tuple[str, dict]]:
+    """(label, inputs by name) for every case of the matrix, then the real samples when given."""
     rng = np.random.default_rng(SEED)
     out = []
     for sequence in (SEQUENCES if spec.is_sequence else (None,)):
         for batch in BATCHES:
-            out.append(("random", random_inputs(spec, preprocess, batch, sequence, rng)))
+            out.append(("random", random_inputs(spec, preprocessing, batch, sequence, rng)))
     if real:
-        out.append(("real", [np.ascontiguousarray(real[t.name], dtype=np.float32) for t in spec.inputs]))
+        out.append(("real", {t.name: np.ascontiguousarray(real[t.name], dtype=np.float32) for t in spec.inputs}))
     return out
 
 
@@ -58,7 +55,7 @@ def shape_text(shape) -> str:
 # --- checks ---------------------------------------------------------------------------------------
 
 def check_structure(described: dict, inputs: list[dict], outputs: list[dict]) -> list[dict]:
-    """Compare the artefact's own view of its inputs/outputs with the declared ones (manifest dicts):
+    """Compare the model file's own view of its inputs/outputs with the declared ones (manifest dicts):
     first the names (outputs first), then the dims (declared dynamic axes must be symbolic)."""
     names, dims = [], []
     for side, declared in (("output", outputs), ("input", inputs)):
@@ -124,48 +121,43 @@ def _top1(spec, width: int):
     return lambda x: (x.reshape(len(x), -1)[:, 0] > threshold)
 
 
-def eager(model, arrays: list) -> list:
+def eager(model, arrays: dict) -> list:
     import torch
 
     with torch.no_grad():
-        out = model(*(torch.from_numpy(a) for a in arrays))
+        out = model(*(torch.from_numpy(a) for a in arrays.values()))
     return [o.numpy() for o in (out if isinstance(out, tuple) else (out,))]
 
 
-def measure(spec, model, artefact, declared: dict, preprocess: dict, atol: float, rtol: float,
-            real: dict | None = None) -> dict:
-    """The parity report of `artefact` (an Artefact of one format) against eager `model`."""
+def backend_label(session) -> str:
+    return f"zoo.runtime {session.backend} on {', '.join(session.providers)} ({session.threads} threads)"
+
+
+def measure(spec, model, session, preprocessing: dict, atol: float, rtol: float, real: dict | None = None) -> dict:
+    """The parity report of a loaded bundle (`session`, as `zoo.runtime.load` gives it) against eager `model`."""
     if model.training:
         raise AssertionError("parity must compare against the model in eval mode")
-    report = {"backend": artefact.backend, "tolerance": {"atol": atol, "rtol": rtol,
-              "rule": "|artefact - eager| <= atol + rtol * |eager|, element-wise"},
+    declared = {"inputs": [t.to_dict() for t in spec.inputs], "outputs": [t.to_dict() for t in spec.outputs]}
+    report = {"backend": backend_label(session), "tolerance": {"atol": atol, "rtol": rtol,
+              "rule": "|bundle - eager| <= atol + rtol * |eager|, element-wise"},
               "seed": SEED, "checks": [], "cases": [], "failures": []}
-    try:
-        described = artefact.describe()
-    except Exception as e:  # noqa: BLE001
-        described = {"inputs": None, "outputs": None}
-        report["failures"].append(f"cannot read the model file's inputs/outputs: {e}")
-    report["checks"] = check_structure(described, declared["inputs"], declared["outputs"])
+    report["checks"] = check_structure(session.signature(), declared["inputs"], declared["outputs"])
     report["failures"] += [f"{c['check']}: {c['detail']}" for c in report["checks"] if c["passed"] is False]
 
-    for kind, arrays in cases(spec, preprocess, real):
-        label = f"{kind} " + ", ".join(shape_text(a.shape) for a in arrays)
-        case = {"inputs": kind, "shapes": {t.name: list(a.shape) for t, a in zip(spec.inputs, arrays)},
+    for kind, arrays in cases(spec, preprocessing, real):
+        label = f"{kind} " + ", ".join(shape_text(a.shape) for a in arrays.values())
+        case = {"inputs": kind, "shapes": {name: list(a.shape) for name, a in arrays.items()},
                 "outputs": {}, "error": None}
         report["cases"].append(case)
         reference = eager(model, arrays)
         try:
-            produced = artefact.run(arrays)
+            produced = session.predict(arrays)
         except Exception as e:  # noqa: BLE001 - any backend error is a failed case, reported
             case["error"] = " ".join(str(e).split())[:300]
-            report["failures"].append(f"{label}: the model file failed to run: {case['error']}")
+            report["failures"].append(f"{label}: the bundle failed to run: {case['error']}")
             continue
-        if len(produced) != len(reference):
-            case["error"] = f"{len(produced)} outputs, eager PyTorch gives {len(reference)}"
-            report["failures"].append(f"{label}: {case['error']}")
-            continue
-        for t, ref, got in zip(spec.outputs, reference, produced):
-            got = np.asarray(got)
+        for t, ref in zip(spec.outputs, reference):
+            got = np.asarray(produced[t.name])
             if got.shape != ref.shape:
                 case["outputs"][t.name] = {"shape": list(got.shape), "passed": False,
                                            "error": f"shape {shape_text(got.shape)}, eager {shape_text(ref.shape)}"}

@@ -6,9 +6,10 @@ import contextlib
 from pathlib import Path
 
 from zoo.export._common import example_inputs, quiet, torch_dims
-from zoo.runtime._bundle import MODEL_FILES
+from zoo.runtime import MODEL_FILES
 
 FILE = MODEL_FILES["pt2"]
+SEAL_KEY = "zoo.manifest"
 
 
 def _rnn_tanh_layer(inp, hidden, params, has_biases, reverse=False):
@@ -65,47 +66,22 @@ def _recurrent_as_while_loops():
         yield
 
 
-def save(model, spec, path: Path) -> dict:
+def convert(model, spec):
+    """`model` (in eval mode) -> (an ExportedProgram, the manifest's `exporter` record)."""
     import torch
     from torch import nn
 
     recurrent = any(isinstance(m, nn.RNNBase) for m in model.modules())
     with quiet(), torch.no_grad(), (_recurrent_as_while_loops() if recurrent else contextlib.nullcontext()):
         program = torch.export.export(model, example_inputs(spec), dynamic_shapes=torch_dims(spec), strict=False)
-        torch.export.save(program, str(path))
     notes = "explicit torch.export.Dim per dynamic axis, strict=False"
     if recurrent:
         notes += "; recurrent layers as while_loop so the sequence stays symbolic"
-    return {"name": "torch.export", "opset": None, "notes": notes}
+    return program, {"name": "torch.export", "opset": None, "notes": notes}
 
 
-class Artefact:
-    backend = "torch.export ExportedProgram.module() (CPU)"
+def write(program, path: Path, seal: str) -> None:
+    import torch
 
-    def __init__(self, path: Path):
-        import torch
-
-        with quiet():
-            self.program = torch.export.load(str(path))
-            self.module = self.program.module()
-
-    def run(self, arrays: list) -> list:
-        import torch
-
-        with quiet(), torch.no_grad():
-            out = self.module(*(torch.from_numpy(a) for a in arrays))
-        return [o.numpy() for o in (out if isinstance(out, (tuple, list)) else (out,))]
-
-    def describe(self) -> dict:
-        def shape(node):
-            value = node.meta.get("val")
-            return None if value is None else [d if isinstance(d, int) else str(d) for d in value.shape]
-
-        nodes = {n.name: n for n in self.program.graph.nodes}
-        inputs = [{"name": None, "shape": shape(nodes[n])} for n in self.program.graph_signature.user_inputs]
-        from torch.export.graph_signature import OutputKind
-
-        output_node = next(n for n in self.program.graph.nodes if n.op == "output")
-        outputs = [{"name": None, "shape": shape(n)} for n, s in
-                   zip(output_node.args[0], self.program.graph_signature.output_specs) if s.kind == OutputKind.USER_OUTPUT]
-        return {"inputs": inputs, "outputs": outputs}
+    with quiet():
+        torch.export.save(program, str(path), extra_files={SEAL_KEY: seal})

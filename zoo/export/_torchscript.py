@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from zoo.export._common import example_inputs, first_line, quiet
-from zoo.runtime._bundle import MODEL_FILES
+from zoo.runtime import MODEL_FILES
 
 FILE = MODEL_FILES["torchscript"]
+SEAL_KEY = "zoo.manifest"
 
 
 def _check_inputs(spec) -> list[tuple]:
@@ -19,7 +20,8 @@ def _check_inputs(spec) -> list[tuple]:
     return [tuple(torch.rand(t.example_shape(batch=b, sequence=s)) for t in spec.inputs) for b, s in sizes]
 
 
-def save(model, spec, path: Path) -> dict:
+def convert(model, spec):
+    """`model` (in eval mode) -> (a frozen ScriptModule, the manifest's `exporter` record)."""
     import torch
     from torch import nn
 
@@ -39,25 +41,11 @@ def save(model, spec, path: Path) -> dict:
         else:
             name, notes = "torch.jit.script", "scripted"
         module = torch.jit.freeze(module.eval())
-        torch.jit.save(module, str(path))
-    return {"name": name, "opset": None, "notes": notes}
+    return module, {"name": name, "opset": None, "notes": notes}
 
 
-class Artefact:
-    backend = "torch.jit (CPU)"
+def write(module, path: Path, seal: str) -> None:
+    import torch
 
-    def __init__(self, path: Path):
-        import torch
-
-        with quiet():
-            self.module = torch.jit.load(str(path), map_location="cpu")
-
-    def run(self, arrays: list) -> list:
-        import torch
-
-        with quiet(), torch.no_grad():
-            out = self.module(*(torch.from_numpy(a) for a in arrays))
-        return [o.numpy() for o in (out if isinstance(out, tuple) else (out,))]
-
-    def describe(self) -> dict:
-        return {"inputs": None, "outputs": None}   # TorchScript keeps neither names nor shapes
+    with quiet():
+        torch.jit.save(module, str(path), _extra_files={SEAL_KEY: seal})

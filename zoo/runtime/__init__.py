@@ -6,14 +6,15 @@
     session.predict({"image": batch})        # {"logits": array (N, 7)}
 
 Importing this package loads numpy and the standard library only; onnxruntime is imported when a bundle
-is loaded, torch only for the torchscript and pt2 backends. The benchmark (`zoo.runtime.bench`) is a
-separate module that uses torch for its eager baseline.
+is loaded, torch only for the torchscript and pt2 backends. It depends on nothing else in zoo but the
+data contract (`zoo.contract`, the preprocessing) and the errors.
 """
 
-from zoo.runtime._backends import BackendError, DeviceUnavailable, default_threads
-from zoo.runtime._bundle import BundleError, Manifest, TensorInfo, read_manifest
+from zoo.runtime._backends import BackendError, DeviceUnavailable, cuda_problem, default_threads
 from zoo.runtime._files import predict_files
+from zoo.runtime._manifest import (FORMAT_VERSION, MANIFEST_NAME, MODEL_FILES, BundleError, Manifest, UnsealedBundle,
+                                   read_manifest, seal_text)
 from zoo.runtime._session import Session, load
 
-__all__ = ["load", "Session", "Manifest", "TensorInfo", "read_manifest", "BundleError", "BackendError",
-           "DeviceUnavailable", "default_threads", "predict_files"]
+__all__ = ["load", "Session", "Manifest", "read_manifest", "seal_text", "BundleError", "UnsealedBundle", "BackendError",
+           "DeviceUnavailable", "cuda_problem", "default_threads", "predict_files", "FORMAT_VERSION", "MANIFEST_NAME", "MODEL_FILES"]

@@ -1,6 +1,7 @@
 """Backends behind a Session: onnxruntime (no torch), TorchScript and torch.export (torch, imported lazily).
 
-Each takes validated numpy arrays and returns the outputs as numpy arrays, in manifest order."""
+Each loads the model file, reads the manifest copy sealed into it (`seal`), describes the file's own
+inputs and outputs (`describe`), and runs validated numpy arrays to numpy outputs in manifest order."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from zoo.errors import ZooError
+from zoo.runtime._manifest import SEAL_KEY
 
-__all__ = ["DeviceUnavailable", "BackendError", "default_threads", "OrtBackend", "TorchBackend"]
+__all__ = ["DeviceUnavailable", "BackendError", "default_threads", "cuda_problem", "OrtBackend", "TorchBackend"]
 
 
 class DeviceUnavailable(ZooError):
@@ -73,6 +75,15 @@ def ort_cuda_problem(ort) -> str:
     return "onnxruntime could not create its CUDA provider on this GPU (run with ORT logging to see why)"
 
 
+def cuda_problem() -> str:
+    """Why onnxruntime cannot run on CUDA here, or "" when its CUDA provider is there and a GPU is visible."""
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers() and _gpu_count()[0]:
+        return ""
+    return ort_cuda_problem(ort)
+
+
 class OrtBackend:
     name = "onnxruntime"
 
@@ -104,8 +115,11 @@ class OrtBackend:
         try:
             self.session = ort.InferenceSession(str(file), options, providers=providers)
         except Exception as e:  # onnxruntime raises its own exception types for unreadable models
-            raise BackendError(f"onnxruntime cannot load {file}: {e}") from None
+            raise BackendError(f"onnxruntime cannot load {file}: {' '.join(str(e).split())[:300]}") from None
         self.providers = self.session.get_providers()
+        self.settings = {"threads": self.threads, "cpu_arena": cpu_arena, "optimization": optimization,
+                         "providers": list(self.providers)}
+        self.seal = self.session.get_modelmeta().custom_metadata_map.get(SEAL_KEY) or None
         if device == "cuda" and "CUDAExecutionProvider" not in self.providers:
             raise DeviceUnavailable(f"device='cuda' requested but {ort_cuda_problem(ort)}; onnxruntime would "
                                     f"have run on {self.providers} instead, so nothing was loaded")
@@ -119,6 +133,29 @@ class OrtBackend:
             return self.session.run(self.output_names, feeds)
         except Exception as e:
             raise BackendError(f"onnxruntime failed on inputs that passed validation: {e}") from None
+
+    def describe(self) -> dict:
+        """The model file's own inputs and outputs: names and shapes (a string for a symbolic axis)."""
+        def io(values):
+            return [{"name": v.name, "shape": [d if isinstance(d, int) else str(d or "?") for d in v.shape]}
+                    for v in values]
+        return {"inputs": io(self.session.get_inputs()), "outputs": io(self.session.get_outputs())}
+
+    def iobinding(self, feeds: dict[str, np.ndarray]):
+        """A callable that runs the model on `feeds` copied to the session's device once, outputs kept there."""
+        import onnxruntime as ort
+
+        device = "cuda" if self.device == "cuda" else "cpu"
+        binding = self.session.io_binding()
+        for name, array in feeds.items():
+            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(array, device, 0))
+        for name in self.output_names:
+            binding.bind_output(name, device, 0)
+
+        def run():
+            self.session.run_with_iobinding(binding)
+            binding.synchronize_outputs()
+        return run
 
     def close(self) -> None:
         self.session = None
@@ -144,16 +181,22 @@ class TorchBackend:
         self.torch, self.device, self.name = torch, device, kind
         self.threads = threads or default_threads()
         torch.set_num_threads(self.threads)  # process-wide in torch
+        extra = {SEAL_KEY: ""}
+        self.program = None
         try:
-            if kind == "torchscript":
-                with warnings.catch_warnings():  # "torch.jit.load is deprecated": the bundle format is the choice
-                    warnings.simplefilter("ignore", FutureWarning)
-                    self.module = torch.jit.load(str(file), map_location=device).eval()
-            else:
-                self.module = torch.export.load(str(file)).module().to(device)
+            with warnings.catch_warnings():  # "torch.jit.load is deprecated": the bundle format is the choice
+                warnings.simplefilter("ignore")
+                if kind == "torchscript":
+                    self.module = torch.jit.load(str(file), map_location=device, _extra_files=extra).eval()
+                else:
+                    self.program = torch.export.load(str(file), extra_files=extra)
+                    self.module = self.program.module().to(device)
         except Exception as e:
-            raise BackendError(f"torch cannot load {file} as {kind}: {e}") from None
+            raise BackendError(f"torch cannot load {file} as {kind}: {first_line(e)}") from None
+        seal = extra[SEAL_KEY]
+        self.seal = (seal.decode() if isinstance(seal, bytes) else seal) or None
         self.providers = [f"torch:{device}"]
+        self.settings = {"threads": self.threads, "providers": list(self.providers)}
         self.output_names = output_names
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -167,5 +210,31 @@ class TorchBackend:
         except Exception as e:
             raise BackendError(f"{self.name} failed on inputs that passed validation: {e}") from None
 
+    def describe(self) -> dict:
+        """pt2 programs keep their input/output shapes (names only by position); TorchScript keeps neither."""
+        if self.program is None:
+            return {"inputs": None, "outputs": None}
+        from torch.export.graph_signature import OutputKind
+
+        def shape(node):
+            value = node.meta.get("val")
+            return None if value is None else [d if isinstance(d, int) else str(d) for d in value.shape]
+
+        graph = self.program.graph
+        nodes = {n.name: n for n in graph.nodes}
+        inputs = [{"name": None, "shape": shape(nodes[n])} for n in self.program.graph_signature.user_inputs]
+        output_node = next(n for n in graph.nodes if n.op == "output")
+        outputs = [{"name": None, "shape": shape(n)} for n, s in zip(output_node.args[0], self.program.graph_signature.output_specs)
+                   if s.kind == OutputKind.USER_OUTPUT]
+        return {"inputs": inputs, "outputs": outputs}
+
+    def iobinding(self, feeds):
+        raise ValueError(f"I/O binding is an onnxruntime feature; this session runs {self.name}")
+
     def close(self) -> None:
-        self.module = None
+        self.module = self.program = None
+
+
+def first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"

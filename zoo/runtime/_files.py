@@ -56,8 +56,8 @@ def _series(path: Path, column: str) -> list[float]:
 def predict_files(session: Session, files: list[str | Path], top_k: int = 3,
                   fixed: dict[str, str] | None = None) -> list[dict]:
     """Image models: one result per image file. Tabular models: one per CSV row. Series models: one
-    forecast (the value after the CSV's series, its rows sorted by a `timestamp` column when it has one). `fixed` gives the other inputs of a multi-input model
-    as raw values (e.g. {"alphabet": "Latin"}), the same for every file.
+    forecast (the value after the CSV's series, its rows sorted by a `timestamp` column when it has one).
+    `fixed` gives the other inputs of a multi-input model as raw values (e.g. {"alphabet": "Latin"}), the same for every file.
 
     Each result: {"input": what it is, "outputs": {name: [{"label", "probability"}, ...] for classifiers,
     or [values] for regressors}}."""
@@ -70,7 +70,7 @@ def predict_files(session: Session, files: list[str | Path], top_k: int = 3,
         raise ValueError(f"inputs {session.input_names}: give the files for exactly one of them and a value for "
                          f"each other one, got values for {list(fixed)}")
     (name,) = free
-    kind = (pre.get(name) or {}).get("kind")
+    kind = getattr(pre.get(name), "kind", None)
     if not files:
         raise ValueError("no input files given")
     what = {"image": "image files", "tabular": "one CSV file", "series": "one CSV file"}.get(kind, "files")
@@ -89,14 +89,14 @@ def predict_files(session: Session, files: list[str | Path], top_k: int = 3,
             raw = _read_csv(files[0])
             labels = [f"{files[0].name} row {i + 1}" for i in range(len(raw))]
         else:
-            raw = _series(files[0], pre[name]["column"])
+            raw = _series(files[0], pre[name].column)
             labels = [f"{files[0].name}: next value after {len(raw)} readings"]
     else:
         raise ValueError(f"input {name!r} ({kind}) cannot be read from files; use the Python API")
     batch = len(labels)
     inputs = {name: raw}
     for other, value in fixed.items():
-        inputs[other] = [value] * batch if pre.get(other, {}).get("kind") == "onehot" else value
+        inputs[other] = [value] * batch if getattr(pre.get(other), "kind", None) == "onehot" else value
     if session.manifest.is_classifier:
         ranked = session.classify(inputs, top_k=top_k)
         return [{"input": label, "outputs": {out: [{"label": lab, "probability": p} for lab, p in pairs]

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import hashlib
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
-from zoo import preprocess as pp
-from zoo.runtime._backends import OrtBackend, TorchBackend
-from zoo.runtime._bundle import BundleError, Manifest, read_manifest
-from zoo.runtime._validate import InputChecker
+from zoo.runtime._backends import BackendError, OrtBackend, TorchBackend
+from zoo.runtime._inputs import InputChecker
+from zoo.runtime._manifest import BundleError, Manifest, check_seal, read_manifest
 
 BACKEND_FORMATS = {"onnxruntime": "onnx", "torchscript": "torchscript", "pt2": "pt2"}
 
@@ -25,9 +25,11 @@ def load(bundle: str | Path, device: str = "cpu", backend: str | None = None, th
     cpu_arena: onnxruntime's CPU memory arena (it grows to the largest batch seen and never shrinks;
         turn it off for long-running embedders that see occasional huge batches).
     cuda_options: extra CUDAExecutionProvider options, e.g. {"cudnn_conv_algo_search": "HEURISTIC"}.
-    verify: check the model file's sha256 against the manifest.
+    verify: check the model file's sha256 against the manifest and the manifest against the copy sealed
+        into the model file; a bundle without them is refused. verify=False skips both checks: only for
+        bundles you trust.
     """
-    manifest = read_manifest(bundle, verify=verify)
+    manifest = read_manifest(bundle)
     backend = backend or {v: k for k, v in BACKEND_FORMATS.items()}[manifest.format]
     if backend not in BACKEND_FORMATS:
         raise ValueError(f"backend must be one of {', '.join(BACKEND_FORMATS)}, got {backend!r}")
@@ -35,11 +37,28 @@ def load(bundle: str | Path, device: str = "cpu", backend: str | None = None, th
         raise BundleError(f"{manifest.bundle} holds a {manifest.format} model; backend {backend!r} needs a "
                           f"{BACKEND_FORMATS[backend]} bundle (export one with `zoo export {manifest.model} "
                           f"--format {BACKEND_FORMATS[backend]}`)")
+    if verify:
+        expected = manifest.data.get("file_sha256")
+        if not expected:
+            raise BundleError(f"{manifest.bundle / 'manifest.json'} has no file_sha256, so {manifest.file.name} "
+                              "cannot be checked: re-export the bundle, or load it with verify=False if you "
+                              "trust it", exit_code=1)
+        with open(manifest.file, "rb") as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+        if digest != expected:
+            raise BundleError(f"{manifest.file}: sha256 {digest[:12]}… does not match the manifest's "
+                              f"{str(expected)[:12]}…: the model file was changed or truncated", exit_code=1)
     outputs = [o.name for o in manifest.outputs]
     if backend == "onnxruntime":
         engine = OrtBackend(manifest.file, outputs, device, threads, cpu_arena, cuda_options)
     else:
         engine = TorchBackend(manifest.file, outputs, backend, device, threads)
+    if verify:
+        try:
+            check_seal(manifest, engine.seal)
+        except BundleError:
+            engine.close()
+            raise
     return Session(manifest, engine, backend, device)
 
 
@@ -86,6 +105,16 @@ class Session:
     def threads(self) -> int:
         return self._engine.threads
 
+    @property
+    def settings(self) -> dict:
+        """The backend's settings as applied: threads, providers (and for onnxruntime the CPU arena)."""
+        return dict(self._engine.settings)
+
+    def signature(self) -> dict:
+        """The model file's own view of its inputs and outputs ({"inputs": [{"name", "shape"}], "outputs": ...};
+        None where the format keeps no such record), to check against the manifest."""
+        return self._engine.describe()
+
     def close(self) -> None:
         self._engine.close()
 
@@ -93,16 +122,23 @@ class Session:
         """Named arrays (or one array for a single-input model), with the batch axis -> named outputs."""
         return dict(zip(self.output_names, self._run(self._check(inputs))))
 
+    def iobinding(self, inputs):
+        """onnxruntime only: a callable that runs the model on `inputs` bound to the session's device once
+        (copied there now), its outputs left on the device. For steady-state loops and benchmarks."""
+        return self._engine.iobinding(self._check(inputs))
+
     # --- raw inputs ---------------------------------------------------------------------------------
 
-    def prepare(self, raw) -> dict[str, np.ndarray]:
+    def prepare(self, raw, warn=None) -> dict[str, np.ndarray]:
         """Raw inputs -> model arrays, with the manifest's preprocessing.
 
         Single-input models take the raw value itself; several inputs take {input name: raw value}.
         image: a path, encoded image bytes, PIL image or uint8 array (H, W[, C]), or a list of them;
         tabular: a dict (one row) or a list of dicts, keyed by column name (CSV rows as csv.DictReader gives);
         series: a 1-D sequence of numbers (the model forecasts the value after it);
-        onehot: a category name or a list of names."""
+        onehot: a category name or a list of names.
+        `warn(sample index, message)`, when given, receives what the preprocessing found unusual
+        (values outside the training range, 16-bit or transparent images)."""
         if len(self.input_names) == 1 and not (isinstance(raw, Mapping) and set(raw) == set(self.input_names)):
             raw = {self.input_names[0]: raw}
         if not isinstance(raw, Mapping):
@@ -112,40 +148,16 @@ class Session:
         unknown = [str(k) for k in raw if k not in self.input_names]
         if missing or unknown:
             raise ValueError(f"raw inputs: expected keys {self.input_names}, got {[str(k) for k in raw]}")
-        return {name: self._prepare_one(name, raw[name]) for name in self.input_names}
-
-    def _prepare_one(self, name: str, value) -> np.ndarray:
-        pre = self.manifest.preprocess.get(name)
-        if not pre:
-            raise BundleError(f"the manifest has no preprocessing for input {name!r}; pass arrays to predict()")
-        kind = pre.get("kind")
-        if kind == "image":
-            many = isinstance(value, (list, tuple)) or (isinstance(value, np.ndarray) and value.ndim == 4)
-            items = list(value) if many else [value]
-            if not items:
-                raise ValueError(f"input {name!r}: expected at least one image, got none")
-            return pp.images_to_input(np.stack([pp.decode_image(v, pre) for v in items]), pre)
-        if kind == "tabular":
-            if isinstance(value, Mapping) or (isinstance(value, Sequence) and not isinstance(value, (str, bytes))
-                                              and all(isinstance(v, Mapping) for v in value)):
-                if not isinstance(value, Mapping) and not value:
-                    raise ValueError(f"input {name!r}: expected at least one row, got none")
-                return pp.rows_to_input(value, pre)
-            raise ValueError(f"input {name!r}: expected a row (dict keyed by {list(pre['columns'])}) or a list of "
-                             f"rows, got a {type(value).__name__}")
-        if kind == "series":
-            if isinstance(value, (str, bytes, Mapping)):
-                raise ValueError(f"input {name!r}: expected a 1-D series of numbers, got a {type(value).__name__}")
+        arrays = {}
+        for name in self.input_names:
+            pre = self.manifest.preprocess.get(name)
+            if pre is None:
+                raise BundleError(f"the manifest has no preprocessing for input {name!r}; pass arrays to predict()")
             try:
-                return pp.series_to_windows(value, pre)
-            except (TypeError, ValueError) as e:
+                arrays[name] = pre.apply(pre.encode(raw[name], warn))
+            except ValueError as e:
                 raise ValueError(f"input {name!r}: {e}") from None
-        if kind == "onehot":
-            if not (isinstance(value, str) or (isinstance(value, Sequence) and all(isinstance(v, str) for v in value))):
-                raise ValueError(f"input {name!r}: expected a category name or a list of names, "
-                                 f"got a {type(value).__name__}")
-            return pp.onehot(value, pre)
-        raise BundleError(f"input {name!r}: unknown preprocessing kind {kind!r} in the manifest")
+        return arrays
 
     def predict_raw(self, raw, top_k: int | None = None):
         """Raw inputs (see `prepare`) -> named outputs, or with `top_k` the labelled classes (see `classify`)."""
@@ -166,7 +178,11 @@ class Session:
         (label, probability) pairs, most likely first."""
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
-        probs = self.probabilities(self.predict(raw if arrays else self.prepare(raw)))
+        return self.rank(self.predict(raw if arrays else self.prepare(raw)), top_k)
+
+    def rank(self, outputs: Mapping[str, np.ndarray], top_k: int) -> list[dict[str, list[tuple[str, float]]]]:
+        """Model outputs -> per sample, per labelled output, the `top_k` (label, probability) pairs."""
+        probs = self.probabilities(outputs)
         batch = len(next(iter(probs.values())))
         results = []
         for i in range(batch):
@@ -177,3 +193,6 @@ class Session:
                 row[name] = [(labels[j], float(p[i, j])) for j in order]
             results.append(row)
         return results
+
+
+__all__ = ["load", "Session", "BackendError"]

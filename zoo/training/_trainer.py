@@ -18,8 +18,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from zoo import __version__, data as zdata, registry
+from zoo.contract import preprocessing_to_dict
 from zoo.data.augment import augment
-from zoo.data.builtin import COURSE_DATA
 from zoo.errors import ZooError
 from zoo.registry import ModelSpec, Recipe
 from zoo.training import _checkpoint as ckpt
@@ -67,19 +67,9 @@ def split_indices(dataset: zdata.Dataset, spec: ModelSpec, fraction: float, seed
     return order[n_val:].sort().values, order[:n_val].sort().values
 
 
-def fit_normalisation(dataset: zdata.Dataset, train_idx: torch.Tensor) -> dict[str, dict]:
-    """Standardisation statistics (tabular features, image channels), fitted on the training split only."""
-    preprocess = copy.deepcopy(dataset.preprocess)
-    for name, pre in preprocess.items():
-        if pre["kind"] == "image" and pre.get("standardize"):
-            x = dataset.inputs[name][train_idx].float() / 255
-            pre["mean"] = x.mean((0, 2, 3)).tolist()
-            pre["std"] = x.std((0, 2, 3)).clamp_min(1e-3).tolist()
-        if pre["kind"] == "tabular" and pre.get("standardize"):
-            x = dataset.inputs[name][train_idx] * pre.get("scale", 1.0)
-            pre["mean"] = x.mean(0).tolist()
-            pre["std"] = x.std(0).clamp_min(1e-8).tolist()
-    return preprocess
+def fit_preprocessing(dataset: zdata.Dataset, train_idx: torch.Tensor) -> dict:
+    """Each input's preprocessing fitted on the training split only (statistics, training ranges)."""
+    return {name: pre.fit(dataset.inputs[name][train_idx].numpy()) for name, pre in dataset.preprocess.items()}
 
 
 def make_loss(spec: ModelSpec, recipe: Recipe):
@@ -153,7 +143,7 @@ def run_eval(model, spec: ModelSpec, dataset: zdata.Dataset, loss_fn, device) ->
     total, count = 0.0, 0
     for idx in batches(len(dataset), EVAL_BATCH, None):
         part = dataset.subset(idx)
-        inputs = {k: v.to(device) for k, v in zdata.to_model_input(spec, part.inputs, dataset.preprocess).items()}
+        inputs = {k: v.to(device) for k, v in zdata.model_inputs(dataset.preprocess, part.inputs).items()}
         targets = {k: v.to(device) for k, v in part.targets.items()}
         outputs = as_dict(spec, model(*inputs.values()))
         total += float(loss_fn(outputs, targets)) * len(idx)
@@ -186,7 +176,7 @@ def train(name: str, data: str | Path | None = None, *, out: str | Path | None =
         if key != "seed" and value <= 0:
             raise ZooError(f"--{key.replace('_', '-')} must be positive, got {value}")
     recipe = dataclasses.replace(spec.recipe, **overrides)
-    course_data = spec.dataset in COURSE_DATA
+    course_data = registry.dataset(spec.dataset).course_data
     if data is None and not course_data and epochs is None and recipe.epochs > BUILTIN_EPOCHS:
         # the built-in sample is a quick, learnable smoke run, not the real thing
         recipe = dataclasses.replace(recipe, epochs=BUILTIN_EPOCHS)
@@ -210,7 +200,7 @@ def train(name: str, data: str | Path | None = None, *, out: str | Path | None =
     train_idx, val_idx = split_indices(dataset, spec, recipe.val_fraction, recipe.seed)
     if len(train_idx) == 0:
         raise ZooError(f"{spec.dataset}: too few samples ({len(dataset)}) to train on")
-    dataset.preprocess = fit_normalisation(dataset, train_idx)
+    dataset.preprocess = fit_preprocessing(dataset, train_idx)
     train_set, val_set = dataset.subset(train_idx), dataset.subset(val_idx)
     has_val = len(val_set) > 0
     console.print(f"{name}: {len(train_set)} training and {len(val_set)} validation samples "
@@ -271,7 +261,7 @@ def train(name: str, data: str | Path | None = None, *, out: str | Path | None =
                 if recipe.augment != "none":
                     stored = {k: augment(recipe.augment, v) if v.dtype == torch.uint8 else v
                               for k, v in stored.items()}
-                inputs = zdata.to_model_input(spec, stored, dataset.preprocess)
+                inputs = zdata.model_inputs(dataset.preprocess, stored)
                 outputs = as_dict(spec, model(*(v.to(dev) for v in inputs.values())))
                 loss = loss_fn(outputs, {k: v.to(dev) for k, v in part.targets.items()})
                 if not torch.isfinite(loss):
@@ -357,11 +347,11 @@ def write_outputs(spec: ModelSpec, model, out: Path, dataset, recipe: Recipe, fi
         if extra:
             metrics[split]["per_class"] = extra
     card = {
-        "model": spec.name, "format_version": 1,
+        "model": spec.name, "format_version": 2,
         "weights_file": weights_path.name, "sha256": sha256_file(weights_path), "params": spec.params,
         "dataset": {"name": spec.dataset, "source": dataset.source, "fingerprint": dataset.fingerprint,
                     "samples": samples, "notes": dataset.notes},
-        "preprocess": dataset.preprocess,
+        "preprocess": preprocessing_to_dict(dataset.preprocess),
         "labels": {k: list(v) for k, v in spec.labels.items()},
         "recipe": dataclasses.asdict(recipe), "seed": recipe.seed,
         "epochs_run": epochs_run, "best_epoch": best_epoch, "monitor": spec.monitor,

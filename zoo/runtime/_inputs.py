@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from zoo.runtime._bundle import TensorInfo
+from zoo.contract import TensorSpec
 
 _NUMERIC_KINDS = "iuf"  # signed / unsigned integers and floats; bool, complex, strings, objects are refused
 
@@ -18,7 +18,7 @@ _NUMERIC_KINDS = "iuf"  # signed / unsigned integers and floats; bool, complex, 
 class _Input:
     __slots__ = ("spec", "name", "rank", "dtype", "fixed", "dynamic", "check_finite")
 
-    def __init__(self, spec: TensorInfo):
+    def __init__(self, spec: TensorSpec):
         self.spec, self.name, self.rank = spec, spec.name, len(spec.shape)
         self.dtype = np.dtype(spec.dtype)
         self.fixed = tuple((axis, d) for axis, d in enumerate(spec.shape) if not isinstance(d, str))
@@ -69,7 +69,7 @@ def _as_array(name: str, value) -> np.ndarray:
 class InputChecker:
     """check(inputs) -> {name: contiguous array of the declared dtype}, or a ValueError."""
 
-    def __init__(self, specs: tuple[TensorInfo, ...]):
+    def __init__(self, specs: tuple[TensorSpec, ...]):
         self.inputs = tuple(_Input(s) for s in specs)
         self.names = [s.name for s in specs]
 
@@ -89,8 +89,3 @@ class InputChecker:
             raise ValueError(f"missing input(s) {missing}; expected {self.names}, got {keys}")
         sizes: dict[str, tuple[int, str]] = {}
         return {i.name: i.check(inputs[i.name], sizes) for i in self.inputs}
-
-
-def check_inputs(inputs, specs: tuple[TensorInfo, ...]) -> dict[str, np.ndarray]:
-    """One-off form of InputChecker(specs)(inputs)."""
-    return InputChecker(specs)(inputs)

@@ -7,7 +7,8 @@ torch.set_num_threads are both set to `threads`.
 
 Timed calls go numpy in -> numpy out, as an application pays them (on CUDA that includes the host<->device
 copies, and torch timings synchronise the device); the `onnxruntime+iobinding` rows keep inputs and outputs
-on the GPU and time the model alone. This module imports torch only inside the eager/torch workers.
+on the GPU and time the model alone. This module imports torch only inside the eager/torch workers; it is
+not part of zoo.runtime, which it uses through its public API only.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def _bundle_for(target: str, fmt: str, scratch: Path) -> tuple[Path | None, str]
 
     path = Path(target)
     if (path / "manifest.json").is_file():
-        manifest = read_manifest(path, verify=False)
+        manifest = read_manifest(path)
         if manifest.format == fmt:
             return path, ""
         sibling = path.parent / f"{manifest.model}-{fmt}"
@@ -95,7 +96,7 @@ def _model_name(target: str) -> str:
     path = Path(target)
     if (path / "manifest.json").is_file():
         from zoo.runtime import read_manifest
-        return read_manifest(path, verify=False).model
+        return read_manifest(path).model
     from zoo import registry
     return registry.get(target).name
 
@@ -152,7 +153,7 @@ def run(target: str, backends=BACKENDS, devices=("cpu",), batches=(1, 8, 64, 256
                 bundles[backend] = folder
         if bundles:
             from zoo.runtime import read_manifest
-            weights = read_manifest(next(iter(bundles.values())), verify=False).data.get("weights") or {}
+            weights = read_manifest(next(iter(bundles.values()))).data.get("weights") or {}
             result["weights"] = "random" if weights.get("random") else "trained"
         eager_path, result["eager_weights"] = _eager_weights(name, weights if bundles else None)
         jobs = []
@@ -182,7 +183,7 @@ def run(target: str, backends=BACKENDS, devices=("cpu",), batches=(1, 8, 64, 256
 def _start_worker(job: dict, timeout: float) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(job["threads"]), MKL_NUM_THREADS=str(job["threads"]))
     try:
-        proc = subprocess.run([sys.executable, "-m", "zoo.runtime.bench", json.dumps(job)], capture_output=True,
+        proc = subprocess.run([sys.executable, "-m", "zoo.bench", json.dumps(job)], capture_output=True,
                               text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         return {"skipped": f"timed out after {timeout:.0f} s"}
@@ -239,10 +240,10 @@ def _stats(times_s: list[float], batch: int) -> dict:
             "throughput_per_s": round(batch / (mean / 1e3), 1) if mean else None}
 
 
-def _inputs(manifest_inputs, preprocess: dict, batch: int, rng) -> dict[str, np.ndarray]:
+def _inputs(tensors, preprocess: dict, batch: int, rng) -> dict[str, np.ndarray]:
     arrays = {}
-    for t in manifest_inputs:
-        window = (preprocess.get(t.name) or {}).get("window", 96)
+    for t in tensors:
+        window = getattr(preprocess.get(t.name), "window", 96)
         shape = tuple(batch if d == "batch" else window if isinstance(d, str) else d for d in t.shape)
         arrays[t.name] = rng.random(shape, dtype=np.float32)
     return arrays
@@ -271,18 +272,14 @@ def _worker(job: dict) -> dict:
         imported = time.perf_counter()
         torch.set_num_threads(threads)
         from zoo import registry
-        from zoo.weights import load_state_dict
+        from zoo.weights import load_model
 
         spec = registry.get(job["model"])
         if device == "cuda" and not torch.cuda.is_available():
-            from zoo.runtime._backends import torch_cuda_problem
-            return {"skipped": torch_cuda_problem(torch)}
-        model = registry.build(spec, seed=0)
-        if job["weights_path"]:
-            model.load_state_dict(load_state_dict(spec, job["weights_path"]))
+            return {"skipped": f"torch {torch.__version__} sees no usable GPU (torch.cuda.is_available() is False)"}
+        model = load_model(spec, job["weights_path"]) if job["weights_path"] else registry.build(spec, seed=0)
         model = model.eval().to(device)
-        inputs_spec = [_Tensor(t.name, t.shape) for t in spec.inputs]
-        preprocess = {k: {"window": getattr(p, "window", 96)} for k, p in spec.preprocess.items()}
+        inputs_spec, preprocess = spec.inputs, spec.preprocess
 
         def make_call(arrays):
             def call():
@@ -306,20 +303,7 @@ def _worker(job: dict) -> dict:
         torch = sys.modules.get("torch")
 
         if job["iobinding"]:
-            import onnxruntime as ort
-            ort_session = session._engine.session
-
-            def make_call(arrays):
-                binding = ort_session.io_binding()
-                for name, a in arrays.items():
-                    binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(a, "cuda", 0))
-                for name in session.output_names:
-                    binding.bind_output(name, "cuda", 0)
-
-                def call():
-                    ort_session.run_with_iobinding(binding)
-                    binding.synchronize_outputs()
-                return call
+            make_call = session.iobinding
         else:
             def make_call(arrays):
                 return lambda: session.predict(arrays)
@@ -343,11 +327,6 @@ def _worker(job: dict) -> dict:
                 row["gpu_mb"] = _ort_gpu_memory_mb()
         result["rows"].append(row)
     return result
-
-
-class _Tensor:
-    def __init__(self, name, shape):
-        self.name, self.shape = name, shape
 
 
 if __name__ == "__main__":
