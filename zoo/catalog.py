@@ -126,6 +126,9 @@ register(ModelSpec(
     preprocess={"image": ImagePreprocess(size=(64, 64), mode="RGB", standardize=True)},
     labels={"logits": CLOUD_TYPES},
     dataset="clouds",
+    # Linear(16384, 7) on trained weights: ONNX Runtime sums the 16384 products in another order than PyTorch
+    # (measured: up to 1.5e-5 on the shipped weights' logits, top-1 agreement 100 %)
+    atol=5e-5,
     recipe=Recipe(optimizer="adamw", lr=1e-3, batch_size=16, epochs=60, weight_decay=5e-4,
                   scheduler="cosine", augment="clouds", label_smoothing=0.1, patience=25),
     description="Conv(3,32)-ELU-MaxPool-Conv(32,64)-ELU-MaxPool-Flatten-Linear(16384,7).",
@@ -170,6 +173,9 @@ register(ModelSpec(
                 "alphabet": OneHotPreprocess(vocabulary=OMNIGLOT_ALPHABETS)},
     labels={"character": OMNIGLOT_CHARACTERS},
     dataset="omniglot",
+    # Linear(16384, 128) then 964 logits of magnitude ~20: ONNX Runtime's summation order differs from
+    # PyTorch's by up to 9.2e-5 on the shipped weights (top-1 agreement 100 %)
+    atol=3e-4,
     recipe=Recipe(optimizer="adamw", lr=1e-3, batch_size=64, epochs=40, weight_decay=1e-2,
                   scheduler="cosine", augment="omniglot", patience=10, val_fraction=0.15),
     description="image: Conv(1,16)-MaxPool-ELU-Flatten-Linear(16384,128); alphabet: Linear(30,8)-ELU; "
@@ -188,7 +194,10 @@ register(ModelSpec(
     inputs=(image("image", 1, 64),), outputs=(vector("alphabet", 30), vector("character", 964)),
     preprocess={"image": ImagePreprocess(size=(64, 64), mode="L")},
     labels={"alphabet": OMNIGLOT_ALPHABETS, "character": OMNIGLOT_CHARACTERS},
-    dataset="omniglot", monitor="character_accuracy",
+    dataset="omniglot",
+    # Linear(16384, 128) then 964 logits of magnitude ~20: ONNX Runtime's summation order differs from
+    # PyTorch's by up to 9.2e-5 on the shipped weights (top-1 agreement 100 %)
+    atol=3e-4, monitor="character_accuracy",
     recipe=Recipe(optimizer="adamw", lr=1e-3, batch_size=64, epochs=40, weight_decay=1e-2,
                   loss_weights={"alphabet": 2.0},
                   scheduler="cosine", augment="omniglot", patience=10, val_fraction=0.15),
