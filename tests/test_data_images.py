@@ -451,7 +451,10 @@ def test_cifar_bad_images_and_folders(tmp_path):
     broken = [(n, d[: len(d) // 3] if n == "test/bird/0003.jpg" else d) for n, d in members]
     write_tar(tmp_path / "cifar10_test_jpg.tar.gz", broken)
     with pytest.raises(DataError, match="cannot read image test/bird/0003.jpg"):
-        load(spec("cifar2-net"), tmp_path, "test")
+        load(spec("cifar2-net"), tmp_path, "test", strict=True)
+    kept = load(spec("cifar2-net"), tmp_path, "test")   # without strict: left out, listed and counted
+    assert len(kept) == 19 and len(kept.skipped) == 1 and kept.skipped[0].startswith("cannot read image test/bird/0003")
+    assert any("skipped 1 unreadable image" in note for note in kept.notes)
     without_bird = [(n, d) for n, d in members if "/bird/" not in n]
     write_tar(tmp_path / "cifar10_test_jpg.tar.gz", without_bird)
     with pytest.raises(DataError, match=r"missing class folder\(s\) \['bird'\]"):

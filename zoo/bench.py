@@ -13,6 +13,7 @@ not part of zoo.runtime, which it uses through its public API only.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import platform
@@ -32,6 +33,7 @@ __all__ = ["BACKENDS", "DEVICES", "run", "UNSTABLE_CV"]
 BACKENDS = ("onnxruntime", "torchscript", "pt2", "eager")
 DEVICES = ("cpu", "cuda")
 FORMATS = {"onnxruntime": "onnx", "torchscript": "torchscript", "pt2": "pt2"}
+NEEDS_TORCH = "pip install 'zoo[train]' (torch is not installed)"
 UNSTABLE_CV = 0.15          # coefficient of variation above which a row is flagged unstable
 MAX_SECONDS_PER_CELL = 10.0  # stop timing a batch size after this long (with at least 5 iterations)
 
@@ -51,11 +53,10 @@ def _bundle_for(target: str, fmt: str, scratch: Path) -> tuple[Path | None, str]
         if (sibling / "manifest.json").is_file():
             return sibling, ""
         target = manifest.model
-    try:
-        from zoo.export import export
-    except ImportError as e:
-        return None, f"no {fmt} bundle beside {path} and zoo.export is unavailable ({e})"
+    if importlib.util.find_spec("torch") is None:
+        return None, f"no {fmt} bundle beside {path}, and exporting one needs torch: {NEEDS_TORCH}"
     from zoo import registry
+    from zoo.export import export
     from zoo.weights import resolve
 
     spec = registry.get(target)
@@ -93,9 +94,12 @@ def _eager_weights(model: str, record: dict | None) -> tuple[str | None, str]:
 
 
 def _model_name(target: str) -> str:
+    """The model a target names: a bundle folder's, or a registered name. Anything that looks like a path
+    (it exists, or has a folder separator) is read as a bundle, so a mistyped path is not 'unknown model'."""
+    from zoo.runtime import read_manifest
+
     path = Path(target)
-    if (path / "manifest.json").is_file():
-        from zoo.runtime import read_manifest
+    if path.exists() or "/" in target or os.sep in target:
         return read_manifest(path).model
     from zoo import registry
     return registry.get(target).name
@@ -156,9 +160,15 @@ def run(target: str, backends=BACKENDS, devices=("cpu",), batches=(1, 8, 64, 256
             weights = read_manifest(next(iter(bundles.values()))).data.get("weights") or {}
             result["weights"] = "random" if weights.get("random") else "trained"
         eager_path, result["eager_weights"] = _eager_weights(name, weights if bundles else None)
+        if "eager" not in backends or importlib.util.find_spec("torch") is None:
+            result["eager_weights"] = "not measured"
         jobs = []
+        has_torch = importlib.util.find_spec("torch") is not None
         for device in devices:
             for backend in backends:
+                if backend != "onnxruntime" and not has_torch:
+                    result["skipped"].append({"backend": backend, "device": device, "reason": NEEDS_TORCH})
+                    continue
                 if backend != "eager" and backend not in bundles:
                     continue
                 variants = ["plain", "iobinding"] if (backend, device) == ("onnxruntime", "cuda") else ["plain"]

@@ -24,6 +24,10 @@ err_console = Console(stderr=True)
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
 
 
+# modules only the `train` extra installs: a command that needs one says how to get it
+TRAIN_EXTRA = {"torch", "torchvision", "torchmetrics", "safetensors", "onnx", "onnxscript", "matplotlib"}
+
+
 def command(fn):
     """Register a command whose ZooErrors become one clear line on stderr and a non-zero exit."""
 
@@ -32,8 +36,15 @@ def command(fn):
         try:
             return fn(*args, **kwargs)
         except ZooError as e:
-            err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
+        except ModuleNotFoundError as e:
+            if (e.name or "").split(".")[0] not in TRAIN_EXTRA:
+                raise
+            err_console.print("[bold red]error:[/] " + escape(
+                f"`zoo {fn.__name__.rstrip('_')}` needs the training extra ({e.name} is not installed): "
+                "pip install 'zoo[train]' (or, in a checkout, pip install -e '.[train]')"), highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err_console.print("interrupted")
             raise typer.Exit(130) from None
@@ -77,10 +88,17 @@ def list(json_: JsonFlag = False):  # noqa: A001 - the command is called `list`
 
 @command
 def info(name: Annotated[str, typer.Argument(help="Model name, e.g. clouds-cnn.")], json_: JsonFlag = False):
-    """Show a model's whole spec: architecture, data contract, preprocessing, labels, recipe, weights."""
+    """Show a model's whole spec: architecture, what it takes (units, ranges), labels, recipe, weights."""
+    from zoo.weights import preprocessing
+
     spec = registry.get(name)
     card = read_card(spec.name)
+    # the shipped weights' own preprocessing (fitted statistics, training ranges), else the spec's
+    fitted = preprocessing(spec, card) if card else spec.preprocess
     data = spec.to_dict()
+    data["preprocess"] = {key: pre.to_dict() for key, pre in fitted.items()}
+    data["inputs_described"] = {key: pre.describe() for key, pre in fitted.items()}
+    data["dataset_source"] = registry.dataset(spec.dataset).source
     data["weights"] = card
     if json_:
         return print_json(data)
@@ -96,14 +114,12 @@ def info(name: Annotated[str, typer.Argument(help="Model name, e.g. clouds-cnn."
     table.add_row("architecture", spec.description)
     table.add_row("params", f"{spec.params:,}")
     for t in spec.inputs:
-        table.add_row(f"input {t.name}", f"{tuple(t.shape)} {t.dtype}")
+        table.add_row(f"input {t.name}", f"{tuple(t.shape)} {t.dtype}: {escape(fitted[t.name].describe())}")
     for t in spec.outputs:
         table.add_row(f"output {t.name}", f"{tuple(t.shape)} {t.dtype} ({spec.output_kind})")
-    for key, pre in data["preprocess"].items():
-        table.add_row(f"preprocess {key}", ", ".join(f"{k}={v}" for k, v in pre.items() if k != "kind"))
     for key, values in spec.labels.items():
         table.add_row(f"labels {key}", labels_text(values))
-    table.add_row("dataset", spec.dataset)
+    table.add_row("dataset", f"{spec.dataset}: {escape(data['dataset_source'])}")
     table.add_row("recipe", ", ".join(f"{k}={v}" for k, v in data["recipe"].items()))
     table.add_row("course result", spec.course_result)
     if card:
@@ -120,22 +136,32 @@ def info(name: Annotated[str, typer.Argument(help="Model name, e.g. clouds-cnn."
 @command
 def train(
     name: Annotated[str | None, typer.Argument(help="Model name (or --all).")] = None,
-    data: Annotated[str | None, typer.Option(help="Dataset folder or file in its real format; "
-                                                  "without it, the built-in sample.")] = None,
-    out: Annotated[str | None, typer.Option(help="Output folder [default: the repository's weights/].")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Override the recipe's epochs.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Override the recipe's batch size.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Override the recipe's learning rate.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Override the recipe's seed.")] = None,
+    data: Annotated[str | None, typer.Option(help="Dataset folder or file in its real format.",
+                                             show_default="the built-in sample")] = None,
+    out: Annotated[str | None, typer.Option(help="Output folder for weights, card, history and plots; the shipped "
+                                            "weights are replaced only with --replace-shipped.",
+                                            show_default="runs/")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Override the recipe's epochs.",
+                                               show_default="the recipe's")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Override the recipe's batch size.",
+                                                   show_default="the recipe's")] = None,
+    lr: Annotated[float | None, typer.Option(help="Override the recipe's learning rate.",
+                                             show_default="the recipe's")] = None,
+    seed: Annotated[int | None, typer.Option(help="Override the recipe's seed.", show_default="the recipe's")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in --out.")] = False,
+    replace_shipped: Annotated[bool, typer.Option("--replace-shipped", help="Write into the shipped weights folder "
+                                                  "(weights/), replacing the model's shipped weights.")] = False,
     force: Annotated[bool, typer.Option(help="Replace real-data weights with built-in-sample ones.")] = False,
+    strict: Annotated[bool, typer.Option(help="Stop at an unreadable image instead of skipping it (skipped files "
+                                         "are counted and listed in the card).")] = False,
     all_: Annotated[bool, typer.Option("--all", help="Train every model.")] = False,
     data_root: Annotated[str | None, typer.Option(help="With --all: the folder holding every dataset "
                                                        "(as ../shared/data is laid out).")] = None,
     json_: JsonFlag = False,
 ):
-    """Train a model on its dataset (or the built-in sample) and write weights, card, history and plots."""
+    """Train a model on its dataset (or the built-in sample) and write weights, card, history and plots
+    to runs/ (or --out); the shipped weights are never replaced without --replace-shipped."""
     from pathlib import Path
 
     from zoo.training import train as train_model
@@ -153,7 +179,7 @@ def train(
             model_data = str(Path(data_root) / folder)
         cards.append(train_model(model, model_data, out=out, epochs=epochs, batch_size=batch_size, lr=lr,
                                  seed=seed, device=device, resume=resume, force=force,
-                                 console=err_console))
+                                 replace_shipped=replace_shipped, strict=strict, console=err_console))
     if json_:
         print_json(cards if all_ else cards[0])
 
@@ -161,17 +187,20 @@ def train(
 @command
 def evaluate(
     name: Annotated[str, typer.Argument(help="Model name.")],
-    data: Annotated[str | None, typer.Option(help="The test split in the dataset's format; without it, "
-                                                  "the built-in test sample.")] = None,
-    weights: Annotated[str | None, typer.Option(help="Weights file [default: the shipped weights].")] = None,
+    data: Annotated[str | None, typer.Option(help="The test split in the dataset's format.",
+                                             show_default="the built-in test sample, for weights trained on it")] = None,
+    weights: Annotated[str | None, typer.Option(help="Weights file.", show_default="the shipped weights")] = None,
     out: Annotated[str, typer.Option(help="Folder for the confusion-matrix PNG.")] = ".",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "cpu",
+    builtin: Annotated[bool, typer.Option("--builtin", help="Score weights trained on real data on the built-in "
+                                          "synthetic sample anyway.")] = False,
+    strict: Annotated[bool, typer.Option(help="Stop at an unreadable image instead of skipping it.")] = False,
     json_: JsonFlag = False,
 ):
     """Score weights on a test split: the metrics table, and a confusion matrix PNG for classifiers."""
     from zoo.training import evaluate as evaluate_model
 
-    result = evaluate_model(name, data, weights=weights, out=out, device=device)
+    result = evaluate_model(name, data, weights=weights, out=out, device=device, builtin=builtin, strict=strict)
     if json_:
         return print_json(result)
     table = Table(title=f"{name} on {result['data']} ({result['samples']} samples)")
@@ -207,40 +236,64 @@ def _print_parity(title: str, report: dict) -> None:
 
 @command
 def export(
-    name: Annotated[str, typer.Argument(help="Model name, e.g. clouds-cnn.")],
+    name: Annotated[str | None, typer.Argument(help="Model name, e.g. clouds-cnn.",
+                                               show_default="the model last trained into runs/, with those weights")] = None,
     format_: Annotated[str, typer.Option("--format", help="onnx, torchscript, pt2 or all "
                                                           "(or a comma-separated list).")] = "onnx",
-    weights: Annotated[str | None, typer.Option(help="Weights file [default: the shipped weights].")] = None,
+    weights: Annotated[str | None, typer.Option(help="Weights file.", show_default="the shipped weights")] = None,
     out: Annotated[str, typer.Option(help="Folder for the bundles (<out>/<name>-<format>/).")] = "bundles",
     random_weights: Annotated[bool, typer.Option("--random-weights", help="Export untrained weights "
                                                  "(for testing; the manifest says so).")] = False,
     data: Annotated[str | None, typer.Option(help="Dataset folder or file: adds real samples to the "
                                                   "parity check.")] = None,
-    atol: Annotated[float | None, typer.Option(help="Absolute tolerance [default: the spec's, 1e-5].")] = None,
-    rtol: Annotated[float | None, typer.Option(help="Relative tolerance [default: the spec's, 1e-5].")] = None,
+    atol: Annotated[float | None, typer.Option(help="Absolute tolerance.", show_default="the spec's, 1e-5 for most")] = None,
+    rtol: Annotated[float | None, typer.Option(help="Relative tolerance.", show_default="the spec's, 1e-5")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Export every model that has shipped weights.")] = False,
     json_: JsonFlag = False,
 ):
-    """Export a model to ONNX / TorchScript / torch.export bundles; parity is measured before writing."""
+    """Export a model to ONNX / TorchScript / torch.export bundles; parity is measured before writing.
+    Without a name: the model last trained into runs/ (zoo train's default), with those weights."""
+    from pathlib import Path
+
     from zoo.errors import ParityError
     from zoo.export import export as export_model
+    from zoo.outputs import RUNS, writable_folder
     from zoo.runtime import read_manifest
+    from zoo.weights import latest_trained, resolve
 
-    failed = None
-    with err_console.status(f"exporting {name} ({format_}) and measuring parity"):
-        try:
-            paths = export_model(name, format_.split(","), weights=weights, out=out, random_weights=random_weights,
-                                 data=data, atol=atol, rtol=rtol)
-        except ParityError as e:
-            paths, failed = getattr(e, "bundles", []), e
-    results = [{"format": m["format"], "bundle": str(p), "passed": True, "exporter": m["exporter"],
-                "parity": m["parity"]} for p in paths for m in [read_manifest(p).data]]
-    results += [{"format": r["format"], "bundle": None, "passed": False, "parity": r}
-                for r in getattr(failed, "reports", [])]
+    if all_ and name is not None:
+        raise ZooError("give a model name or --all (not both)")
+    writable_folder(out, "--out")
+    if all_:
+        jobs = [(spec.name, None) for spec in registry.specs() if resolve(spec, None) is not None]
+    elif name is None:
+        last = latest_trained(RUNS)
+        if last is None:
+            raise ZooError(f"no model name given and nothing trained in {RUNS}/ yet: name a model "
+                           "(zoo export clouds-cnn --format onnx), train one first, or pass --all")
+        if weights is not None:
+            raise ZooError("--weights needs a model name")
+        jobs = [(last.stem, last)]
+        err_console.print(f"exporting {last.stem}, last trained into {RUNS}/ ({last})", highlight=False)
+    else:
+        jobs = [(name, weights)]
+    results, failed = [], None
+    for model, model_weights in jobs:
+        with err_console.status(f"exporting {model} ({format_}) and measuring parity"):
+            try:
+                paths = export_model(model, format_.split(","), weights=model_weights, out=out,
+                                     random_weights=random_weights, data=data, atol=atol, rtol=rtol)
+            except ParityError as e:
+                paths, failed = getattr(e, "bundles", []), e
+                results += [{"format": r["format"], "bundle": None, "passed": False, "parity": r}
+                            for r in getattr(e, "reports", [])]
+        results += [{"format": m["format"], "bundle": str(p), "passed": True, "exporter": m["exporter"],
+                     "parity": m["parity"], "model": m["model"]} for p in paths for m in [read_manifest(Path(p)).data]]
     if json_:
         print_json(results)
     else:
         for r in results:
-            _print_parity(f"{name} {r['format']}", r["parity"])
+            _print_parity(f"{r['parity'].get('model', r.get('model', ''))} {r['format']}".strip(), r["parity"])
             if r["passed"]:
                 console.print(f"wrote {r['bundle']} ({r['exporter']['name']})", highlight=False)
             else:
@@ -253,8 +306,8 @@ def export(
 @command
 def verify(
     bundle: Annotated[str, typer.Argument(help="Bundle folder, e.g. bundles/clouds-cnn-onnx.")],
-    weights: Annotated[str | None, typer.Option(help="The source weights [default: found among the shipped "
-                                                     "weights by the manifest's sha256].")] = None,
+    weights: Annotated[str | None, typer.Option(help="The source weights.",
+                                                show_default="found among the shipped weights by the manifest's sha256")] = None,
     data: Annotated[str | None, typer.Option(help="Dataset folder or file: adds real samples.")] = None,
     json_: JsonFlag = False,
 ):
@@ -300,10 +353,14 @@ def predict(
         help="Image files for image models; one CSV for tabular and series models.")],
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="Classes shown per input (classifiers).")] = 3,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-    backend: Annotated[str | None, typer.Option(help="onnxruntime, torchscript or pt2 [default: the bundle's "
-                                                     "format].")] = None,
+    backend: Annotated[str | None, typer.Option(help="onnxruntime, torchscript or pt2.",
+                                                show_default="the one that runs the bundle's format")] = None,
     set_: Annotated[builtins.list[str] | None, typer.Option(
         "--set", help="NAME=VALUE for a model's other input, e.g. --set alphabet=Latin.")] = None,
+    strict: Annotated[bool, typer.Option(help="Refuse inputs the model was not trained on (values outside the "
+                                         "training range, 16-bit images) instead of answering with a warning.")] = False,
+    verify: Annotated[bool, typer.Option(help="Check the model file's sha256 and the manifest against the copy "
+                                         "sealed into it; --no-verify only for bundles you trust.")] = True,
     json_: JsonFlag = False,
 ):
     """Run a bundle on files: the top classes with probabilities, or the predicted values."""
@@ -316,8 +373,8 @@ def predict(
             raise ZooError(f"--set expects NAME=VALUE, got {item!r}")
         fixed[key] = value
     try:
-        with zoo.runtime.load(bundle, device=device, backend=backend) as session:
-            results = zoo.runtime.predict_files(session, inputs, top_k=top_k, fixed=fixed)
+        with zoo.runtime.load(bundle, device=device, backend=backend, verify=verify) as session:
+            results = zoo.runtime.predict_files(session, inputs, top_k=top_k, fixed=fixed, strict=strict)
     except ValueError as e:
         raise ZooError(str(e)) from None
     if json_:
@@ -335,6 +392,9 @@ def predict(
                 cells.append(", ".join(f"{v:.4g}" for v in values))
         table.add_row(r["input"], *cells)
     console.print(table)
+    for r in results:
+        for warning in r["warnings"]:
+            err_console.print(f"[yellow]warning:[/] {escape(r['input'])}: {escape(warning)}", highlight=False)
     if session.manifest.random_weights:
         err_console.print("note: this bundle has random weights; its predictions are meaningless")
 
@@ -348,12 +408,14 @@ def bench(
     batch: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,8,64,256",
     iters: Annotated[int, typer.Option(min=1, help="Timed iterations per batch size.")] = 100,
     warmup: Annotated[int, typer.Option(min=0, help="Untimed iterations first.")] = 10,
-    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for every backend [default: the "
-                                                            "cores this process may use].")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for every backend.",
+                                                show_default="the cores this process may use")] = None,
     json_file: Annotated[str | None, typer.Option("--json", help="Also write the results as JSON to FILE.")] = None,
 ):
-    """Latency, throughput and memory per backend x device x batch, against eager PyTorch."""
+    """Latency, throughput and memory per backend x device x batch, against eager PyTorch. Exits 1 when
+    nothing could be measured."""
     from zoo import bench as zbench
+    from zoo.outputs import write_json, writable_file
 
     backends = _csv_list(backend, zbench.BACKENDS, "backend")
     devices = _csv_list(device, zbench.DEVICES, "device")
@@ -361,12 +423,14 @@ def bench(
         batches = [int(b) for b in batch.split(",")]
     except ValueError:
         raise ZooError(f"--batch: expected comma-separated integers, got {batch!r}") from None
+    if json_file:
+        writable_file(json_file, "--json")
     with err_console.status("benchmarking") as status:
         result = zbench.run(target, backends, devices, batches, iters, warmup, threads,
                             progress=lambda m: status.update(f"benchmarking {m}"))
     if json_file:
         from pathlib import Path
-        Path(json_file).write_text(json.dumps(result, indent=2) + "\n")
+        write_json(Path(json_file), result)
     table = Table(title=f"{result['model']}: {result['threads']} thread(s), {result['iters']} iters, "
                         f"weights {result['weights']}; eager baseline {result.get('eager_weights', '-')}")
     for col in ("backend", "device", "batch", "create ms", "first ms", "mean ms", "p50/p90/p99 ms", "CV",
@@ -383,7 +447,9 @@ def bench(
     console.print(f"[dim]{result['timing']}; peak RSS is the worker process's, which imports torch only for "
                   "torchscript, pt2 and eager[/]")
     for s in result["skipped"]:
-        console.print(f"skipped {s['backend']} on {s['device']}: {s['reason']}", highlight=False)
+        console.print(f"skipped {s['backend']} on {s['device']}: {escape(s['reason'])}", highlight=False)
+    if not result["rows"]:
+        raise ZooError("nothing could be measured: every backend x device was skipped (reasons above)", exit_code=1)
 
 
 def main():

@@ -173,7 +173,10 @@ class ImagePreprocess:
                     image = img
             except (OSError, UnidentifiedImageError, Image.DecompressionBombError, ValueError) as e:
                 what = f"({len(source)} bytes)" if isinstance(source, bytes) else source
-                raise ValueError(f"cannot read image {what}: {e}") from None
+                reason = str(e)
+                if isinstance(source, bytes) and " <_io.BytesIO" in reason:   # PIL names the buffer object
+                    reason = reason[: reason.index(" <_io.BytesIO")]
+                raise ValueError(f"cannot read image {what}: {reason}") from None
         elif isinstance(source, np.ndarray):
             if source.dtype != np.uint8 or source.ndim not in (2, 3) or (source.ndim == 3 and source.shape[2] not in (1, 3, 4)):
                 raise ValueError(f"an image array must be uint8 (H, W) or (H, W, 1|3|4), got {source.dtype} {source.shape}")
@@ -252,6 +255,20 @@ class ImagePreprocess:
         std = np.sqrt(((x - mean[:, None]) ** 2).sum(1) / max(n - 1, 1)).clip(1e-3)
         return dataclasses.replace(self, mean=tuple(float(v) for v in mean), std=tuple(float(v) for v in std))
 
+    def describe(self) -> str:
+        """What a user must feed, and what happens to it, in words."""
+        how = "stretched to" if self.resize == "stretch" else "shorter side scaled and centre-cropped to"
+        text = (f"an image of any size in a format Pillow reads, converted to {self.mode} 8-bit, {how} "
+                f"{self.size[1]}x{self.size[0]}, pixels /255")
+        if self.pad:
+            text += f", zero-padded by {self.pad}"
+        if self.mean is not None:
+            fitted = "fitted on the training split" if self.standardize else "fixed"
+            text += (f", normalised per channel with mean {_fmt(self.mean)} and std {_fmt(self.std)} ({fitted})")
+        elif self.standardize:
+            text += ", normalised per channel with statistics that training fits (none yet)"
+        return text + ("; flattened" if self.flatten else "") + "; 16-bit or transparent images get a warning"
+
     def untrained(self) -> "ImagePreprocess":
         """The identity statistics that untrained (random) weights are exported with."""
         return self if self.fitted else dataclasses.replace(self, mean=(0.0,) * self.channels, std=(1.0,) * self.channels)
@@ -285,6 +302,10 @@ class ImagePreprocess:
 
 def _list(values):
     return None if values is None else list(values)
+
+
+def _fmt(values) -> str:
+    return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
 
 
 # --- tabular -------------------------------------------------------------------------------------
@@ -404,6 +425,27 @@ class TabularPreprocess:
             fitted = dataclasses.replace(fitted, low=tuple(map(float, scaled.min(0))), high=tuple(map(float, scaled.max(0))))
         return fitted
 
+    def describe(self) -> str:
+        parts = []
+        for column in self.columns:
+            if column in self.categories:
+                parts.append(f"{column} (one of {', '.join(self.categories[column])})")
+            elif self.ranges and column in self.ranges:
+                low, high = self.ranges[column]
+                parts.append(f"{column} (a number; training range {low:.4g} to {high:.4g})")
+            else:
+                parts.append(f"{column} (a number)")
+        text = "a CSV row or dict with " + ", ".join(parts)
+        if self.scale != 1.0:
+            text += f"; multiplied by {self.scale:g}"
+        if self.standardize:
+            text += "; standardised with the mean/std fitted on the training split"
+        if self.minmax:
+            text += "; scaled to [0, 1] with the min/max fitted on the training split"
+        if self.ranges:
+            text += f"; values more than {RANGE_SLACK:.0%} of a range outside it get a warning"
+        return text
+
     def untrained(self) -> "TabularPreprocess":
         width = len(self.features)
         out = self
@@ -499,6 +541,13 @@ class SeriesPreprocess:
     def untrained(self) -> "SeriesPreprocess":
         return self
 
+    def describe(self) -> str:
+        text = f"a series of {self.column!r} readings in time order, at least {self.window}; the last {self.window} are used"
+        if self.range is not None:
+            text += (f"; training range {self.range[0]:.4g} to {self.range[1]:.4g} (a window reaching more than "
+                     f"{RANGE_SLACK:.0%} of it outside gets a warning)")
+        return text
+
     def to_dict(self) -> dict:
         return {"kind": self.kind, "column": self.column, "window": self.window, "range": _list(self.range)}
 
@@ -544,6 +593,10 @@ class OneHotPreprocess:
 
     def untrained(self) -> "OneHotPreprocess":
         return self
+
+    def describe(self) -> str:
+        shown = ", ".join(self.vocabulary[:6]) + (", ..." if len(self.vocabulary) > 6 else "")
+        return f"a category name, one of {len(self.vocabulary)}: {shown}"
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "vocabulary": list(self.vocabulary)}

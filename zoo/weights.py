@@ -16,7 +16,7 @@ from zoo.errors import ZooError
 from zoo.registry import ModelSpec
 
 __all__ = ["weights_dir", "card_for", "read_card", "sha256_file", "load_model", "preprocessing", "headline",
-           "resolve"]
+           "resolve", "latest_trained"]
 
 
 def weights_dir() -> Path:
@@ -66,6 +66,18 @@ def resolve(spec: ModelSpec, weights: str | Path | None) -> Path | None:
         return path
     shipped = weights_dir() / f"{spec.name}.safetensors"
     return shipped if shipped.is_file() else None
+
+
+def latest_trained(folder: Path) -> Path | None:
+    """The weights file of the most recently finished run in `folder` (by its card's time), or None."""
+    runs = []
+    for card_path in folder.glob("[!.]*.json") if folder.is_dir() else []:
+        if card_path.name.endswith(".history.json"):
+            continue
+        weights = card_path.with_suffix(".safetensors")
+        if weights.is_file():
+            runs.append((card_path.stat().st_mtime, weights))
+    return max(runs)[1] if runs else None
 
 
 def load_model(spec: ModelSpec, path: str | Path, verify_card: bool = True):

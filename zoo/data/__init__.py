@@ -18,21 +18,29 @@ from zoo.registry import ModelSpec, dataset as dataset_spec, load_function
 __all__ = ["Dataset", "DataError", "load", "model_inputs", "real_samples"]
 
 
-def load(spec: ModelSpec, data: str | Path | None = None, split: str = "train") -> Dataset:
+def load(spec: ModelSpec, data: str | Path | None = None, split: str = "train", strict: bool = False) -> Dataset:
     """Load `spec.dataset` from `data` (a folder or file in the dataset's real format), or the
     built-in sample when `data` is None. `split` ("train" or "test") picks the split when `data`
-    holds both (e.g. a folder with `clouds_train/` and `clouds_test/`)."""
+    holds both (e.g. a folder with `clouds_train/` and `clouds_test/`). Unreadable image files are left
+    out and listed in `dataset.skipped` (and its notes), or with `strict` refused."""
     from zoo.data import builtin
 
     adapter = load_function(dataset_spec(spec.dataset).adapter)
     if data is None:
         dataset = adapter(spec, builtin.materialize(spec.dataset, split), split)
         dataset.source = "built-in"
-        return dataset
-    path = Path(data).expanduser()
-    if not path.exists():
-        raise DataError(f"--data {path}: no such file or folder")
-    return adapter(spec, path, split)
+    else:
+        path = Path(data).expanduser()
+        if not path.exists():
+            raise DataError(f"--data {path}: no such file or folder")
+        dataset = adapter(spec, path, split)
+    if dataset.skipped:
+        if strict:
+            raise DataError(f"{len(dataset.skipped)} unreadable image(s) and --strict: {dataset.skipped[0]}"
+                            + (f" (and {len(dataset.skipped) - 1} more)" if len(dataset.skipped) > 1 else ""))
+        dataset.notes.append(f"skipped {len(dataset.skipped)} unreadable image(s): "
+                             + "; ".join(dataset.skipped[:3]) + (" ..." if len(dataset.skipped) > 3 else ""))
+    return dataset
 
 
 def real_samples(spec: ModelSpec, data: str | Path | None, preprocess: dict, n: int = 32,

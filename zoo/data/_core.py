@@ -24,6 +24,7 @@ class Dataset:
     fingerprint: str = ""              # sha256 over the files read (relative names + bytes)
     notes: list[str] = field(default_factory=list)
     ordered: bool = False              # samples are in time order: split without shuffling
+    skipped: list[str] = field(default_factory=list)   # unreadable files left out, each with the reason
 
     def __len__(self) -> int:
         return len(next(iter(self.targets.values())))
@@ -31,7 +32,7 @@ class Dataset:
     def subset(self, index) -> "Dataset":
         return Dataset({k: v[index] for k, v in self.inputs.items()},
                        {k: v[index] for k, v in self.targets.items()},
-                       self.preprocess, self.source, self.fingerprint, self.notes, self.ordered)
+                       self.preprocess, self.source, self.fingerprint, self.notes, self.ordered, self.skipped)
 
 
 def model_inputs(preprocess: dict[str, Preprocess], stored: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -59,9 +60,10 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".ti
 
 
 def read_image_folder(root: Path, pre: ImagePreprocess, classes: list[str] | None = None,
-                      what: str = "image folder") -> tuple[torch.Tensor, torch.Tensor, list[str], str]:
-    """An ImageFolder tree (one sub-folder per class) -> uint8 images, int64 labels, class names,
-    fingerprint. With `classes`, those folders must exist and define the label order."""
+                      what: str = "image folder") -> tuple[torch.Tensor, torch.Tensor, str, list[str]]:
+    """An ImageFolder tree (one sub-folder per class) -> uint8 images, int64 labels, fingerprint, and the
+    files that could not be decoded (skipped). With `classes`, those folders must exist and define the
+    label order."""
     if not root.is_dir():
         raise DataError(f"{what} {root}: not a folder")
     found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -70,17 +72,20 @@ def read_image_folder(root: Path, pre: ImagePreprocess, classes: list[str] | Non
     missing = [c for c in classes if c not in found]
     if missing or not classes:
         raise DataError(f"{what} {root}: expected one folder per class {classes}, missing {missing or 'all'}")
-    files, labels = [], []
+    files, arrays, labels, skipped = [], [], [], []
     for index, name in enumerate(classes):
         members = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not members:
             raise DataError(f"{what} {root}: class folder {name!r} has no images")
         files += members
-        labels += [index] * len(members)
-    arrays = []
-    for f in files:
-        try:
-            arrays.append(pre.decode(f))
-        except ValueError as e:
-            raise DataError(str(e)) from None
-    return torch.from_numpy(np.stack(arrays)), torch.tensor(labels), classes, fingerprint_files(root, files)
+        for f in members:
+            try:
+                arrays.append(pre.decode(f))
+            except ValueError as e:
+                reason = str(e).split(": ", 1)[-1]
+                skipped.append(f"cannot read image {f.relative_to(root)}: {reason}")
+                continue
+            labels.append(index)
+        if index not in labels:
+            raise DataError(f"{what} {root}: none of the images in class folder {name!r} can be read ({skipped[-1]})")
+    return torch.from_numpy(np.stack(arrays)), torch.tensor(labels), fingerprint_files(root, files), skipped

@@ -105,14 +105,25 @@ def decode_bytes(name: str, data: bytes, pre: ImagePreprocess) -> np.ndarray:
 
 
 def decode_groups(groups: dict[str, list[Entry]], classes, pre: ImagePreprocess):
-    """Class groups -> uint8 images (N, C, H, W), int64 labels (index in `classes`), fingerprint."""
-    arrays, labels, entries = [], [], []
+    """Class groups -> uint8 images (N, C, H, W), int64 labels (index in `classes`), fingerprint, and the
+    files that could not be decoded (skipped; a class none of whose files decode is an error)."""
+    arrays, labels, entries, skipped = [], [], [], []
     for index, name in enumerate(classes):
+        decoded, first_failure = 0, len(skipped)
         for entry in groups[name]:
-            arrays.append(decode_bytes(*entry, pre))
+            entries.append(entry)   # the fingerprint covers every file read
+            try:
+                arrays.append(decode_bytes(*entry, pre))
+            except DataError as e:
+                skipped.append(str(e))
+                continue
             labels.append(index)
-            entries.append(entry)
-    return torch.from_numpy(np.stack(arrays)), torch.tensor(labels, dtype=torch.int64), fingerprint_entries(entries)
+            decoded += 1
+        if groups[name] and not decoded:
+            raise DataError(f"class {name!r}: none of its {len(groups[name])} image(s) can be read "
+                            f"({skipped[first_failure]})")
+    return (torch.from_numpy(np.stack(arrays)), torch.tensor(labels, dtype=torch.int64), fingerprint_entries(entries),
+            skipped)
 
 
 def arrays_to_images(arrays: np.ndarray, pre: ImagePreprocess) -> torch.Tensor:

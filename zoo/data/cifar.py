@@ -34,12 +34,13 @@ def load(spec: ModelSpec, path: Path, split: str) -> Dataset:
     """CIFAR-10, or a subset of its classes (the book's CIFAR-2: airplane and bird): the dataset
     record's classes, in its label order."""
     (name, pre), out = next(iter(spec.preprocess.items())), spec.outputs[0].name
-    images, labels, fingerprint = read_cifar(path, split, list(dataset_spec(spec.dataset).classes), pre)
-    return Dataset({name: images}, {out: labels}, dict(spec.preprocess), fingerprint=fingerprint)
+    images, labels, fingerprint, skipped = read_cifar(path, split, list(dataset_spec(spec.dataset).classes), pre)
+    return Dataset({name: images}, {out: labels}, dict(spec.preprocess), fingerprint=fingerprint, skipped=skipped)
 
 
 def read_cifar(path: Path, split: str, classes: list[str], pre: ImagePreprocess):
-    """Any supported source -> uint8 (N, C, H, W), int64 labels (index in `classes`), fingerprint."""
+    """Any supported source -> uint8 (N, C, H, W), int64 labels (index in `classes`), fingerprint, and the
+    names of image files that could not be decoded."""
     if path.is_file():
         if path.name.lower().endswith(TAR_SUFFIXES):
             return _from_tar(path, split, classes, pre)
@@ -67,8 +68,8 @@ def read_cifar(path: Path, split: str, classes: list[str], pre: ImagePreprocess)
 def _from_tar(path: Path, split: str, classes: list[str], pre: ImagePreprocess):
     groups = read_tar(path, classes, split, "cifar tar")
     check_groups(groups, classes, "cifar tar", path.name)
-    images, labels, _ = decode_groups(groups, classes, pre)
-    return images, labels, fingerprint_file(path)
+    images, labels, _, skipped = decode_groups(groups, classes, pre)
+    return images, labels, fingerprint_file(path), skipped
 
 
 class _NumpyUnpickler(pickle.Unpickler):
@@ -115,7 +116,7 @@ def _from_batches(files: list[Path], classes: list[str], pre: ImagePreprocess):
         raise DataError(f"cifar batches: no images of the classes {classes}")
     pixels = arrays_to_images(images[keep].transpose(0, 2, 3, 1), pre)
     fingerprint = fingerprint_entries([(f.name, f.read_bytes()) for f in files])
-    return pixels, torch.from_numpy(mapping[labels[keep]]), fingerprint
+    return pixels, torch.from_numpy(mapping[labels[keep]]), fingerprint, []
 
 
 def write_sample(root: Path, split: str) -> Path:

@@ -18,8 +18,9 @@ def load(spec: ModelSpec, path: Path, split: str) -> Dataset:
     elif not any((path / c).is_dir() for c in classes):
         raise DataError(f"--data {path}: expected the 7 cloud-type folders ({', '.join(classes)}) "
                         f"or a folder holding clouds_train/ and clouds_test/")
-    images, labels, _, fingerprint = read_image_folder(path, spec.preprocess["image"], classes, "clouds folder")
-    return Dataset({"image": images}, {"logits": labels}, dict(spec.preprocess), fingerprint=fingerprint)
+    images, labels, fingerprint, skipped = read_image_folder(path, spec.preprocess["image"], classes, "clouds folder")
+    return Dataset({"image": images}, {"logits": labels}, dict(spec.preprocess), fingerprint=fingerprint,
+                   skipped=skipped)
 
 
 def write_sample(root: Path, split: str) -> Path:

@@ -57,18 +57,20 @@ def load_mnist_sample(spec: ModelSpec, path: Path, split: str) -> Dataset:
     name, pre = next(iter(spec.preprocess.items()))
     groups = read_tree(root, labels)
     check_groups(groups, labels, "mnist_sample folder", str(root))
-    images, index, fingerprint = decode_groups(groups, labels, pre)
-    return Dataset({name: images}, {out: index.float().unsqueeze(1)}, dict(spec.preprocess), fingerprint=fingerprint)
+    images, index, fingerprint, skipped = decode_groups(groups, labels, pre)
+    return Dataset({name: images}, {out: index.float().unsqueeze(1)}, dict(spec.preprocess), fingerprint=fingerprint,
+                   skipped=skipped)
 
 
 def _load_ten_classes(spec: ModelSpec, path: Path, split: str, raw: str, what: str) -> Dataset:
     (name, pre), out = next(iter(spec.preprocess.items())), spec.outputs[0].name
-    images, labels, fingerprint = read_digits(path, split, pre, raw, what)
-    return Dataset({name: images}, {out: labels}, dict(spec.preprocess), fingerprint=fingerprint)
+    images, labels, fingerprint, skipped = read_digits(path, split, pre, raw, what)
+    return Dataset({name: images}, {out: labels}, dict(spec.preprocess), fingerprint=fingerprint, skipped=skipped)
 
 
 def read_digits(path: Path, split: str, pre: ImagePreprocess, raw: str, what: str):
-    """Any of the supported formats -> uint8 (N, C, H, W) images, int64 labels 0-9, fingerprint."""
+    """Any of the supported formats -> uint8 (N, C, H, W) images, int64 labels 0-9, fingerprint, and the
+    names of image files that could not be decoded."""
     prefix = "train" if split == "train" else "t10k"
     if path.is_file():
         lower = path.name.lower()
@@ -108,8 +110,8 @@ def _names_split(name: str, split: str) -> bool:
 def _from_tar(path: Path, split: str, pre: ImagePreprocess, what: str):
     groups = read_tar(path, DIGITS, split, f"{what} tar")
     check_groups(groups, DIGITS, f"{what} tar", path.name)
-    images, labels, _ = decode_groups(groups, DIGITS, pre)
-    return images, labels, fingerprint_file(path)
+    images, labels, _, skipped = decode_groups(groups, DIGITS, pre)
+    return images, labels, fingerprint_file(path), skipped
 
 
 # --- IDX -----------------------------------------------------------------------------------------
@@ -159,7 +161,7 @@ def _from_idx(images_path: Path, labels_path: Path, pre: ImagePreprocess):
                         f"({len(labels)} labels) do not match")
     _check_labels(labels, labels_path.name)
     fingerprint = fingerprint_entries([(p.name, p.read_bytes()) for p in (images_path, labels_path)])
-    return arrays_to_images(images, pre), torch.from_numpy(labels.astype(np.int64)), fingerprint
+    return arrays_to_images(images, pre), torch.from_numpy(labels.astype(np.int64)), fingerprint, []
 
 
 def _check_labels(labels: np.ndarray, where: str) -> None:
@@ -220,7 +222,7 @@ def _from_csv(path: Path, pre: ImagePreprocess):
     labels = table[:, label_column].astype(np.int64)
     pixels = np.delete(table, label_column, axis=1).astype(np.uint8).reshape(-1, 28, 28)
     _check_labels(labels, f"CSV {path.name}")
-    return arrays_to_images(pixels, pre), torch.from_numpy(labels), fingerprint_file(path)
+    return arrays_to_images(pixels, pre), torch.from_numpy(labels), fingerprint_file(path), []
 
 
 # --- built-in samples ----------------------------------------------------------------------------

@@ -54,7 +54,7 @@ def load(spec: ModelSpec, path: Path, split: str) -> Dataset:
         raise DataError(f"omniglot folder {root}: no alphabet folders; expected {LAYOUT}")
     pre = spec.preprocess["image"]
     alphabet_index, character_index = label_maps()
-    arrays, alphabet_labels, character_labels, entries = [], [], [], []
+    arrays, alphabet_labels, character_labels, entries, skipped = [], [], [], [], []
     for alphabet in alphabets:
         if alphabet not in alphabet_index:
             raise DataError(f"omniglot folder {root}: unknown alphabet folder {alphabet!r}; expected the 30 "
@@ -75,10 +75,16 @@ def load(spec: ModelSpec, path: Path, split: str) -> Dataset:
                 raise DataError(f"omniglot folder {root}: character folder {key!r} has no images")
             for name in files:
                 entry = (f"{key}/{name}", (folder / name).read_bytes())
-                arrays.append(decode_bytes(*entry, pre))
                 entries.append(entry)
+                try:
+                    arrays.append(decode_bytes(*entry, pre))
+                except DataError as e:
+                    skipped.append(str(e))
+                    continue
                 alphabet_labels.append(alphabet_index[alphabet])
                 character_labels.append(character_index[key])
+    if not arrays:
+        raise DataError(f"omniglot folder {root}: none of its images can be read ({skipped[0]})")
     images = torch.from_numpy(np.stack(arrays))
     alphabet = torch.tensor(alphabet_labels, dtype=torch.int64)
     character = torch.tensor(character_labels, dtype=torch.int64)
@@ -89,7 +95,8 @@ def load(spec: ModelSpec, path: Path, split: str) -> Dataset:
     targets = {t.name: labels[t.name] for t in spec.outputs}
     note = (f"omniglot: {len(images)} images of {len(set(character_labels))} characters in "
             f"{len(set(alphabet_labels))} alphabets")
-    return Dataset(inputs, targets, dict(spec.preprocess), fingerprint=fingerprint_entries(entries), notes=[note])
+    return Dataset(inputs, targets, dict(spec.preprocess), fingerprint=fingerprint_entries(entries), notes=[note],
+                   skipped=skipped)
 
 
 def write_sample(root: Path, split: str) -> Path:

@@ -8,17 +8,15 @@ renamed into place. Export uses nothing of the runtime but its public API."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
-import uuid
 from pathlib import Path
 
 import zoo.runtime as runtime
 from zoo import registry
 from zoo.errors import ParityError, ZooError
 from zoo.export import _manifest, _onnx, _parity, _pt2, _torchscript
-from zoo.export._common import EXAMPLE_SIZES, first_line, quiet
+from zoo.export._common import EXAMPLE_SIZES, first_line, interrupted, quiet
+from zoo.outputs import clean_stale_staging, staging_folder, swap_into_place, writable_folder
 from zoo.weights import load_model, preprocessing, read_card, resolve, sha256_file, weights_dir
 
 __all__ = ["export", "verify", "FORMATS", "PARITY_COLUMNS", "parity_rows"]
@@ -66,37 +64,28 @@ def _load_weights(spec, weights, random_weights: bool):
     return _for_inference(load_model(spec, path)), record, card
 
 
-def _install(staging: Path, target: Path) -> None:
-    """Move a finished bundle into place with renames only, so `target` is never half-written."""
-    if target.exists():
-        if not (target / runtime.MANIFEST_NAME).is_file():
-            raise ZooError(f"{target} exists and is not a zoo bundle: not replacing it")
-        old = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.old")
-        os.rename(target, old)
-        os.rename(staging, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(staging, target)
-
-
 def _bundle(spec, fmt, model, weights_record, preprocess, real, atol, rtol, out: Path) -> Path:
     module = FORMATS[fmt]
     target = out / f"{spec.name}-{fmt}"
+    clean_stale_staging(out, target.name)   # what killed exports of this bundle left behind
     # built beside the target (same filesystem, so the final rename is atomic); a dot-name that
     # no one mistakes for a bundle, removed whatever happens
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=out))
-    staging.chmod(0o755)   # mkdtemp makes it private; a bundle is meant to be shared
+    staging = staging_folder(out, target.name)
     try:
         file = staging / module.FILE
         try:
             converted, exporter = module.convert(model, spec)
         except Exception as e:  # noqa: BLE001 - an exporter crash is reported as one line
+            if interrupted(e):   # torch wraps a Ctrl-C during export in its own error types
+                raise KeyboardInterrupt from e
             raise ZooError(f"{fmt} export of {spec.name} failed: {first_line(e)}") from e
         exporter["example_sizes"] = dict(EXAMPLE_SIZES)
         manifest = _manifest.build(spec, fmt, module.FILE, preprocess, weights_record, exporter)
         try:
             module.write(converted, file, runtime.seal_text(manifest))
         except Exception as e:  # noqa: BLE001 - onnx.checker's ValidationError and friends
+            if interrupted(e):
+                raise KeyboardInterrupt from e
             raise ZooError(f"{spec.name}: the {fmt} file fails its checks: {first_line(e)}") from e
         manifest["file_sha256"] = sha256_file(file)
         _manifest.write(staging, manifest)
@@ -108,7 +97,7 @@ def _bundle(spec, fmt, model, weights_record, preprocess, real, atol, rtol, out:
             raise error
         manifest["parity"] = report
         _manifest.write(staging, manifest)
-        _install(staging, target)
+        swap_into_place(staging, target, lambda folder: (folder / runtime.MANIFEST_NAME).is_file())
         return target
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -131,8 +120,7 @@ def export(name: str, formats=("onnx",), weights: str | Path | None = None, out:
     rtol = spec.rtol if rtol is None else float(rtol)
     if atol < 0 or rtol < 0:
         raise ZooError("--atol and --rtol must be >= 0")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = writable_folder(out, "--out")
     paths, failures = [], []
     for fmt in formats:
         try:

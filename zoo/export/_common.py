@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import re
 import warnings
 
 # Example sizes used while exporting. Size-0/1 dims get specialised, and a size equal to a constant
@@ -53,6 +54,20 @@ def quiet():
             lg.setLevel(level)
 
 
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")   # terminal colour codes some torch errors carry
+
+
 def first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
+    text = ANSI.sub("", str(error)).strip().splitlines()
     return f"{type(error).__name__}: {text[0] if text else ''}"
+
+
+def interrupted(error: BaseException) -> bool:
+    """Whether a Ctrl-C (KeyboardInterrupt) is behind `error`, which torch's exporters wrap."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False

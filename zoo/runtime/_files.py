@@ -54,13 +54,14 @@ def _series(path: Path, column: str) -> list[float]:
 
 
 def predict_files(session: Session, files: list[str | Path], top_k: int = 3,
-                  fixed: dict[str, str] | None = None) -> list[dict]:
+                  fixed: dict[str, str] | None = None, strict: bool = False) -> list[dict]:
     """Image models: one result per image file. Tabular models: one per CSV row. Series models: one
     forecast (the value after the CSV's series, its rows sorted by a `timestamp` column when it has one).
     `fixed` gives the other inputs of a multi-input model as raw values (e.g. {"alphabet": "Latin"}), the same for every file.
 
     Each result: {"input": what it is, "outputs": {name: [{"label", "probability"}, ...] for classifiers,
-    or [values] for regressors}}."""
+    or [values] for regressors}, "warnings": [what the preprocessing found unusual about this input]};
+    with `strict`, such a finding is a ValueError instead."""
     files = [Path(f) for f in files]
     fixed = dict(fixed or {})
     pre = session.manifest.preprocess
@@ -97,10 +98,12 @@ def predict_files(session: Session, files: list[str | Path], top_k: int = 3,
     inputs = {name: raw}
     for other, value in fixed.items():
         inputs[other] = [value] * batch if getattr(pre.get(other), "kind", None) == "onehot" else value
+    notes: list = []
     if session.manifest.is_classifier:
-        ranked = session.classify(inputs, top_k=top_k)
+        ranked = session.classify(inputs, top_k=top_k, warnings=notes, strict=strict)
         return [{"input": label, "outputs": {out: [{"label": lab, "probability": p} for lab, p in pairs]
-                                             for out, pairs in r.items()}} for label, r in zip(labels, ranked)]
-    outputs = session.predict_raw(inputs)
-    return [{"input": label, "outputs": {out: np.asarray(v[i]).tolist() for out, v in outputs.items()}}
-            for i, label in enumerate(labels)]
+                                             for out, pairs in r.items()}, "warnings": note}
+                for label, r, note in zip(labels, ranked, notes)]
+    outputs = session.predict_raw(inputs, warnings=notes, strict=strict)
+    return [{"input": label, "outputs": {out: np.asarray(v[i]).tolist() for out, v in outputs.items()},
+             "warnings": notes[i]} for i, label in enumerate(labels)]

@@ -129,7 +129,7 @@ class Session:
 
     # --- raw inputs ---------------------------------------------------------------------------------
 
-    def prepare(self, raw, warn=None) -> dict[str, np.ndarray]:
+    def prepare(self, raw, warnings: list | None = None, strict: bool = False) -> dict[str, np.ndarray]:
         """Raw inputs -> model arrays, with the manifest's preprocessing.
 
         Single-input models take the raw value itself; several inputs take {input name: raw value}.
@@ -137,8 +137,9 @@ class Session:
         tabular: a dict (one row) or a list of dicts, keyed by column name (CSV rows as csv.DictReader gives);
         series: a 1-D sequence of numbers (the model forecasts the value after it);
         onehot: a category name or a list of names.
-        `warn(sample index, message)`, when given, receives what the preprocessing found unusual
-        (values outside the training range, 16-bit or transparent images)."""
+        What the preprocessing finds unusual (a value outside the training range, a 16-bit or transparent
+        image) is put in `warnings`, when given, as one list of messages per sample; with `strict` it is a
+        ValueError instead."""
         if len(self.input_names) == 1 and not (isinstance(raw, Mapping) and set(raw) == set(self.input_names)):
             raw = {self.input_names[0]: raw}
         if not isinstance(raw, Mapping):
@@ -148,22 +149,30 @@ class Session:
         unknown = [str(k) for k in raw if k not in self.input_names]
         if missing or unknown:
             raise ValueError(f"raw inputs: expected keys {self.input_names}, got {[str(k) for k in raw]}")
+        found: dict[int, list[str]] = {}
         arrays = {}
         for name in self.input_names:
             pre = self.manifest.preprocess.get(name)
             if pre is None:
                 raise BundleError(f"the manifest has no preprocessing for input {name!r}; pass arrays to predict()")
+
+            def warn(index: int, message: str, name=name) -> None:
+                if strict:
+                    raise ValueError(f"{message} (sample {index + 1}; refused because strict)")
+                found.setdefault(index, []).append(f"input {name!r}: {message}")
             try:
                 arrays[name] = pre.apply(pre.encode(raw[name], warn))
             except ValueError as e:
                 raise ValueError(f"input {name!r}: {e}") from None
+        if warnings is not None:
+            warnings[:] = [found.get(i, []) for i in range(len(next(iter(arrays.values()))))]
         return arrays
 
-    def predict_raw(self, raw, top_k: int | None = None):
+    def predict_raw(self, raw, top_k: int | None = None, warnings: list | None = None, strict: bool = False):
         """Raw inputs (see `prepare`) -> named outputs, or with `top_k` the labelled classes (see `classify`)."""
         if top_k is not None:
-            return self.classify(raw, top_k)
-        return self.predict(self.prepare(raw))
+            return self.classify(raw, top_k, warnings=warnings, strict=strict)
+        return self.predict(self.prepare(raw, warnings, strict))
 
     def probabilities(self, outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Class probabilities for each labelled output, per the manifest's output_kind
@@ -173,12 +182,13 @@ class Session:
         return {name: _probabilities(outputs[name], self.manifest.output_kind)
                 for name in self.output_names if name in self.manifest.labels}
 
-    def classify(self, raw, top_k: int = 1, arrays: bool = False) -> list[dict[str, list[tuple[str, float]]]]:
+    def classify(self, raw, top_k: int = 1, arrays: bool = False, warnings: list | None = None,
+                 strict: bool = False) -> list[dict[str, list[tuple[str, float]]]]:
         """Raw inputs (or model arrays with `arrays=True`) -> per sample, per labelled output, the `top_k`
-        (label, probability) pairs, most likely first."""
+        (label, probability) pairs, most likely first. `warnings` and `strict` as in `prepare`."""
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
-        return self.rank(self.predict(raw if arrays else self.prepare(raw)), top_k)
+        return self.rank(self.predict(raw if arrays else self.prepare(raw, warnings, strict)), top_k)
 
     def rank(self, outputs: Mapping[str, np.ndarray], top_k: int) -> list[dict[str, list[tuple[str, float]]]]:
         """Model outputs -> per sample, per labelled output, the `top_k` (label, probability) pairs."""

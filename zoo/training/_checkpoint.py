@@ -1,30 +1,15 @@
-"""Atomic writes and resumable training checkpoints (safetensors + JSON; nothing is pickled)."""
+"""Resumable training checkpoints (safetensors + JSON; nothing is pickled), written atomically."""
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-
-def atomic_write(path: Path, write) -> None:
-    """Call write(tmp_path), fsync, then rename over `path`: readers never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from zoo.outputs import atomic_write
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> None:
@@ -32,18 +17,15 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict | 
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
-def save_json(path: Path, data) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, default=str) + "\n"))
-
-
 def checkpoint_path(out: Path, name: str) -> Path:
     return out / f".{name}.ckpt.safetensors"
 
 
-def save_checkpoint(out: Path, name: str, model, best_state: dict, optimizer, state: dict) -> None:
+def save_checkpoint(out: Path, name: str, model, best_state: dict, optimizer, scheduler, state: dict) -> None:
     """One file, written atomically: model, best-so-far weights, optimizer tensors and RNG as tensors,
-    the rest (epoch, history, optimizer settings) as JSON in the safetensors metadata, so a kill at
-    any moment leaves either the previous checkpoint or this one, never a mix."""
+    the rest (epoch, history, optimizer settings, the learning-rate schedule's state) as JSON in the
+    safetensors metadata, so a kill at any moment leaves either the previous checkpoint or this one,
+    never a mix."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     tensors.update({f"best.{k}": v for k, v in best_state.items()})
     opt = optimizer.state_dict()
@@ -52,7 +34,8 @@ def save_checkpoint(out: Path, name: str, model, best_state: dict, optimizer, st
             if isinstance(value, torch.Tensor):
                 tensors[f"optim.{idx}.{key}"] = value
     tensors["rng.torch"] = torch.get_rng_state()
-    meta = json.dumps({**state, "param_groups": opt["param_groups"]}, default=str)
+    schedule = scheduler.state_dict() if scheduler is not None else None
+    meta = json.dumps({**state, "param_groups": opt["param_groups"], "scheduler": schedule}, default=str)
     save_tensors(checkpoint_path(out, name), tensors, metadata={"state": meta})
 
 
@@ -65,8 +48,8 @@ def read_checkpoint_state(out: Path, name: str) -> dict | None:
         return json.loads(f.metadata()["state"])
 
 
-def load_checkpoint(out: Path, name: str, model, optimizer) -> tuple[dict, dict] | None:
-    """Restore model, optimizer and RNG; return (state, best weights) or None if there is none."""
+def load_checkpoint(out: Path, name: str, model, optimizer, scheduler) -> tuple[dict, dict] | None:
+    """Restore model, optimizer, schedule and RNG; return (state, best weights) or None if there is none."""
     state = read_checkpoint_state(out, name)
     if state is None:
         return None
@@ -79,6 +62,8 @@ def load_checkpoint(out: Path, name: str, model, optimizer) -> tuple[dict, dict]
             _, idx, field = key.split(".", 2)
             optim_state.setdefault(int(idx), {})[field] = value
     optimizer.load_state_dict({"state": optim_state, "param_groups": state["param_groups"]})
+    if scheduler is not None:
+        scheduler.load_state_dict(state["scheduler"])   # restored, never replayed on top of the restored lr
     torch.set_rng_state(tensors["rng.torch"])
     return state, best
 

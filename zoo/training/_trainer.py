@@ -9,7 +9,6 @@ import math
 import os
 import sys
 import time
-import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from zoo import __version__, data as zdata, registry
 from zoo.contract import preprocessing_to_dict
 from zoo.data.augment import augment
 from zoo.errors import ZooError
+from zoo.outputs import RUNS, write_json, writable_folder
 from zoo.registry import ModelSpec, Recipe
 from zoo.training import _checkpoint as ckpt
 from zoo.training._metrics import Metrics, lower_is_better, scalars
@@ -158,6 +158,23 @@ def _real_data_weights(out: Path, name: str) -> bool:
     return bool(card) and card.get("dataset", {}).get("source") == "files"
 
 
+def output_folder(name: str, out: str | Path | None, *, builtin_data: bool, replace_shipped: bool = False,
+                  force: bool = False) -> Path:
+    """Where a run writes: `out`, else runs/ (the shipped weights folder only with `replace_shipped`).
+    Refuses, before any work, to replace shipped weights without `replace_shipped`, to replace weights
+    trained on real data with a built-in-sample run without `force`, and any folder it cannot write."""
+    shipped = weights_dir()
+    folder = Path(out) if out is not None else (shipped if replace_shipped else RUNS)
+    if (folder.resolve() == shipped.resolve() and (shipped / f"{name}.safetensors").exists()
+            and not replace_shipped):
+        raise ZooError(f"{folder} holds the shipped {name} weights, which this run would replace: pass "
+                       f"--replace-shipped to do that on purpose, or write elsewhere (the default is {RUNS}/)")
+    if builtin_data and not force and _real_data_weights(folder, name):
+        raise ZooError(f"{folder}/{name}.safetensors holds weights trained on the real dataset; training on "
+                       "the built-in sample would replace them: pass another --out DIR (or --force)")
+    return writable_folder(folder, "--out")
+
+
 def _checkpoint_interval() -> float:
     return float(os.environ.get("ZOO_CHECKPOINT_SECONDS", "2"))
 
@@ -165,9 +182,10 @@ def _checkpoint_interval() -> float:
 def train(name: str, data: str | Path | None = None, *, out: str | Path | None = None,
           epochs: int | None = None, batch_size: int | None = None, lr: float | None = None,
           seed: int | None = None, device: str = "auto", resume: bool = False, force: bool = False,
-          console: Console | None = None) -> dict:
+          replace_shipped: bool = False, strict: bool = False, console: Console | None = None) -> dict:
     """Train `name` on `data` (or the built-in sample) and write `<out>/<name>.safetensors` plus its
-    card, history and plots. Returns the card."""
+    card, history and plots; `out` defaults to runs/, and the shipped weights folder is written only with
+    `replace_shipped`. `strict` stops at the first unreadable sample instead of skipping it. Returns the card."""
     spec = registry.get(name)
     console = console or Console(stderr=True)
     overrides = {k: v for k, v in {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed}.items()
@@ -180,14 +198,8 @@ def train(name: str, data: str | Path | None = None, *, out: str | Path | None =
     if data is None and not course_data and epochs is None and recipe.epochs > BUILTIN_EPOCHS:
         # the built-in sample is a quick, learnable smoke run, not the real thing
         recipe = dataclasses.replace(recipe, epochs=BUILTIN_EPOCHS)
-    default_out = out is None
-    out = Path(out) if out is not None else weights_dir()
-    if data is None and not force and _real_data_weights(out, name):
-        if not default_out:
-            raise ZooError(f"{out}/{name}.safetensors holds weights trained on the real dataset; training on "
-                           "the built-in sample would replace them: pass another --out DIR (or --force)")
-        out = Path("runs") / "builtin"
-        console.print(f"{weights_dir()} holds {name} weights trained on the real dataset: writing this run to {out}/")
+    out = output_folder(name, out, builtin_data=data is None and not course_data, replace_shipped=replace_shipped,
+                        force=force)
     dev = resolve_device(device)
     torch.manual_seed(recipe.seed)
 
@@ -196,7 +208,7 @@ def train(name: str, data: str | Path | None = None, *, out: str | Path | None =
     elif data is None:
         console.print(f"[yellow]no --data given: training {name} on the built-in sample of "
                       f"{spec.dataset} ({recipe.epochs} epochs); pass --data DIR for the real dataset[/]")
-    dataset = zdata.load(spec, data)
+    dataset = zdata.load(spec, data, strict=strict)
     train_idx, val_idx = split_indices(dataset, spec, recipe.val_fraction, recipe.seed)
     if len(train_idx) == 0:
         raise ZooError(f"{spec.dataset}: too few samples ({len(dataset)}) to train on")
@@ -220,7 +232,7 @@ def train(name: str, data: str | Path | None = None, *, out: str | Path | None =
     best_loss = math.inf
     run_id = {"recipe": dataclasses.asdict(recipe), "fingerprint": dataset.fingerprint}
     if resume:
-        restored = ckpt.load_checkpoint(out, name, model, optimizer)
+        restored = ckpt.load_checkpoint(out, name, model, optimizer, scheduler)
         if restored is None:
             console.print("--resume: no checkpoint found, starting from scratch")
         else:
@@ -231,11 +243,6 @@ def train(name: str, data: str | Path | None = None, *, out: str | Path | None =
             history, best_value, best_epoch = state["history"], state["best_value"], state["best_epoch"]
             best_loss = state.get("best_loss", math.inf)
             start_epoch = state["epoch"] + 1
-            if scheduler is not None:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    for _ in range(state["epoch"] * steps_per_epoch):
-                        scheduler.step()
             console.print(f"resuming {name} after epoch {state['epoch']} (best {monitor} {best_value:.4g} "
                           f"at epoch {best_epoch})")
 
@@ -246,68 +253,76 @@ def train(name: str, data: str | Path | None = None, *, out: str | Path | None =
                         TimeRemainingColumn(), TextColumn("loss {task.fields[loss]:.4f}"),
                         console=console, transient=True, disable=not console.is_terminal)
     started = time.monotonic()
-    with progress:
-        for epoch in range(start_epoch, recipe.epochs + 1):
-            if stale >= recipe.patience:
-                console.print(f"early stop: no {monitor} improvement for {recipe.patience} epochs")
-                break
-            model.train()
-            task = progress.add_task(f"epoch {epoch}/{recipe.epochs}", total=steps_per_epoch, loss=0.0)
-            generator = torch.Generator().manual_seed(recipe.seed * 100_003 + epoch)
-            running, seen = 0.0, 0
-            for idx in batches(len(train_set), recipe.batch_size, generator, recipe.samples_per_epoch):
-                part = train_set.subset(idx)
-                stored = part.inputs
-                if recipe.augment != "none":
-                    stored = {k: augment(recipe.augment, v) if v.dtype == torch.uint8 else v
-                              for k, v in stored.items()}
-                inputs = zdata.model_inputs(dataset.preprocess, stored)
-                outputs = as_dict(spec, model(*(v.to(dev) for v in inputs.values())))
-                loss = loss_fn(outputs, {k: v.to(dev) for k, v in part.targets.items()})
-                if not torch.isfinite(loss):
-                    raise ZooError(f"training diverged at epoch {epoch} (loss {float(loss)}); "
-                                   "lower --lr or check the data", exit_code=1)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if recipe.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-                optimizer.step()
-                if scheduler is not None:
-                    scheduler.step()
-                running += loss.item() * len(idx)
-                seen += len(idx)
-                progress.update(task, advance=1, loss=running / seen)
-            progress.remove_task(task)
+    try:
+        with progress:
+            for epoch in range(start_epoch, recipe.epochs + 1):
+                if stale >= recipe.patience:
+                    console.print(f"early stop: no {monitor} improvement for {recipe.patience} epochs")
+                    break
+                model.train()
+                task = progress.add_task(f"epoch {epoch}/{recipe.epochs}", total=steps_per_epoch, loss=0.0)
+                generator = torch.Generator().manual_seed(recipe.seed * 100_003 + epoch)
+                running, seen = 0.0, 0
+                for idx in batches(len(train_set), recipe.batch_size, generator, recipe.samples_per_epoch):
+                    part = train_set.subset(idx)
+                    stored = part.inputs
+                    if recipe.augment != "none":
+                        stored = {k: augment(recipe.augment, v) if v.dtype == torch.uint8 else v
+                                  for k, v in stored.items()}
+                    inputs = zdata.model_inputs(dataset.preprocess, stored)
+                    outputs = as_dict(spec, model(*(v.to(dev) for v in inputs.values())))
+                    loss = loss_fn(outputs, {k: v.to(dev) for k, v in part.targets.items()})
+                    if not torch.isfinite(loss):
+                        raise ZooError(f"training diverged at epoch {epoch} (loss {float(loss)}); "
+                                       "lower --lr or check the data", exit_code=1)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if recipe.grad_clip:
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+                    optimizer.step()
+                    if scheduler is not None:
+                        scheduler.step()
+                    running += loss.item() * len(idx)
+                    seen += len(idx)
+                    progress.update(task, advance=1, loss=running / seen)
+                progress.remove_task(task)
 
-            record = {"epoch": epoch, "train_loss": running / max(seen, 1), "lr": optimizer.param_groups[0]["lr"]}
-            if has_val:
-                record.update({f"val_{k}": v for k, v in scalars(run_eval(model, spec, val_set, loss_fn, dev)).items()})
-            else:
-                record.update({f"train_{k}": v
-                               for k, v in scalars(run_eval(model, spec, train_set, loss_fn, dev)).items()})
-            history.append(record)
-            split = "val" if has_val else "train"
-            value, loss_value = record[f"{split}_{monitor}"], record[f"{split}_loss"]
-            # ties on the monitored metric (accuracy saturates on easy data) go to the lower loss
-            improved = (value < best_value if minimize else value > best_value) or (
-                value == best_value and loss_value < best_loss)
-            if improved:
-                best_value, best_loss, best_epoch, stale = value, loss_value, epoch, 0
-                best_state = copy.deepcopy(model.state_dict())
-            else:
-                stale += 1
-            epochs_run = epoch
-            shown = {k: v for k, v in record.items() if k in ("train_loss", "val_loss") or k.endswith(monitor)}
-            if recipe.epochs <= 100 or epoch % (recipe.epochs // 50) == 0 or epoch == recipe.epochs:
-                console.print(f"epoch {epoch:3d}  " + "  ".join(f"{k} {v:.4f}" for k, v in shown.items())
-                              + ("  *" if improved else ""), highlight=False)
-            now = time.monotonic()
-            if now - last_save >= _checkpoint_interval() or epoch == recipe.epochs:
-                ckpt.save_checkpoint(out, name, model, best_state, optimizer, {
-                    "epoch": epoch, "history": history, "best_value": best_value, "best_loss": best_loss,
-                    "best_epoch": best_epoch,
-                    "run": run_id})
-                last_save = now
+                record = {"epoch": epoch, "train_loss": running / max(seen, 1), "lr": optimizer.param_groups[0]["lr"]}
+                if has_val:
+                    record.update({f"val_{k}": v for k, v in scalars(run_eval(model, spec, val_set, loss_fn, dev)).items()})
+                else:
+                    record.update({f"train_{k}": v
+                                   for k, v in scalars(run_eval(model, spec, train_set, loss_fn, dev)).items()})
+                history.append(record)
+                split = "val" if has_val else "train"
+                value, loss_value = record[f"{split}_{monitor}"], record[f"{split}_loss"]
+                # ties on the monitored metric (accuracy saturates on easy data) go to the lower loss
+                improved = (value < best_value if minimize else value > best_value) or (
+                    value == best_value and loss_value < best_loss)
+                if improved:
+                    best_value, best_loss, best_epoch, stale = value, loss_value, epoch, 0
+                    best_state = copy.deepcopy(model.state_dict())
+                else:
+                    stale += 1
+                epochs_run = epoch
+                shown = {k: v for k, v in record.items() if k in ("train_loss", "val_loss") or k.endswith(monitor)}
+                if recipe.epochs <= 100 or epoch % (recipe.epochs // 50) == 0 or epoch == recipe.epochs:
+                    console.print(f"epoch {epoch:3d}  " + "  ".join(f"{k} {v:.4f}" for k, v in shown.items())
+                                  + ("  *" if improved else ""), highlight=False)
+                now = time.monotonic()
+                if now - last_save >= _checkpoint_interval() or epoch == recipe.epochs:
+                    ckpt.save_checkpoint(out, name, model, best_state, optimizer, scheduler, {
+                        "epoch": epoch, "history": history, "best_value": best_value, "best_loss": best_loss,
+                        "best_epoch": best_epoch,
+                        "run": run_id})
+                    last_save = now
+
+    except KeyboardInterrupt:
+        saved = ckpt.read_checkpoint_state(out, name)
+        where = f"its checkpoint after epoch {saved['epoch']} is" if saved else "no checkpoint was"
+        console.print(f"interrupted: {where} written to {out}/; the same command with --resume continues "
+                      "from there")
+        raise
 
     model.load_state_dict(best_state)
     train_time = time.monotonic() - started
@@ -318,8 +333,8 @@ def train(name: str, data: str | Path | None = None, *, out: str | Path | None =
                          {"train": len(train_set), "val": len(val_set)}, data, train_time)
     ckpt.remove_checkpoint(out, name)
     headline = card["metrics"].get("val", card["metrics"]["train"]).get(monitor)
-    console.print(f"[green]saved[/] {out / (name + '.safetensors')}  best epoch {best_epoch}, "
-                  f"{'val' if has_val else 'train'} {monitor} {headline:.4f}")
+    console.print(f"[green]saved[/] {out / (name + '.safetensors')} (+ card, history, plots); best epoch {best_epoch}, "
+                  f"{'val' if has_val else 'train'} {monitor} {headline:.4f}", highlight=False)
     return card
 
 
@@ -350,7 +365,7 @@ def write_outputs(spec: ModelSpec, model, out: Path, dataset, recipe: Recipe, fi
         "model": spec.name, "format_version": 2,
         "weights_file": weights_path.name, "sha256": sha256_file(weights_path), "params": spec.params,
         "dataset": {"name": spec.dataset, "source": dataset.source, "fingerprint": dataset.fingerprint,
-                    "samples": samples, "notes": dataset.notes},
+                    "samples": samples, "notes": dataset.notes, "skipped": dataset.skipped},
         "preprocess": preprocessing_to_dict(dataset.preprocess),
         "labels": {k: list(v) for k, v in spec.labels.items()},
         "recipe": dataclasses.asdict(recipe), "seed": recipe.seed,
@@ -366,8 +381,8 @@ def write_outputs(spec: ModelSpec, model, out: Path, dataset, recipe: Recipe, fi
         "command": _command(spec, data, recipe),
         "notes": [spec.recipe_notes, *dataset.notes],
     }
-    ckpt.save_json(out / f"{spec.name}.json", card)
-    ckpt.save_json(out / f"{spec.name}.history.json", history)
+    write_json(out / f"{spec.name}.json", card)
+    write_json(out / f"{spec.name}.history.json", history)
     plot_history(history, spec.monitor, out / f"{spec.name}.curves.png", spec.name)
     split = "val" if "val" in final else "train"
     write_confusion_plots(spec, final[split], out, f"{spec.name}.confusion.png", f"{spec.name} ({split})")
