@@ -46,9 +46,11 @@ def raw_inputs(spec, split="train") -> dict[str, list]:
     record = registry.dataset(spec.dataset)
     path = zdata.builtin.materialize(spec.dataset, split)
     name = spec.inputs[0].name
-    if spec.dataset in ("clouds", "mnist_sample"):
-        root = path / "train" if spec.dataset == "mnist_sample" else path
-        return {name: _files_by_class(root, record.classes)[:N]}
+    if spec.dataset in ("clouds", "mnist_sample", "pizza_steak", "food10"):
+        root = {"mnist_sample": path / "train", "pizza_steak": path / "train",
+                "food10": path / "10_food_classes_10_percent" / "train"}.get(spec.dataset, path)
+        files = _files_by_class(root, record.classes)
+        return {name: files[:N // 2] + files[-(N - N // 2):]}   # both ends: every class of a binary set
     if spec.dataset in ("mnist", "cifar10", "cifar2"):
         return {name: _tar_images(path, record.classes)[:N]}
     if spec.dataset == "fashion_mnist":
@@ -89,7 +91,10 @@ def test_training_and_runtime_feed_the_model_the_same_numbers(name):
         served = {k: np.concatenate([session.prepare({k: series})[k] for series in v]) for k, v in raw.items()}
     else:
         served = session.prepare(raw if len(raw) > 1 else next(iter(raw.values())))
-    trained = zdata.model_inputs(dataset.preprocess, dataset.subset(torch.arange(N)).inputs)
+    index = torch.arange(N)
+    if spec.dataset in ("clouds", "mnist_sample", "pizza_steak", "food10"):
+        index = torch.cat([torch.arange(N // 2), torch.arange(len(dataset) - (N - N // 2), len(dataset))])
+    trained = zdata.model_inputs(dataset.preprocess, dataset.subset(index).inputs)
     assert set(served) == set(trained) == {t.name for t in spec.inputs}
     for key in served:
         assert served[key].dtype == np.float32 and served[key].shape == tuple(trained[key].shape)

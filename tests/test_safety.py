@@ -79,9 +79,14 @@ def _train(out: Path, *extra: str) -> list[str]:
             "--seed", "3", *extra]
 
 
+def _interruptible():
+    """Children of a background job start with SIGINT ignored (and Python then keeps it ignored): restore it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _stop_after(out: Path, epoch: int, signum, *extra: str) -> subprocess.CompletedProcess:
     proc = subprocess.Popen(_train(out, *extra), env=RESUME_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=_interruptible)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
         state = read_checkpoint_state(out, "clouds-cnn")
@@ -209,7 +214,7 @@ def test_ctrl_c_wrapped_by_the_exporter_is_an_interruption(tmp_path, monkeypatch
 def test_ctrl_c_during_a_real_export_exits_130_and_leaves_nothing(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "zoo.cli", "export", "cifar2-netresdeep", "--random-weights",
                              "--format", "all", "--out", str(tmp_path)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_interruptible)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and not list(tmp_path.glob(".*.partial")) and proc.poll() is None:
         time.sleep(0.05)

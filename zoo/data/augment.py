@@ -21,9 +21,10 @@ def _flip(x: torch.Tensor, p: float = 0.5) -> torch.Tensor:
 
 
 def _affine(x: torch.Tensor, degrees: float, translate: float = 0.0, scale: tuple[float, float] = (1.0, 1.0),
-            fill: float = 0.0, mode: str = "nearest") -> torch.Tensor:
+            fill: float = 0.0, mode: str = "nearest", reflect: bool = False) -> torch.Tensor:
     """RandomRotation / RandomAffine: per-sample angle in [-degrees, degrees], shift up to
-    `translate` of the size, zoom in `scale`; uncovered pixels get `fill`."""
+    `translate` of the size, zoom in `scale`; uncovered pixels get `fill`, or the mirrored image with
+    `reflect` (for photos, where a constant border would be a cue)."""
     n = len(x)
     angle = (torch.rand(n) * 2 - 1) * math.radians(degrees)
     zoom = torch.empty(n).uniform_(*scale)
@@ -31,8 +32,10 @@ def _affine(x: torch.Tensor, degrees: float, translate: float = 0.0, scale: tupl
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
     theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    # shift by `fill` so that zero padding of grid_sample becomes the fill value
-    out = F.grid_sample(x.float() - fill, grid, mode=mode, padding_mode="zeros", align_corners=False) + fill
+    if reflect:
+        out = F.grid_sample(x.float(), grid, mode=mode, padding_mode="reflection", align_corners=False)
+    else:   # shift by `fill` so that zero padding of grid_sample becomes the fill value
+        out = F.grid_sample(x.float() - fill, grid, mode=mode, padding_mode="zeros", align_corners=False) + fill
     return out.round_().clamp_(0, 255).to(torch.uint8)
 
 
@@ -66,6 +69,11 @@ PIPELINES = {
     "omniglot": lambda x: _affine(x, degrees=10, translate=0.08, scale=(0.9, 1.1), fill=255.0, mode="bilinear"),
     # the standard CIFAR recipe
     "cifar": lambda x: _flip(_crop(x, padding=4)),
+    # the notes' ImageDataGenerator for pizza/steak: shifts and zoom of 0.2, horizontal flip
+    "pizza_steak": lambda x: _affine(_flip(x), degrees=10, translate=0.1, scale=(0.8, 1.2), mode="bilinear",
+                                     reflect=True),
+    # the notes' augmentation layers for transfer learning: flip, rotation, zoom
+    "food": lambda x: _affine(_flip(x), degrees=15, scale=(0.85, 1.15), mode="bilinear", reflect=True),
 }
 
 

@@ -165,3 +165,27 @@ def write_water_sample(root: Path, split: str) -> Path:
     y[flip] = 1 - y[flip]
     return _write_csv(root / f"water_{split}.csv", list(columns),
                       ([*(f"{v:.6f}" for v in row), label] for row, label in zip(x, y)))
+
+
+def load_insurance(spec: ModelSpec, path: Path, split: str) -> Dataset:
+    """The notes' CSV `age,sex,bmi,children,smoker,region,charges` (columns by name, any order/case); the
+    categorical columns hold the category names ("male", "yes", "southwest")."""
+    csv_path = find_csv(path, split, ("insurance_{split}.csv", "insurance.csv"), "insurance")
+    return load_table(spec, csv_path, "insurance")
+
+
+def write_insurance_sample(root: Path, split: str) -> Path:
+    """400 (train) or 100 (test) synthetic rows shaped like the real table: charges grow with age and bmi
+    and jump for smokers, with noise."""
+    rng = np.random.default_rng(40 if split == "train" else 41)
+    n = 400 if split == "train" else 100
+    age = rng.integers(18, 65, n)
+    sex = rng.choice(["female", "male"], n)
+    bmi = np.round(rng.normal(30.5, 6.0, n).clip(16, 53), 2)
+    children = rng.integers(0, 6, n)
+    smoker = rng.choice(["no", "yes"], n, p=[0.8, 0.2])
+    region = rng.choice(["northeast", "northwest", "southeast", "southwest"], n)
+    charges = 260 * age + 330 * (bmi - 30) * (smoker == "yes") * 4 + 500 * children + 23000 * (smoker == "yes")
+    charges = np.round(np.maximum(1100, charges + rng.normal(0, 2500, n)), 5)
+    return _write_csv(root / f"insurance_{split}.csv", list(dataset_spec("insurance").columns),
+                      zip(age, sex, bmi, children, smoker, region, charges))

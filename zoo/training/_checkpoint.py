@@ -48,14 +48,24 @@ def read_checkpoint_state(out: Path, name: str) -> dict | None:
         return json.loads(f.metadata()["state"])
 
 
-def load_checkpoint(out: Path, name: str, model, optimizer, scheduler) -> tuple[dict, dict] | None:
-    """Restore model, optimizer, schedule and RNG; return (state, best weights) or None if there is none."""
+def load_checkpoint(out: Path, name: str) -> tuple[dict, dict] | None:
+    """(JSON state, tensors) of the checkpoint, or None if there is none; see restore_*."""
     state = read_checkpoint_state(out, name)
     if state is None:
         return None
-    tensors = load_file(str(checkpoint_path(out, name)))
+    return state, load_file(str(checkpoint_path(out, name)))
+
+
+def restore_model(model, tensors: dict) -> dict:
+    """Put the checkpoint's weights and RNG state back; return the best-so-far weights."""
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+    torch.set_rng_state(tensors["rng.torch"])
+    return {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+
+
+def restore_optimizer(optimizer, scheduler, state: dict, tensors: dict) -> None:
+    """The optimizer's state and the learning-rate schedule's, restored (never replayed on top of the
+    restored learning rate)."""
     optim_state: dict = {}
     for key, value in tensors.items():
         if key.startswith("optim."):
@@ -63,9 +73,7 @@ def load_checkpoint(out: Path, name: str, model, optimizer, scheduler) -> tuple[
             optim_state.setdefault(int(idx), {})[field] = value
     optimizer.load_state_dict({"state": optim_state, "param_groups": state["param_groups"]})
     if scheduler is not None:
-        scheduler.load_state_dict(state["scheduler"])   # restored, never replayed on top of the restored lr
-    torch.set_rng_state(tensors["rng.torch"])
-    return state, best
+        scheduler.load_state_dict(state["scheduler"])
 
 
 def remove_checkpoint(out: Path, name: str) -> None:

@@ -36,7 +36,8 @@ def evaluate(name: str, data: str | Path | None, *, weights: str | Path | None =
     model = load_model(spec, path).to(dev)
     dataset = zdata.load(spec, data, split="test", strict=strict)
     dataset.preprocess = fitted
-    values = run_eval(model, spec, dataset, make_loss(spec, spec.recipe), dev)
+    baselines = ((card or {}).get("baselines") or {}).get("values")
+    values = run_eval(model, spec, dataset, make_loss(spec, spec.recipe), dev, baselines)
     result = {"model": name, "weights": path.name, "weights_sha256": (card or {}).get("sha256"),
               "data": dataset.source if data is None else Path(data).name, "samples": len(dataset),
               "fingerprint": dataset.fingerprint, "notes": dataset.notes, "metrics": values}

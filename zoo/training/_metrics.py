@@ -1,10 +1,11 @@
 """torchmetrics for every head: classification (accuracy, precision/recall/F1 micro+macro+per class,
-confusion matrix) and regression (MSE, MAE, plus the persistence forecast for series)."""
+confusion matrix) and regression (MSE, RMSE, MAE, R², plus the persistence forecast for series and the
+training median for other regressors)."""
 
 from __future__ import annotations
 
 import torch
-from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
+from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, R2Score
 from torchmetrics.classification import (MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score,
                                          MulticlassPrecision, MulticlassRecall)
 
@@ -40,14 +41,17 @@ class Metrics:
     (lists for per-class figures and confusion matrices). Names are prefixed by the head only
     when the model has several heads (omniglot-two-output: alphabet_accuracy, character_accuracy)."""
 
-    def __init__(self, spec: ModelSpec):
+    def __init__(self, spec: ModelSpec, baselines: dict[str, float] | None = None):
         self.spec = spec
+        self.baselines = baselines or {}   # output name -> a constant prediction to compare with
         self.heads: dict[str, MetricCollection] = {}
         for out in spec.outputs:
             if spec.is_classifier:
                 self.heads[out.name] = _classification(len(spec.labels[out.name]))
             else:
-                self.heads[out.name] = MetricCollection({"mse": MeanSquaredError(), "mae": MeanAbsoluteError()})
+                self.heads[out.name] = MetricCollection({"mse": MeanSquaredError(), "mae": MeanAbsoluteError(),
+                                                         "r2": R2Score()})
+        self.baseline_mae = {name: MeanAbsoluteError() for name in self.baselines}
         self.persistence = (MetricCollection({"persistence_mse": MeanSquaredError(),
                                               "persistence_mae": MeanAbsoluteError()})
                             if spec.is_sequence else None)
@@ -60,6 +64,8 @@ class Metrics:
                 collection.update(predicted_class(self.spec, outputs[name]), target.long().view(-1))
             else:
                 collection.update(outputs[name], target)
+        for name, metric in self.baseline_mae.items():
+            metric.update(torch.full_like(targets[name], self.baselines[name]), targets[name])
         if self.persistence is not None:
             (series,) = inputs.values()
             self.persistence.update(series[:, -1, :], next(iter(targets.values())))
@@ -70,6 +76,10 @@ class Metrics:
         for name, collection in self.heads.items():
             for key, value in collection.compute().items():
                 result[f"{name}_{key}" if prefix else key] = value.tolist() if value.ndim else float(value)
+            if not self.spec.is_classifier:
+                result[f"{name}_rmse" if prefix else "rmse"] = result[f"{name}_mse" if prefix else "mse"] ** 0.5
+        for name, metric in self.baseline_mae.items():
+            result[f"{name}_median_mae" if prefix else "median_mae"] = float(metric.compute())
         if self.persistence is not None:
             result.update({k: float(v) for k, v in self.persistence.compute().items()})
             result["skill_vs_persistence"] = 1 - result["mse"] / result["persistence_mse"]

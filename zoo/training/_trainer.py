@@ -4,6 +4,7 @@ early stopping, best-epoch weights, resumable checkpoints, weights + card + hist
 from __future__ import annotations
 
 import copy
+import json
 import dataclasses
 import math
 import os
@@ -21,7 +22,7 @@ from zoo.contract import preprocessing_to_dict
 from zoo.data.augment import augment
 from zoo.errors import ZooError
 from zoo.outputs import RUNS, write_json, writable_folder
-from zoo.registry import ModelSpec, Recipe
+from zoo.registry import ModelSpec, Pretrained, Recipe
 from zoo.training import _checkpoint as ckpt
 from zoo.training._metrics import Metrics, lower_is_better, scalars
 from zoo.training._plots import plot_confusion, plot_history
@@ -87,6 +88,9 @@ def make_loss(spec: ModelSpec, recipe: Recipe):
     if kind == "mse":
         mse = torch.nn.MSELoss()
         return lambda outputs, targets: sum(mse(outputs[k], targets[k]) for k in outputs)
+    if kind == "l1":
+        l1 = torch.nn.L1Loss()
+        return lambda outputs, targets: sum(l1(outputs[k], targets[k]) for k in outputs)
     if kind == "mnist_loss":  # fast.ai lesson 4: distance of sigmoid(prediction) from the target
         def mnist_loss(outputs, targets):
             return sum(torch.where(targets[k] == 1, 1 - outputs[k].sigmoid(), outputs[k].sigmoid()).mean()
@@ -95,14 +99,16 @@ def make_loss(spec: ModelSpec, recipe: Recipe):
     raise ZooError(f"unknown loss {kind!r} in the recipe of {spec.name}")
 
 
-def make_optimizer(model, recipe: Recipe):
-    params = model.parameters()
+def make_optimizer(model, recipe: Recipe, lr: float | None = None):
+    """The recipe's optimizer over the model's trainable parameters, at `lr` (default: the recipe's)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    lr = recipe.lr if lr is None else lr
     if recipe.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+        return torch.optim.SGD(params, lr=lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
     if recipe.optimizer == "adam":
-        return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+        return torch.optim.Adam(params, lr=lr, weight_decay=recipe.weight_decay)
     if recipe.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=recipe.weight_decay)
     raise ZooError(f"unknown optimizer {recipe.optimizer!r}; expected sgd, adam or adamw")
 
 
@@ -110,7 +116,8 @@ def make_scheduler(optimizer, recipe: Recipe, total_steps: int):
     if recipe.scheduler == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
     if recipe.scheduler == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr, total_steps=max(1, total_steps),
+        peak = optimizer.param_groups[0]["lr"]
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=peak, total_steps=max(1, total_steps),
                                                    pct_start=0.15)
     if recipe.scheduler == "none":
         return None
@@ -136,10 +143,11 @@ def batches(n: int, batch_size: int, generator: torch.Generator | None, limit: i
 
 
 @torch.no_grad()
-def run_eval(model, spec: ModelSpec, dataset: zdata.Dataset, loss_fn, device) -> dict:
-    """Loss and every metric over a whole split, in eval mode, without augmentation."""
+def run_eval(model, spec: ModelSpec, dataset: zdata.Dataset, loss_fn, device, baselines: dict | None = None) -> dict:
+    """Loss and every metric over a whole split, in eval mode, without augmentation; `baselines` are the
+    constant predictions regressors are compared with (the training split's median)."""
     model.eval()
-    metrics = Metrics(spec)
+    metrics = Metrics(spec, baselines)
     total, count = 0.0, 0
     for idx in batches(len(dataset), EVAL_BATCH, None):
         part = dataset.subset(idx)
@@ -175,6 +183,81 @@ def output_folder(name: str, out: str | Path | None, *, builtin_data: bool, repl
     return writable_folder(folder, "--out")
 
 
+def median_baselines(spec: ModelSpec, train_set: zdata.Dataset) -> dict[str, float]:
+    """For regressors that are not forecasters (those have persistence): the training split's median per output,
+    the constant prediction a model must beat."""
+    if spec.is_classifier or spec.is_sequence:
+        return {}
+    return {t.name: float(train_set.targets[t.name].median()) for t in spec.outputs}
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    first_epoch: int
+    last_epoch: int
+    lr: float
+    frozen: tuple[str, ...]          # parameter-name prefixes kept fixed
+    unfrozen: tuple[str, ...] = ()   # prefixes trainable again although under `frozen`
+    label: str = ""
+
+
+def training_phases(recipe: Recipe) -> list[Phase]:
+    """The recipe's epochs in order: one phase, or for transfer learning the frozen-backbone phase and then
+    the fine-tuning phase at its own learning rate."""
+    first = Phase(1, recipe.epochs, recipe.lr, recipe.frozen,
+                  label="training the head on the frozen backbone" if recipe.frozen else "")
+    if not recipe.finetune_epochs:
+        return [first]
+    return [first, Phase(recipe.epochs + 1, recipe.epochs + recipe.finetune_epochs, recipe.finetune_lr, recipe.frozen,
+                         recipe.finetune, label=f"fine-tuning {', '.join(recipe.finetune)}")]
+
+
+def set_trainable(model, phase: Phase) -> None:
+    for name, parameter in model.named_parameters():
+        frozen = any(name.startswith(p) for p in phase.frozen) and not any(name.startswith(p) for p in phase.unfrozen)
+        parameter.requires_grad_(not frozen)
+
+
+def keep_batchnorm_statistics(model, prefixes: tuple[str, ...]) -> None:
+    """Put the BatchNorm layers under `prefixes` in eval mode (after model.train()): a pretrained backbone's
+    statistics are not re-estimated from a small dataset's batches, frozen or fine-tuned."""
+    norms = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)
+    for name, module in model.named_modules():
+        if isinstance(module, norms) and any(name.startswith(p) for p in prefixes):
+            module.eval()
+
+
+def find_pretrained(pretrained: Pretrained, data, given: str | Path | None) -> Path:
+    """The file a transfer-learning recipe starts from: `given` (a file or folder), else $ZOO_PRETRAINED, the
+    pretrained/ folder beside the dataset (a data root laid out as ../shared/data), the cache, or the
+    ../shared/data/pretrained folder beside this checkout. Checked by sha256."""
+    from zoo.data.builtin import cache_dir
+    from zoo.weights import sha256_file
+
+    places = []
+    if given is not None:   # said explicitly: only there
+        given = Path(given)
+        places.append(given / pretrained.file if given.is_dir() else given)
+    elif os.environ.get("ZOO_PRETRAINED"):
+        places.append(Path(os.environ["ZOO_PRETRAINED"]) / pretrained.file)
+    if given is None and data is not None:
+        places += [Path(data).resolve().parent / "pretrained" / pretrained.file,
+                   Path(data).resolve().parent.parent / "pretrained" / pretrained.file]
+    if given is None:
+        places += [cache_dir() / "pretrained" / pretrained.file,
+                   Path(__file__).resolve().parents[3] / "shared" / "data" / "pretrained" / pretrained.file]
+    for place in places:
+        if place.is_file():
+            digest = sha256_file(place)
+            if digest != pretrained.sha256:
+                raise ZooError(f"{place}: sha256 {digest[:12]}… is not the expected {pretrained.sha256[:12]}… "
+                               f"({pretrained.source})")
+            return place
+    raise ZooError(f"this recipe starts from pretrained weights, {pretrained.file} ({pretrained.source}; sha256 "
+                   f"{pretrained.sha256[:12]}…), which is not at {', '.join(str(p) for p in places)}; "
+                   "pass --pretrained FILE or set ZOO_PRETRAINED to its folder")
+
+
 def _checkpoint_interval() -> float:
     return float(os.environ.get("ZOO_CHECKPOINT_SECONDS", "2"))
 
@@ -182,22 +265,27 @@ def _checkpoint_interval() -> float:
 def train(name: str, data: str | Path | None = None, *, out: str | Path | None = None,
           epochs: int | None = None, batch_size: int | None = None, lr: float | None = None,
           seed: int | None = None, device: str = "auto", resume: bool = False, force: bool = False,
-          replace_shipped: bool = False, strict: bool = False, console: Console | None = None) -> dict:
+          replace_shipped: bool = False, strict: bool = False, pretrained: str | Path | None = None,
+          finetune_epochs: int | None = None, console: Console | None = None) -> dict:
     """Train `name` on `data` (or the built-in sample) and write `<out>/<name>.safetensors` plus its
     card, history and plots; `out` defaults to runs/, and the shipped weights folder is written only with
-    `replace_shipped`. `strict` stops at the first unreadable sample instead of skipping it. Returns the card."""
+    `replace_shipped`. `strict` stops at the first unreadable sample instead of skipping it. `pretrained`: the
+    file (or folder) of the weights a transfer-learning recipe starts from, if not in the usual places.
+    Returns the card."""
     spec = registry.get(name)
     console = console or Console(stderr=True)
-    overrides = {k: v for k, v in {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed}.items()
-                 if v is not None}
+    overrides = {k: v for k, v in {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
+                                   "finetune_epochs": finetune_epochs}.items() if v is not None}
     for key, value in overrides.items():
         if key != "seed" and value <= 0:
             raise ZooError(f"--{key.replace('_', '-')} must be positive, got {value}")
     recipe = dataclasses.replace(spec.recipe, **overrides)
     course_data = registry.dataset(spec.dataset).course_data
-    if data is None and not course_data and epochs is None and recipe.epochs > BUILTIN_EPOCHS:
+    if data is None and not course_data and epochs is None:
         # the built-in sample is a quick, learnable smoke run, not the real thing
-        recipe = dataclasses.replace(recipe, epochs=BUILTIN_EPOCHS)
+        recipe = dataclasses.replace(recipe, epochs=min(recipe.epochs, BUILTIN_EPOCHS))
+    if data is None and not course_data and finetune_epochs is None:
+        recipe = dataclasses.replace(recipe, finetune_epochs=min(recipe.finetune_epochs, BUILTIN_EPOCHS // 3))
     out = output_folder(name, out, builtin_data=data is None and not course_data, replace_shipped=replace_shipped,
                         force=force)
     dev = resolve_device(device)
@@ -215,122 +303,135 @@ def train(name: str, data: str | Path | None = None, *, out: str | Path | None =
     dataset.preprocess = fit_preprocessing(dataset, train_idx)
     train_set, val_set = dataset.subset(train_idx), dataset.subset(val_idx)
     has_val = len(val_set) > 0
+    baselines = median_baselines(spec, train_set)
     console.print(f"{name}: {len(train_set)} training and {len(val_set)} validation samples "
                   f"({dataset.source}); device {dev}")
 
-    model = registry.build(spec, seed=recipe.seed).to(dev)
+    model = registry.build(spec, seed=recipe.seed)
+    if recipe.pretrained is not None:
+        path = find_pretrained(recipe.pretrained, data, pretrained)
+        registry.load_function(recipe.pretrained.load)(model, path)
+        console.print(f"{name} starts from {path.name} (sha256 {recipe.pretrained.sha256[:12]}…)", highlight=False)
+    model.to(dev)
     loss_fn = make_loss(spec, recipe)
-    optimizer = make_optimizer(model, recipe)
     steps_per_epoch = len(list(batches(len(train_set), recipe.batch_size, torch.Generator(),
                                        recipe.samples_per_epoch)))
-    scheduler = make_scheduler(optimizer, recipe, recipe.epochs * steps_per_epoch)
     monitor, minimize = spec.monitor, lower_is_better(spec.monitor)
+    phases = training_phases(recipe)
+    # as the checkpoint stores it (JSON: tuples become lists), so that a resumed run compares equal
+    run_id = json.loads(json.dumps({"recipe": dataclasses.asdict(recipe), "fingerprint": dataset.fingerprint},
+                                   default=str))
 
-    history: list[dict] = []
+    run = {"history": [], "best_value": math.inf if minimize else -math.inf, "best_loss": math.inf,
+           "best_epoch": 0, "epoch": 0}
     best_state = copy.deepcopy(model.state_dict())
-    best_value, best_epoch, start_epoch = math.inf if minimize else -math.inf, 0, 1
-    best_loss = math.inf
-    run_id = {"recipe": dataclasses.asdict(recipe), "fingerprint": dataset.fingerprint}
+    restored = None
     if resume:
-        restored = ckpt.load_checkpoint(out, name, model, optimizer, scheduler)
+        restored = ckpt.load_checkpoint(out, name)
         if restored is None:
             console.print("--resume: no checkpoint found, starting from scratch")
         else:
-            state, best_state = restored
+            state, tensors = restored
             if state["run"] != run_id:
                 raise ZooError(f"--resume: the checkpoint in {out} was made with another recipe or other data; "
                                "rerun without --resume to start over")
-            history, best_value, best_epoch = state["history"], state["best_value"], state["best_epoch"]
-            best_loss = state.get("best_loss", math.inf)
-            start_epoch = state["epoch"] + 1
-            console.print(f"resuming {name} after epoch {state['epoch']} (best {monitor} {best_value:.4g} "
-                          f"at epoch {best_epoch})")
+            best_state = ckpt.restore_model(model, tensors)
+            run = {key: state[key] for key in run}
+            console.print(f"resuming {name} after epoch {run['epoch']} (best {monitor} {run['best_value']:.4g} "
+                          f"at epoch {run['best_epoch']})")
 
-    epochs_run = start_epoch - 1
-    stale = epochs_run - best_epoch
     last_save = time.monotonic()
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeRemainingColumn(), TextColumn("loss {task.fields[loss]:.4f}"),
                         console=console, transient=True, disable=not console.is_terminal)
     started = time.monotonic()
+    total_epochs = phases[-1].last_epoch
     try:
         with progress:
-            for epoch in range(start_epoch, recipe.epochs + 1):
-                if stale >= recipe.patience:
-                    console.print(f"early stop: no {monitor} improvement for {recipe.patience} epochs")
-                    break
-                model.train()
-                task = progress.add_task(f"epoch {epoch}/{recipe.epochs}", total=steps_per_epoch, loss=0.0)
-                generator = torch.Generator().manual_seed(recipe.seed * 100_003 + epoch)
-                running, seen = 0.0, 0
-                for idx in batches(len(train_set), recipe.batch_size, generator, recipe.samples_per_epoch):
-                    part = train_set.subset(idx)
-                    stored = part.inputs
-                    if recipe.augment != "none":
-                        stored = {k: augment(recipe.augment, v) if v.dtype == torch.uint8 else v
-                                  for k, v in stored.items()}
-                    inputs = zdata.model_inputs(dataset.preprocess, stored)
-                    outputs = as_dict(spec, model(*(v.to(dev) for v in inputs.values())))
-                    loss = loss_fn(outputs, {k: v.to(dev) for k, v in part.targets.items()})
-                    if not torch.isfinite(loss):
-                        raise ZooError(f"training diverged at epoch {epoch} (loss {float(loss)}); "
-                                       "lower --lr or check the data", exit_code=1)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if recipe.grad_clip:
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-                    optimizer.step()
-                    if scheduler is not None:
-                        scheduler.step()
-                    running += loss.item() * len(idx)
-                    seen += len(idx)
-                    progress.update(task, advance=1, loss=running / seen)
-                progress.remove_task(task)
+            for phase in phases:
+                if run["epoch"] >= phase.last_epoch:
+                    continue
+                set_trainable(model, phase)
+                optimizer = make_optimizer(model, recipe, phase.lr)
+                scheduler = make_scheduler(optimizer, recipe, (phase.last_epoch - phase.first_epoch + 1) * steps_per_epoch)
+                if restored is not None and run["epoch"] >= phase.first_epoch:   # the checkpoint is inside this phase
+                    ckpt.restore_optimizer(optimizer, scheduler, *restored)
+                if phase.label:
+                    console.print(f"{phase.label}: epochs {phase.first_epoch}-{phase.last_epoch} at lr {phase.lr:g}")
+                stale = run["epoch"] - max(run["best_epoch"], phase.first_epoch - 1)
+                for epoch in range(max(phase.first_epoch, run["epoch"] + 1), phase.last_epoch + 1):
+                    if stale >= recipe.patience:
+                        console.print(f"early stop: no {monitor} improvement for {recipe.patience} epochs")
+                        break
+                    model.train()
+                    keep_batchnorm_statistics(model, recipe.bn_eval)
+                    task = progress.add_task(f"epoch {epoch}/{total_epochs}", total=steps_per_epoch, loss=0.0)
+                    generator = torch.Generator().manual_seed(recipe.seed * 100_003 + epoch)
+                    running, seen = 0.0, 0
+                    for idx in batches(len(train_set), recipe.batch_size, generator, recipe.samples_per_epoch):
+                        part = train_set.subset(idx)
+                        stored = part.inputs
+                        if recipe.augment != "none":
+                            stored = {k: augment(recipe.augment, v) if v.dtype == torch.uint8 else v
+                                      for k, v in stored.items()}
+                        inputs = zdata.model_inputs(dataset.preprocess, stored)
+                        outputs = as_dict(spec, model(*(v.to(dev) for v in inputs.values())))
+                        loss = loss_fn(outputs, {k: v.to(dev) for k, v in part.targets.items()})
+                        if not torch.isfinite(loss):
+                            raise ZooError(f"training diverged at epoch {epoch} (loss {float(loss)}); "
+                                           "lower --lr or check the data", exit_code=1)
+                        optimizer.zero_grad(set_to_none=True)
+                        loss.backward()
+                        if recipe.grad_clip:
+                            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+                        optimizer.step()
+                        if scheduler is not None:
+                            scheduler.step()
+                        running += loss.item() * len(idx)
+                        seen += len(idx)
+                        progress.update(task, advance=1, loss=running / seen)
+                    progress.remove_task(task)
 
-                record = {"epoch": epoch, "train_loss": running / max(seen, 1), "lr": optimizer.param_groups[0]["lr"]}
-                if has_val:
-                    record.update({f"val_{k}": v for k, v in scalars(run_eval(model, spec, val_set, loss_fn, dev)).items()})
-                else:
-                    record.update({f"train_{k}": v
-                                   for k, v in scalars(run_eval(model, spec, train_set, loss_fn, dev)).items()})
-                history.append(record)
-                split = "val" if has_val else "train"
-                value, loss_value = record[f"{split}_{monitor}"], record[f"{split}_loss"]
-                # ties on the monitored metric (accuracy saturates on easy data) go to the lower loss
-                improved = (value < best_value if minimize else value > best_value) or (
-                    value == best_value and loss_value < best_loss)
-                if improved:
-                    best_value, best_loss, best_epoch, stale = value, loss_value, epoch, 0
-                    best_state = copy.deepcopy(model.state_dict())
-                else:
-                    stale += 1
-                epochs_run = epoch
-                shown = {k: v for k, v in record.items() if k in ("train_loss", "val_loss") or k.endswith(monitor)}
-                if recipe.epochs <= 100 or epoch % (recipe.epochs // 50) == 0 or epoch == recipe.epochs:
-                    console.print(f"epoch {epoch:3d}  " + "  ".join(f"{k} {v:.4f}" for k, v in shown.items())
-                                  + ("  *" if improved else ""), highlight=False)
-                now = time.monotonic()
-                if now - last_save >= _checkpoint_interval() or epoch == recipe.epochs:
-                    ckpt.save_checkpoint(out, name, model, best_state, optimizer, scheduler, {
-                        "epoch": epoch, "history": history, "best_value": best_value, "best_loss": best_loss,
-                        "best_epoch": best_epoch,
-                        "run": run_id})
-                    last_save = now
-
+                    record = {"epoch": epoch, "train_loss": running / max(seen, 1), "lr": optimizer.param_groups[0]["lr"]}
+                    split = "val" if has_val else "train"
+                    scored = val_set if has_val else train_set
+                    record.update({f"{split}_{k}": v
+                                   for k, v in scalars(run_eval(model, spec, scored, loss_fn, dev, baselines)).items()})
+                    run["history"].append(record)
+                    value, loss_value = record[f"{split}_{monitor}"], record[f"{split}_loss"]
+                    # ties on the monitored metric (accuracy saturates on easy data) go to the lower loss
+                    improved = (value < run["best_value"] if minimize else value > run["best_value"]) or (
+                        value == run["best_value"] and loss_value < run["best_loss"])
+                    if improved:
+                        run.update(best_value=value, best_loss=loss_value, best_epoch=epoch)
+                        best_state, stale = copy.deepcopy(model.state_dict()), 0
+                    else:
+                        stale += 1
+                    run["epoch"] = epoch
+                    shown = {k: v for k, v in record.items() if k in ("train_loss", "val_loss") or k.endswith(monitor)}
+                    if total_epochs <= 100 or epoch % (total_epochs // 50) == 0 or epoch == total_epochs:
+                        console.print(f"epoch {epoch:3d}  " + "  ".join(f"{k} {v:.4f}" for k, v in shown.items())
+                                      + ("  *" if improved else ""), highlight=False)
+                    now = time.monotonic()
+                    if now - last_save >= _checkpoint_interval() or epoch == phase.last_epoch:
+                        ckpt.save_checkpoint(out, name, model, best_state, optimizer, scheduler, {**run, "run": run_id})
+                        last_save = now
+                restored = None
     except KeyboardInterrupt:
         saved = ckpt.read_checkpoint_state(out, name)
         where = f"its checkpoint after epoch {saved['epoch']} is" if saved else "no checkpoint was"
         console.print(f"interrupted: {where} written to {out}/; the same command with --resume continues "
                       "from there")
         raise
+    history, best_epoch, epochs_run = run["history"], run["best_epoch"], run["epoch"]
 
     model.load_state_dict(best_state)
     train_time = time.monotonic() - started
-    final = {"train": run_eval(model, spec, train_set, loss_fn, dev)}
+    final = {"train": run_eval(model, spec, train_set, loss_fn, dev, baselines)}
     if has_val:
-        final["val"] = run_eval(model, spec, val_set, loss_fn, dev)
+        final["val"] = run_eval(model, spec, val_set, loss_fn, dev, baselines)
     card = write_outputs(spec, model, out, dataset, recipe, final, history, epochs_run, best_epoch,
-                         {"train": len(train_set), "val": len(val_set)}, data, train_time)
+                         {"train": len(train_set), "val": len(val_set)}, data, train_time, baselines)
     ckpt.remove_checkpoint(out, name)
     headline = card["metrics"].get("val", card["metrics"]["train"]).get(monitor)
     console.print(f"[green]saved[/] {out / (name + '.safetensors')} (+ card, history, plots); best epoch {best_epoch}, "
@@ -348,7 +449,7 @@ def _command(spec: ModelSpec, data, recipe: Recipe) -> str:
 
 
 def write_outputs(spec: ModelSpec, model, out: Path, dataset, recipe: Recipe, final: dict, history: list,
-                  epochs_run: int, best_epoch: int, samples: dict, data, train_time: float) -> dict:
+                  epochs_run: int, best_epoch: int, samples: dict, data, train_time: float, baselines: dict) -> dict:
     import torchmetrics
 
     weights_path = out / f"{spec.name}.safetensors"
@@ -371,6 +472,7 @@ def write_outputs(spec: ModelSpec, model, out: Path, dataset, recipe: Recipe, fi
         "recipe": dataclasses.asdict(recipe), "seed": recipe.seed,
         "epochs_run": epochs_run, "best_epoch": best_epoch, "monitor": spec.monitor,
         "metrics": metrics,
+        **({"baselines": {"kind": "the training split's median", "values": baselines}} if baselines else {}),
         "train_seconds": round(train_time, 1),
         # the fitted numbers themselves, for models small enough to read (thermometer: w and b)
         **({"parameters": {k: v.flatten().tolist() for k, v in model.state_dict().items()}}
