@@ -460,6 +460,58 @@ def bench(
         raise ZooError("nothing could be measured: every backend x device was skipped (reasons above)", exit_code=1)
 
 
+@command
+def doctor(
+    device: Annotated[str | None, typer.Option(help="Also check that this device can be used (cuda); exit 1 if not.",
+                                              show_default="no device check")] = None,
+    json_: JsonFlag = False,
+):
+    """What this machine can run: Python, torch and its CUDA build, the ONNX Runtime packages installed and the
+    providers that really load, CUDA/cuDNN libraries, GPUs, threads. Exits 1 when something is broken or the
+    --device asked for cannot work."""
+    from zoo.doctor import diagnose
+
+    if device not in (None, "cpu", "cuda"):
+        raise ZooError(f"--device {device!r}: expected cpu or cuda")
+    report = diagnose(device)
+    if json_:
+        print_json(report)
+    else:
+        ort, torch_info = report["onnxruntime"], report["torch"]
+        table = Table(show_header=False, title="zoo doctor", title_justify="left")
+        table.add_column(style="bold")
+        table.add_column()
+        table.add_row("python", f"{report['python']} on {report['platform']}")
+        table.add_row("onnxruntime packages", ", ".join(f"{d['name']} {d['version']}"
+                                                        for d in report["onnxruntime_distributions"]) or "none")
+        table.add_row("providers compiled in", ", ".join(ort["compiled"]) or "-")
+        for row in ort["providers"]:
+            table.add_row(f"  {row['provider']}", "[green]loads[/]" if row["loads"] else
+                          f"[red]does not load[/]: {escape(row['error'] or '')}")
+        if torch_info["installed"]:
+            table.add_row("torch", f"{torch_info['version']} (CUDA build {torch_info['cuda_build']}, cuDNN "
+                                   f"{torch_info['cudnn']}); GPU usable: {torch_info['cuda_available']} "
+                                   f"{', '.join(torch_info['devices'])}; {torch_info['threads']} threads")
+        else:
+            table.add_row("torch", f"not installed ({escape(torch_info['hint'])})")
+        for name, lib in report["cuda_libraries"].items():
+            found = ", ".join(lib["found"][:2]) or "not found"
+            version = f" (version {lib['version']})" if lib["version"] else ""
+            table.add_row(f"lib {name}", escape(found + version))
+        gpu = report["gpus"]
+        table.add_row("GPUs (nvidia-smi)", escape(", ".join(gpu["devices"]) or gpu["error"] or "none"))
+        t = report["threads"]
+        table.add_row("threads", f"{t['usable_cores']} usable cores of {t['cpu_count']}; OMP_NUM_THREADS="
+                                 f"{t['OMP_NUM_THREADS']}, MKL_NUM_THREADS={t['MKL_NUM_THREADS']}")
+        console.print(table)
+        for p in report["problems"]:
+            console.print(f"[red]problem:[/] {escape(p['problem'])}\n  [bold]fix:[/] {escape(p['fix'])}", highlight=False)
+        if report["ok"]:
+            console.print("[green]ok[/]" + (f": {device} can be used" if device else ""))
+    if not report["ok"]:
+        raise typer.Exit(1)
+
+
 def main():
     app()
 

@@ -15,7 +15,8 @@ import numpy as np
 from zoo.errors import ZooError
 from zoo.runtime._manifest import SEAL_KEY
 
-__all__ = ["DeviceUnavailable", "BackendError", "default_threads", "cuda_problem", "OrtBackend", "TorchBackend"]
+__all__ = ["DeviceUnavailable", "BackendError", "default_threads", "cuda_problem", "preload_cuda_libraries",
+           "OrtBackend", "TorchBackend"]
 
 
 class DeviceUnavailable(ZooError):
@@ -58,29 +59,55 @@ def _gpu_count() -> tuple[int, str]:
     return count.value, ""
 
 
+# what ONNX Runtime's CUDA provider links against, in dependency order
+CUDA_LIBRARIES = ("libcudart", "libnvJitLink", "libcublasLt", "libcublas", "libcufft", "libcurand", "libcudnn")
+_preloaded: list[str] | None = None
+
+
+def preload_cuda_libraries(ort) -> list[str]:
+    """Load the CUDA runtime, cuBLAS, cuFFT, cuRAND and cuDNN from the nvidia-* wheels beside onnxruntime (those
+    torch installs) into the process, so that the CUDA provider finds them although they are on no library path
+    (torch does this when imported first; a torch-free process must do it itself). Returns the files loaded."""
+    global _preloaded
+    if _preloaded is None:
+        _preloaded = []
+        found = sorted(Path(ort.__file__).resolve().parent.parent.glob("nvidia/*/lib/lib*.so*"))
+        for prefix in CUDA_LIBRARIES:
+            for path in found:
+                if path.name.startswith(prefix + ".so") or (prefix == "libcudnn" and path.name.startswith("libcudnn")):
+                    try:
+                        ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
+                        _preloaded.append(path.name)
+                    except OSError:
+                        pass
+    return _preloaded
+
+
 def ort_cuda_problem(ort) -> str:
-    """Why onnxruntime cannot run on CUDA here (called after it fell back to the CPU)."""
+    """Why onnxruntime cannot run on CUDA here: every reason found, or "" if none."""
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         return (f"onnxruntime {ort.__version__} is built without CUDA (install onnxruntime-gpu, and never the "
                 "CPU-only onnxruntime package beside it: it hides CUDA)")
+    problems = []
     gpus, why = _gpu_count()
     if not gpus:
-        return why
+        problems.append(why)
+    preload_cuda_libraries(ort)
     library = Path(ort.__file__).parent / "capi" / "libonnxruntime_providers_cuda.so"
     try:
         ctypes.CDLL(str(library))
     except OSError as e:
-        return (f"CUDA libraries are missing: onnxruntime's CUDA provider cannot load ({e}); it needs the CUDA "
-                "runtime, cuBLAS and cuDNN 9 of its CUDA version on the library path (or the nvidia-* wheels)")
-    return "onnxruntime could not create its CUDA provider on this GPU (run with ORT logging to see why)"
+        missing = str(e).split(":")[0]
+        if not (missing == "libcuda.so.1" and not gpus):   # the driver, already said
+            problems.append(f"onnxruntime's CUDA provider cannot load ({e}): it needs the CUDA runtime, cuBLAS and "
+                            "cuDNN 9 of its CUDA version on the library path, or the nvidia-* wheels beside it")
+    return "; and ".join(problems)
 
 
 def cuda_problem() -> str:
-    """Why onnxruntime cannot run on CUDA here, or "" when its CUDA provider is there and a GPU is visible."""
+    """Why onnxruntime cannot run on CUDA here, or "" when its CUDA provider loads and a GPU is visible."""
     import onnxruntime as ort
 
-    if "CUDAExecutionProvider" in ort.get_available_providers() and _gpu_count()[0]:
-        return ""
     return ort_cuda_problem(ort)
 
 
@@ -103,8 +130,9 @@ class OrtBackend:
             "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
         }[optimization]
         if device == "cuda":
-            if "CUDAExecutionProvider" not in ort.get_available_providers() or not _gpu_count()[0]:
-                raise DeviceUnavailable(f"device='cuda' requested but {ort_cuda_problem(ort)}")
+            problem = ort_cuda_problem(ort)   # also preloads the CUDA libraries of the nvidia-* wheels
+            if problem:
+                raise DeviceUnavailable(f"device='cuda' requested but {problem}")
             options.log_severity_level = 4  # our own error says why CUDA is unusable; ORT's would only repeat it
             providers = [("CUDAExecutionProvider", {"device_id": 0, **(cuda_options or {})}), "CPUExecutionProvider"]
         elif device == "cpu":
@@ -121,8 +149,9 @@ class OrtBackend:
                          "providers": list(self.providers)}
         self.seal = self.session.get_modelmeta().custom_metadata_map.get(SEAL_KEY) or None
         if device == "cuda" and "CUDAExecutionProvider" not in self.providers:
-            raise DeviceUnavailable(f"device='cuda' requested but {ort_cuda_problem(ort)}; onnxruntime would "
-                                    f"have run on {self.providers} instead, so nothing was loaded")
+            raise DeviceUnavailable(f"device='cuda' requested but onnxruntime could not create its CUDA provider "
+                                    f"({ort_cuda_problem(ort) or 'run with ORT logging to see why'}); it would have "
+                                    f"run on {self.providers} instead, so nothing was loaded")
         declared = [o.name for o in self.session.get_outputs()]
         if sorted(declared) != sorted(output_names):
             raise BackendError(f"{file} has outputs {declared} but its manifest declares {output_names}")
