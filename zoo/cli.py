@@ -165,6 +165,14 @@ def train(
     all_: Annotated[bool, typer.Option("--all", help="Train every model.")] = False,
     data_root: Annotated[str | None, typer.Option(help="With --all: the folder holding every dataset "
                                                        "(as ../shared/data is laid out).")] = None,
+    nproc: Annotated[int | None, typer.Option(min=1, help="Data-parallel training: processes on this machine, "
+                                              "launched with torchrun (DDP; gloo on CPU, nccl on CUDA).",
+                                              show_default="one process, no torchrun")] = None,
+    nnodes: Annotated[int, typer.Option(min=1, help="With --nproc: machines taking part (torchrun --nnodes).")] = 1,
+    node_rank: Annotated[int, typer.Option(min=0, help="With --nproc: this machine's index (torchrun --node-rank).")] = 0,
+    master_addr: Annotated[str | None, typer.Option(help="With --nproc: the address of node 0 (torchrun "
+                                                    "--master-addr).", show_default="this machine, one node")] = None,
+    master_port: Annotated[int, typer.Option(help="With --nproc: node 0's port (torchrun --master-port).")] = 29500,
     json_: JsonFlag = False,
 ):
     """Train a model on its dataset (or the built-in sample) and write weights, card, history and plots
@@ -173,6 +181,11 @@ def train(
 
     from zoo.training import train as train_model
 
+    if nproc is not None:
+        from zoo.training import launch
+
+        return launch(nproc=nproc, nnodes=nnodes, node_rank=node_rank, master_addr=master_addr,
+                      master_port=master_port, out=out, argv=_train_argv())
     if all_ == (name is not None):
         raise ZooError("give a model name or --all (not both)")
     if all_ and data is not None:
@@ -344,6 +357,25 @@ def verify(
         console.print(f"[yellow]note:[/] {escape(result['note'])}", highlight=False)
     console.print(f"verified {bundle}: sha256 {result['file_sha256'][:12]}…, manifest matches the model"
                   + (", parity passed" if result["parity"] else ""), highlight=False)
+
+
+def _train_argv() -> builtins.list[str]:
+    """The `zoo train` arguments this process got, without the options that launch torchrun."""
+    import sys
+
+    args = sys.argv[sys.argv.index("train") + 1:] if "train" in sys.argv else []
+    launch_options = {"--nproc", "--nnodes", "--node-rank", "--master-addr", "--master-port"}
+    kept, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+            continue
+        key = arg.split("=", 1)[0]
+        if key in launch_options:
+            skip = "=" not in arg
+            continue
+        kept.append(arg)
+    return kept
 
 
 def _csv_list(value: str, allowed: tuple, what: str) -> builtins.list[str]:

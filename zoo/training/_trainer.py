@@ -24,6 +24,8 @@ from zoo.errors import ZooError
 from zoo.outputs import RUNS, write_json, writable_folder
 from zoo.registry import ModelSpec, Pretrained, Recipe
 from zoo.training import _checkpoint as ckpt
+from zoo.training._distributed import (Ranks, epoch_indices, local_batch_size, shard, start as start_ranks,
+                                      stop as stop_ranks, sum_across, wrap)
 from zoo.training._metrics import Metrics, lower_is_better, scalars
 from zoo.training._plots import plot_confusion, plot_history
 from zoo.weights import read_card, sha256_file, weights_dir
@@ -129,6 +131,21 @@ def as_dict(spec: ModelSpec, output) -> dict[str, torch.Tensor]:
     return {t.name: o for t, o in zip(spec.outputs, outputs)}
 
 
+def epoch_batches(n: int, recipe: Recipe, epoch: int, ranks: Ranks):
+    """The training batches of `epoch`: a permutation seeded by the recipe's seed and the epoch (its first
+    `samples_per_epoch`); in a distributed run, this rank's DistributedSampler share of the same batches."""
+    seed = recipe.seed * 100_003
+    if not ranks.distributed:
+        yield from batches(n, recipe.batch_size, torch.Generator().manual_seed(seed + epoch), recipe.samples_per_epoch)
+        return
+    indices = epoch_indices(n, seed, epoch, ranks, recipe.samples_per_epoch)
+    size = local_batch_size(recipe.batch_size, ranks)
+    chunks = list(indices.split(size))
+    if len(chunks) > 1 and len(chunks[-1]) == 1:
+        chunks.pop()   # as batches() does: a final batch of one breaks BatchNorm
+    yield from chunks
+
+
 def batches(n: int, batch_size: int, generator: torch.Generator | None, limit: int | None = None):
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
     order = order[:limit] if limit else order
@@ -143,11 +160,15 @@ def batches(n: int, batch_size: int, generator: torch.Generator | None, limit: i
 
 
 @torch.no_grad()
-def run_eval(model, spec: ModelSpec, dataset: zdata.Dataset, loss_fn, device, baselines: dict | None = None) -> dict:
+def run_eval(model, spec: ModelSpec, dataset: zdata.Dataset, loss_fn, device, baselines: dict | None = None,
+             ranks: Ranks = Ranks()) -> dict:
     """Loss and every metric over a whole split, in eval mode, without augmentation; `baselines` are the
-    constant predictions regressors are compared with (the training split's median)."""
+    constant predictions regressors are compared with (the training split's median). In a distributed run
+    each rank scores its shard and the figures are reduced across ranks (torchmetrics syncs on compute)."""
     model.eval()
     metrics = Metrics(spec, baselines)
+    if ranks.distributed:
+        dataset = dataset.subset(shard(len(dataset), ranks))
     total, count = 0.0, 0
     for idx in batches(len(dataset), EVAL_BATCH, None):
         part = dataset.subset(idx)
@@ -158,6 +179,7 @@ def run_eval(model, spec: ModelSpec, dataset: zdata.Dataset, loss_fn, device, ba
         count += len(idx)
         metrics.update({k: v.cpu() for k, v in outputs.items()}, {k: v.cpu() for k, v in targets.items()},
                        {k: v.cpu() for k, v in inputs.items()})
+    total, count = sum_across([total, count], ranks)
     return {"loss": total / max(count, 1), **metrics.compute()}
 
 
@@ -289,6 +311,18 @@ def train(name: str, data: str | Path | None = None, *, out: str | Path | None =
     out = output_folder(name, out, builtin_data=data is None and not course_data, replace_shipped=replace_shipped,
                         force=force)
     dev = resolve_device(device)
+    ranks = start_ranks(dev.type)
+    try:
+        return _train(spec, recipe, data, out, dev, ranks, resume, strict, pretrained,
+                      console if ranks.main else Console(stderr=True, quiet=True))
+    finally:
+        stop_ranks(ranks)
+
+
+def _train(spec: ModelSpec, recipe: Recipe, data, out: Path, dev, ranks: Ranks, resume: bool, strict: bool,
+           pretrained, console: Console) -> dict:
+    name = spec.name
+    course_data = registry.dataset(spec.dataset).course_data
     torch.manual_seed(recipe.seed)
 
     if data is None and course_data:
@@ -314,8 +348,10 @@ def train(name: str, data: str | Path | None = None, *, out: str | Path | None =
         console.print(f"{name} starts from {path.name} (sha256 {recipe.pretrained.sha256[:12]}…)", highlight=False)
     model.to(dev)
     loss_fn = make_loss(spec, recipe)
-    steps_per_epoch = len(list(batches(len(train_set), recipe.batch_size, torch.Generator(),
-                                       recipe.samples_per_epoch)))
+    steps_per_epoch = len(list(epoch_batches(len(train_set), recipe, 1, ranks)))
+    if ranks.distributed:
+        console.print(f"data-parallel over {ranks.world} processes: {local_batch_size(recipe.batch_size, ranks)} samples "
+                      f"per process and step, global batch {recipe.batch_size}")
     monitor, minimize = spec.monitor, lower_is_better(spec.monitor)
     phases = training_phases(recipe)
     # as the checkpoint stores it (JSON: tuples become lists), so that a resumed run compares equal
@@ -352,6 +388,7 @@ def train(name: str, data: str | Path | None = None, *, out: str | Path | None =
                 if run["epoch"] >= phase.last_epoch:
                     continue
                 set_trainable(model, phase)
+                trained = wrap(model, ranks, dev)   # DDP registers the parameters that train in this phase
                 optimizer = make_optimizer(model, recipe, phase.lr)
                 scheduler = make_scheduler(optimizer, recipe, (phase.last_epoch - phase.first_epoch + 1) * steps_per_epoch)
                 if restored is not None and run["epoch"] >= phase.first_epoch:   # the checkpoint is inside this phase
@@ -363,19 +400,18 @@ def train(name: str, data: str | Path | None = None, *, out: str | Path | None =
                     if stale >= recipe.patience:
                         console.print(f"early stop: no {monitor} improvement for {recipe.patience} epochs")
                         break
-                    model.train()
+                    trained.train()
                     keep_batchnorm_statistics(model, recipe.bn_eval)
                     task = progress.add_task(f"epoch {epoch}/{total_epochs}", total=steps_per_epoch, loss=0.0)
-                    generator = torch.Generator().manual_seed(recipe.seed * 100_003 + epoch)
-                    running, seen = 0.0, 0
-                    for idx in batches(len(train_set), recipe.batch_size, generator, recipe.samples_per_epoch):
+                    running, seen, steps = 0.0, 0, 0
+                    for idx in epoch_batches(len(train_set), recipe, epoch, ranks):
                         part = train_set.subset(idx)
                         stored = part.inputs
                         if recipe.augment != "none":
                             stored = {k: augment(recipe.augment, v) if v.dtype == torch.uint8 else v
                                       for k, v in stored.items()}
                         inputs = zdata.model_inputs(dataset.preprocess, stored)
-                        outputs = as_dict(spec, model(*(v.to(dev) for v in inputs.values())))
+                        outputs = as_dict(spec, trained(*(v.to(dev) for v in inputs.values())))
                         loss = loss_fn(outputs, {k: v.to(dev) for k, v in part.targets.items()})
                         if not torch.isfinite(loss):
                             raise ZooError(f"training diverged at epoch {epoch} (loss {float(loss)}); "
@@ -389,14 +425,18 @@ def train(name: str, data: str | Path | None = None, *, out: str | Path | None =
                             scheduler.step()
                         running += loss.item() * len(idx)
                         seen += len(idx)
+                        steps += 1
                         progress.update(task, advance=1, loss=running / seen)
                     progress.remove_task(task)
 
-                    record = {"epoch": epoch, "train_loss": running / max(seen, 1), "lr": optimizer.param_groups[0]["lr"]}
+                    running, seen = sum_across([running, seen], ranks)
+                    record = {"epoch": epoch, "train_loss": running / max(seen, 1), "lr": optimizer.param_groups[0]["lr"],
+                              "steps": steps}
                     split = "val" if has_val else "train"
                     scored = val_set if has_val else train_set
                     record.update({f"{split}_{k}": v
-                                   for k, v in scalars(run_eval(model, spec, scored, loss_fn, dev, baselines)).items()})
+                                   for k, v in scalars(run_eval(model, spec, scored, loss_fn, dev, baselines,
+                                                                ranks)).items()})
                     run["history"].append(record)
                     value, loss_value = record[f"{split}_{monitor}"], record[f"{split}_loss"]
                     # ties on the monitored metric (accuracy saturates on easy data) go to the lower loss
@@ -413,7 +453,7 @@ def train(name: str, data: str | Path | None = None, *, out: str | Path | None =
                         console.print(f"epoch {epoch:3d}  " + "  ".join(f"{k} {v:.4f}" for k, v in shown.items())
                                       + ("  *" if improved else ""), highlight=False)
                     now = time.monotonic()
-                    if now - last_save >= _checkpoint_interval() or epoch == phase.last_epoch:
+                    if ranks.main and (now - last_save >= _checkpoint_interval() or epoch == phase.last_epoch):
                         ckpt.save_checkpoint(out, name, model, best_state, optimizer, scheduler, {**run, "run": run_id})
                         last_save = now
                 restored = None
@@ -427,9 +467,11 @@ def train(name: str, data: str | Path | None = None, *, out: str | Path | None =
 
     model.load_state_dict(best_state)
     train_time = time.monotonic() - started
-    final = {"train": run_eval(model, spec, train_set, loss_fn, dev, baselines)}
+    final = {"train": run_eval(model, spec, train_set, loss_fn, dev, baselines, ranks)}
     if has_val:
-        final["val"] = run_eval(model, spec, val_set, loss_fn, dev, baselines)
+        final["val"] = run_eval(model, spec, val_set, loss_fn, dev, baselines, ranks)
+    if not ranks.main:
+        return {}
     card = write_outputs(spec, model, out, dataset, recipe, final, history, epochs_run, best_epoch,
                          {"train": len(train_set), "val": len(val_set)}, data, train_time, baselines)
     ckpt.remove_checkpoint(out, name)
