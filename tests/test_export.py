@@ -263,7 +263,7 @@ def test_manifest_records_the_source_weights_and_the_parity_table_as_json(traine
     weights, bundles = trained
     manifest = read_manifest(bundles["torchscript"])
     assert manifest["weights"] == {"sha256": sha256_file(weights), "random": False, "seed": None,
-                                   "source": weights.name, "metrics": None}
+                                   "source": weights.name, "metrics": None, "caveat": None}
     result = runner.invoke(app, ["verify", str(bundles["torchscript"]), "--weights", str(weights), "--json"])
     assert result.exit_code == 0
     assert json.loads(result.output)["parity"]["passed"] is True

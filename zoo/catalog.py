@@ -170,19 +170,25 @@ for _cell, _params in (("rnn", 3_265), ("lstm", 12_961), ("gru", 9_729)):
         inputs=(TensorSpec("series", ("batch", "sequence", 1)),), outputs=(vector("next_value", 1),),
         output_kind="value",
         preprocess={"series": SeriesPreprocess(column="consumption", window=96)},
-        dataset="electricity", monitor="mse",
-        # the plain tanh RNN learns more slowly than the gated cells: twice the epochs
-        recipe=Recipe(optimizer="adam", lr=2e-3, batch_size=256, epochs=20 if _cell == "rnn" else 10, loss="mse",
-                      scheduler="cosine", grad_clip=1.0, patience=4, val_fraction=0.15, samples_per_epoch=25_000),
+        dataset="electricity", monitor="skill_vs_persistence",
+        recipe=Recipe(optimizer="adam", lr=5e-3, batch_size=256, epochs=10, loss="mse", scheduler="cosine",
+                      # clipping at 1.0 of the loss scaled by 1/0.0625, as the recipe was found, is this on the MSE
+                      grad_clip=0.0625, patience=10, samples_per_epoch=24_832, val_fraction=0.15,
+                      validation="rolling-years", max_alpha=0.3),
         description=f"{_cell.upper()}(1, 32, 2 layers, batch_first), zero initial state, Linear(32,1) on the "
-                    "last step; predicts the next 15-minute reading from the previous 96 (24 hours).",
+                    "last step, on the window relative to its last reading in units of its own step-to-step "
+                    "variability; the next reading is last + alpha * scale * output (eps, alpha: buffers, no "
+                    "parameters). Predicts the next 15-minute reading from the previous 96 (24 hours).",
         course_result="about the persistence forecast (next value = last value)",
         recipe_notes=(
-            "Adam lr 2e-3 (the course's 1e-4 barely moves from the persistence forecast in the same "
-            'budget), cosine schedule, gradient clipping at 1.0, batch 256, 25,000 random windows per '
-            'epoch for 10 epochs (20 for the plain RNN); validation is the latest 15 % of the windows '
-            '(a time split) and the '
-            'best epoch is chosen on validation MSE.'
+            "Validated out of time: rolling origin over whole years (trained on 2011, scored on 2012; trained on "
+            "2011-2012, scored on 2013), then refitted on every year; the card's headline is the worse scored "
+            "year. The network sees each window relative to its last reading and scaled by its own step-to-step "
+            "variability and predicts the change (a calmer or busier year costs nothing by itself), trained on "
+            "the MSE with Adam lr 5e-3, cosine schedule, clipping, batch 256, 24,832 random windows per epoch "
+            "for 10 epochs; its correction to the persistence forecast is then shrunk by alpha, chosen to make "
+            "the worst out-of-time month best and capped at 0.3, because in December 2013 the step pattern "
+            "the models learn stopped holding and unshrunk models lost to persistence there."
         ),
     ))
 

@@ -122,6 +122,8 @@ def info(name: Annotated[str, typer.Argument(help="Model name, e.g. clouds-cnn."
     table.add_row("dataset", f"{spec.dataset}: {escape(data['dataset_source'])}")
     table.add_row("recipe", ", ".join(f"{k}={v}" for k, v in data["recipe"].items()))
     table.add_row("course result", spec.course_result)
+    if card and card.get("caveat"):
+        table.add_row("[yellow]caveat[/]", escape(card["caveat"]))
     if card:
         metrics = card.get("metrics", {})
         for split, values in metrics.items():
@@ -435,6 +437,8 @@ def predict(
     for r in results:
         for warning in r["warnings"]:
             err_console.print(f"[yellow]warning:[/] {escape(r['input'])}: {escape(warning)}", highlight=False)
+    if session.manifest.caveat:
+        err_console.print(f"[yellow]note:[/] {escape(session.manifest.caveat)}", highlight=False)
     if session.manifest.random_weights:
         err_console.print("note: this bundle has random weights; its predictions are meaningless")
 

@@ -64,6 +64,8 @@ class Recipe:
     grad_clip: float | None = None
     patience: int = 10               # early stopping: epochs without improvement of the monitored metric
     val_fraction: float = 0.2
+    validation: str = "holdout"       # holdout (val_fraction) | rolling-years (forecasters: out of time, then refit)
+    max_alpha: float = 1.0            # rolling-years: cap on the shrink towards persistence chosen out of time
     samples_per_epoch: int | None = None  # draw this many training samples per epoch (large, redundant datasets)
     seed: int = 0
     # transfer learning: start from `pretrained`; the first `epochs` train with the parameters under `frozen`

@@ -23,16 +23,21 @@ class Dataset:
     source: str = "files"              # "files" or "built-in"
     fingerprint: str = ""              # sha256 over the files read (relative names + bytes)
     notes: list[str] = field(default_factory=list)
-    ordered: bool = False              # samples are in time order: split without shuffling
+    times: np.ndarray | None = None    # time-ordered data: datetime64 of each sample's target (split by time)
     skipped: list[str] = field(default_factory=list)   # unreadable files left out, each with the reason
+
+    @property
+    def ordered(self) -> bool:
+        return self.times is not None
 
     def __len__(self) -> int:
         return len(next(iter(self.targets.values())))
 
     def subset(self, index) -> "Dataset":
+        times = None if self.times is None else self.times[np.asarray(index)]
         return Dataset({k: v[index] for k, v in self.inputs.items()},
                        {k: v[index] for k, v in self.targets.items()},
-                       self.preprocess, self.source, self.fingerprint, self.notes, self.ordered, self.skipped)
+                       self.preprocess, self.source, self.fingerprint, self.notes, times, self.skipped)
 
 
 def model_inputs(preprocess: dict[str, Preprocess], stored: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -44,16 +44,18 @@ def load_electricity(spec: ModelSpec, path: Path, split: str) -> Dataset:
     if len(values) < window + 1:
         raise DataError(f"electricity: {path.name} has {len(values)} readings; one training sequence "
                         f"needs {window + 1} (a window of {window} and the value after it)")
-    order = np.argsort(np.array(times, dtype="datetime64[s]"), kind="stable")
+    stamps = np.array(times, dtype="datetime64[s]")
+    order = np.argsort(stamps, kind="stable")
     series = torch.tensor(np.asarray(values, dtype=np.float32)[order])
     if not torch.isfinite(series).all():
         raise DataError(f"electricity: {path.name} has missing or non-finite readings")
-    steps = np.diff(np.array(times, dtype="datetime64[s]")[order]).astype(int)
+    stamps = stamps[order]
+    steps = np.diff(stamps).astype(int)
     notes = [] if (steps == 900).all() else [f"{int((steps != 900).sum())} gaps or irregular steps in the series"]
     windows = series.unfold(0, window, 1)[:-1].unsqueeze(-1)   # (N, window, 1)
     targets = series[window:].unsqueeze(1)                       # (N, 1)
     return Dataset({"series": windows}, {"next_value": targets}, dict(spec.preprocess),
-                   fingerprint=fingerprint_bytes(raw), notes=notes, ordered=True)
+                   fingerprint=fingerprint_bytes(raw), notes=notes, times=stamps[window:])
 
 
 def write_sample(root: Path, split: str) -> Path:

@@ -60,7 +60,7 @@ def _load_weights(spec, weights, random_weights: bool):
                        "to export untrained weights (for testing only)")
     card = read_card(path.stem, path.parent)
     record = {"sha256": sha256_file(path), "random": False, "seed": None, "source": path.name,
-              "metrics": (card or {}).get("metrics")}
+              "metrics": (card or {}).get("metrics"), "caveat": (card or {}).get("caveat")}
     return _for_inference(load_model(spec, path)), record, card
 
 

@@ -62,6 +62,12 @@ class Manifest:
         return bool((self.data.get("weights") or {}).get("random", False))
 
     @property
+    def caveat(self) -> str | None:
+        """What the weights' card says the model cannot be trusted for (e.g. a forecaster no better than
+        persistence on a new year), or None."""
+        return (self.data.get("weights") or {}).get("caveat")
+
+    @property
     def is_classifier(self) -> bool:
         return self.task in ("binary", "multiclass", "multi-output") and bool(self.labels)
 

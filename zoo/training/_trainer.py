@@ -26,6 +26,7 @@ from zoo.registry import ModelSpec, Pretrained, Recipe
 from zoo.training import _checkpoint as ckpt
 from zoo.training._distributed import (Ranks, epoch_indices, local_batch_size, shard, start as start_ranks,
                                       stop as stop_ranks, sum_across, wrap)
+from zoo.training._outoftime import caveat, choose_alpha, corrections, headline as oot_headline, year_folds
 from zoo.training._metrics import Metrics, lower_is_better, scalars
 from zoo.training._plots import plot_confusion, plot_history
 from zoo.weights import read_card, sha256_file, weights_dir
@@ -129,6 +130,69 @@ def make_scheduler(optimizer, recipe: Recipe, total_steps: int):
 def as_dict(spec: ModelSpec, output) -> dict[str, torch.Tensor]:
     outputs = output if isinstance(output, tuple) else (output,)
     return {t.name: o for t, o in zip(spec.outputs, outputs)}
+
+
+def train_epoch(spec: ModelSpec, trained, optimizer, scheduler, loss_fn, train_set: zdata.Dataset, recipe: Recipe,
+                epoch: int, ranks: Ranks, device, on_step=None) -> tuple[float, int, int]:
+    """One epoch of steps (augmentation, the preprocessing's apply, forward, backward, clipping, the schedule);
+    returns this rank's summed loss, samples seen and steps. `trained` is the model, or its DDP wrapper."""
+    running, seen, steps = 0.0, 0, 0
+    for idx in epoch_batches(len(train_set), recipe, epoch, ranks):
+        part = train_set.subset(idx)
+        stored = part.inputs
+        if recipe.augment != "none":
+            stored = {k: augment(recipe.augment, v) if v.dtype == torch.uint8 else v for k, v in stored.items()}
+        inputs = zdata.model_inputs(train_set.preprocess, stored)
+        outputs = as_dict(spec, trained(*(v.to(device) for v in inputs.values())))
+        loss = loss_fn(outputs, {k: v.to(device) for k, v in part.targets.items()})
+        if not torch.isfinite(loss):
+            raise ZooError(f"training diverged at epoch {epoch} (loss {float(loss)}); lower --lr or check the data",
+                           exit_code=1)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if recipe.grad_clip:
+            torch.nn.utils.clip_grad_norm_(trained.parameters(), recipe.grad_clip)
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        running += loss.item() * len(idx)
+        seen += len(idx)
+        steps += 1
+        if on_step:
+            on_step(running / seen)
+    return running, seen, steps
+
+
+def rolling_origin(spec: ModelSpec, recipe: Recipe, dataset: zdata.Dataset, folds, loss_fn, device, ranks: Ranks,
+                   console: Console) -> dict:
+    """Train a fresh model per out-of-time fold (every window before the scored year), score the year, and choose
+    the shrink towards persistence on the folds' months (see zoo/training/_outoftime.py)."""
+    scored = []
+    for year, train_idx, score_idx in folds:
+        started = time.monotonic()
+        model = registry.build(spec, seed=recipe.seed).to(device)
+        trained = wrap(model, ranks, device)
+        train_set = dataset.subset(train_idx)
+        optimizer = make_optimizer(model, recipe)
+        steps = len(list(epoch_batches(len(train_set), recipe, 1, ranks)))
+        scheduler = make_scheduler(optimizer, recipe, recipe.epochs * steps)
+        for epoch in range(1, recipe.epochs + 1):
+            trained.train()
+            train_epoch(spec, trained, optimizer, scheduler, loss_fn, train_set, recipe, epoch, ranks, device)
+        part = dataset.subset(score_idx)
+        (windows,) = zdata.model_inputs(dataset.preprocess, part.inputs).values()
+        (targets,) = part.targets.values()
+        c, r = corrections(model, windows, targets, device)
+        scored.append({"year": year, "c": c, "r": r, "months": part.times.astype("datetime64[M]").astype(str)})
+        console.print(f"out of time: trained on {len(train_idx)} windows before {year}, {year} skill vs persistence "
+                      f"{1 - float(((r - c) ** 2).mean() / (r ** 2).mean()):+.3f} unshrunk "
+                      f"({time.monotonic() - started:.0f} s)")
+    alpha, report = choose_alpha(scored, recipe.max_alpha)
+    worst = report["worst_month"]
+    console.print(f"out of time: shrink alpha {alpha:g}; skill " + ", ".join(
+        f"{f['scored_year']} {f['skill']:+.3f}" for f in report["folds"]) +
+        f"; worst month {worst['month']} {worst['skill']:+.3f}")
+    return report
 
 
 def epoch_batches(n: int, recipe: Recipe, epoch: int, ranks: Ranks):
@@ -331,7 +395,14 @@ def _train(spec: ModelSpec, recipe: Recipe, data, out: Path, dev, ranks: Ranks, 
         console.print(f"[yellow]no --data given: training {name} on the built-in sample of "
                       f"{spec.dataset} ({recipe.epochs} epochs); pass --data DIR for the real dataset[/]")
     dataset = zdata.load(spec, data, strict=strict)
-    train_idx, val_idx = split_indices(dataset, spec, recipe.val_fraction, recipe.seed)
+    folds = year_folds(dataset.times) if recipe.validation == "rolling-years" and dataset.ordered else []
+    if folds:   # out of time on the folds, then the model itself is refitted on every year
+        train_idx, val_idx = torch.arange(len(dataset)), torch.arange(0)
+    else:
+        if recipe.validation == "rolling-years":
+            dataset.notes.append("out-of-time validation needs two calendar years of data and this data has one: the "
+                                 f"latest {recipe.val_fraction:.0%} of the windows were held out instead")
+        train_idx, val_idx = split_indices(dataset, spec, recipe.val_fraction, recipe.seed)
     if len(train_idx) == 0:
         raise ZooError(f"{spec.dataset}: too few samples ({len(dataset)}) to train on")
     dataset.preprocess = fit_preprocessing(dataset, train_idx)
@@ -348,6 +419,7 @@ def _train(spec: ModelSpec, recipe: Recipe, data, out: Path, dev, ranks: Ranks, 
         console.print(f"{name} starts from {path.name} (sha256 {recipe.pretrained.sha256[:12]}…)", highlight=False)
     model.to(dev)
     loss_fn = make_loss(spec, recipe)
+    out_of_time = rolling_origin(spec, recipe, dataset, folds, loss_fn, dev, ranks, console) if folds else None
     steps_per_epoch = len(list(epoch_batches(len(train_set), recipe, 1, ranks)))
     if ranks.distributed:
         console.print(f"data-parallel over {ranks.world} processes: {local_batch_size(recipe.batch_size, ranks)} samples "
@@ -403,30 +475,9 @@ def _train(spec: ModelSpec, recipe: Recipe, data, out: Path, dev, ranks: Ranks, 
                     trained.train()
                     keep_batchnorm_statistics(model, recipe.bn_eval)
                     task = progress.add_task(f"epoch {epoch}/{total_epochs}", total=steps_per_epoch, loss=0.0)
-                    running, seen, steps = 0.0, 0, 0
-                    for idx in epoch_batches(len(train_set), recipe, epoch, ranks):
-                        part = train_set.subset(idx)
-                        stored = part.inputs
-                        if recipe.augment != "none":
-                            stored = {k: augment(recipe.augment, v) if v.dtype == torch.uint8 else v
-                                      for k, v in stored.items()}
-                        inputs = zdata.model_inputs(dataset.preprocess, stored)
-                        outputs = as_dict(spec, trained(*(v.to(dev) for v in inputs.values())))
-                        loss = loss_fn(outputs, {k: v.to(dev) for k, v in part.targets.items()})
-                        if not torch.isfinite(loss):
-                            raise ZooError(f"training diverged at epoch {epoch} (loss {float(loss)}); "
-                                           "lower --lr or check the data", exit_code=1)
-                        optimizer.zero_grad(set_to_none=True)
-                        loss.backward()
-                        if recipe.grad_clip:
-                            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-                        optimizer.step()
-                        if scheduler is not None:
-                            scheduler.step()
-                        running += loss.item() * len(idx)
-                        seen += len(idx)
-                        steps += 1
-                        progress.update(task, advance=1, loss=running / seen)
+                    running, seen, steps = train_epoch(
+                        spec, trained, optimizer, scheduler, loss_fn, train_set, recipe, epoch, ranks, dev,
+                        lambda loss: progress.update(task, advance=1, loss=loss))
                     progress.remove_task(task)
 
                     running, seen = sum_across([running, seen], ranks)
@@ -466,18 +517,23 @@ def _train(spec: ModelSpec, recipe: Recipe, data, out: Path, dev, ranks: Ranks, 
     history, best_epoch, epochs_run = run["history"], run["best_epoch"], run["epoch"]
 
     model.load_state_dict(best_state)
+    if out_of_time is not None:
+        model.alpha.fill_(out_of_time["alpha"])   # the shrink towards persistence chosen out of time
     train_time = time.monotonic() - started
     final = {"train": run_eval(model, spec, train_set, loss_fn, dev, baselines, ranks)}
     if has_val:
         final["val"] = run_eval(model, spec, val_set, loss_fn, dev, baselines, ranks)
+    if out_of_time is not None:
+        final["val"] = oot_headline(out_of_time)
     if not ranks.main:
         return {}
     card = write_outputs(spec, model, out, dataset, recipe, final, history, epochs_run, best_epoch,
-                         {"train": len(train_set), "val": len(val_set)}, data, train_time, baselines)
+                         {"train": len(train_set), "val": len(val_set)}, data, train_time, baselines, out_of_time)
     ckpt.remove_checkpoint(out, name)
     headline = card["metrics"].get("val", card["metrics"]["train"]).get(monitor)
+    scored = "out-of-time" if out_of_time else "val" if has_val else "train"
     console.print(f"[green]saved[/] {out / (name + '.safetensors')} (+ card, history, plots); best epoch {best_epoch}, "
-                  f"{'val' if has_val else 'train'} {monitor} {headline:.4f}", highlight=False)
+                  f"{scored} {monitor} {headline:.4f}", highlight=False)
     return card
 
 
@@ -491,7 +547,8 @@ def _command(spec: ModelSpec, data, recipe: Recipe) -> str:
 
 
 def write_outputs(spec: ModelSpec, model, out: Path, dataset, recipe: Recipe, final: dict, history: list,
-                  epochs_run: int, best_epoch: int, samples: dict, data, train_time: float, baselines: dict) -> dict:
+                  epochs_run: int, best_epoch: int, samples: dict, data, train_time: float, baselines: dict,
+                  out_of_time: dict | None = None) -> dict:
     import torchmetrics
 
     weights_path = out / f"{spec.name}.safetensors"
@@ -515,6 +572,7 @@ def write_outputs(spec: ModelSpec, model, out: Path, dataset, recipe: Recipe, fi
         "epochs_run": epochs_run, "best_epoch": best_epoch, "monitor": spec.monitor,
         "metrics": metrics,
         **({"baselines": {"kind": "the training split's median", "values": baselines}} if baselines else {}),
+        **({"out_of_time": out_of_time, "caveat": caveat(out_of_time)} if out_of_time else {}),
         "train_seconds": round(train_time, 1),
         # the fitted numbers themselves, for models small enough to read (thermometer: w and b)
         **({"parameters": {k: v.flatten().tolist() for k, v in model.state_dict().items()}}
@@ -523,7 +581,7 @@ def write_outputs(spec: ModelSpec, model, out: Path, dataset, recipe: Recipe, fi
                      "python": sys.version.split()[0]},
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": _command(spec, data, recipe),
-        "notes": [spec.recipe_notes, *dataset.notes],
+        "notes": [spec.recipe_notes, *dataset.notes, *([caveat(out_of_time)] if out_of_time and caveat(out_of_time) else [])],
     }
     write_json(out / f"{spec.name}.json", card)
     write_json(out / f"{spec.name}.history.json", history)
