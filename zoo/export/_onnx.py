@@ -50,7 +50,23 @@ def convert(model, spec):
                               dynamic_axes={t.name: t.dynamic_axes for t in (*spec.inputs, *spec.outputs)})
             proto = onnx.load_from_string(buffer.getvalue())
     proto.doc_string = spec.description
+    drop_redundant_value_info(proto)
     return proto, {"name": name, "opset": OPSET, "notes": why}
+
+
+def drop_redundant_value_info(proto) -> None:
+    """Remove the `value_info` entries that describe initializers, graph inputs or graph outputs.
+
+    The dynamo exporter records a type and shape for every weight in `value_info`, besides the weight
+    itself. The copy goes stale as soon as a tool rewrites a weight: ONNX Runtime's dynamic quantiser
+    turns `Gemm(transB=1)` into `MatMul` with the weight transposed, and shape inference then stops on
+    the old entry ("Inferred shape and existing shape differ in dimension 0: (3072) vs (512)").
+    Initializers and graph inputs/outputs describe themselves; entries for intermediate values stay."""
+    graph = proto.graph
+    described = {t.name for t in graph.initializer} | {v.name for v in (*graph.input, *graph.output)}
+    kept = [v for v in graph.value_info if v.name not in described]
+    del graph.value_info[:]
+    graph.value_info.extend(kept)
 
 
 def write(proto, path: Path, seal: str) -> None:
