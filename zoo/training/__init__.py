@@ -1,6 +1,8 @@
-"""Training and evaluation: `zoo.train(...)`, `zoo.evaluate(...)`."""
+"""Training and evaluation: `zoo.train(...)`, `zoo.evaluate(...)`; the trainer's split and metrics for
+other stages (export measures reduced precisions on the validation split the weights were chosen on)."""
 
 from zoo.training._evaluate import evaluate
-from zoo.training._trainer import train
+from zoo.training._metrics import Metrics, scalars
+from zoo.training._trainer import card_split, train
 
-__all__ = ["train", "evaluate"]
+__all__ = ["train", "evaluate", "card_split", "Metrics", "scalars"]
