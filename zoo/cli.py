@@ -487,15 +487,20 @@ def bench(
     warmup: Annotated[int, typer.Option(min=0, help="Untimed iterations first.")] = 10,
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for every backend.",
                                                 show_default="the cores this process may use")] = None,
+    precision: Annotated[str, typer.Option(help="ONNX precisions side by side: fp32, fp16, int8-dynamic, "
+                                                "int8-static or all (bundles beside the given one, else exported).")]
+        = "fp32",
     json_file: Annotated[str | None, typer.Option("--json", help="Also write the results as JSON to FILE.")] = None,
 ):
-    """Latency, throughput and memory per backend x device x batch, against eager PyTorch. Exits 1 when
-    nothing could be measured."""
+    """Latency, throughput, size and memory per backend x precision x device x batch, against eager PyTorch.
+    Exits 1 when nothing could be measured."""
     from zoo import bench as zbench
+    from zoo.export import PRECISIONS
     from zoo.outputs import write_json, writable_file
 
     backends = _csv_list(backend, zbench.BACKENDS, "backend")
     devices = _csv_list(device, zbench.DEVICES, "device")
+    precisions = builtins.list(PRECISIONS) if precision.strip() == "all" else _csv_list(precision, PRECISIONS, "precision")
     try:
         batches = [int(b) for b in batch.split(",")]
     except ValueError:
@@ -504,27 +509,31 @@ def bench(
         writable_file(json_file, "--json")
     with err_console.status("benchmarking") as status:
         result = zbench.run(target, backends, devices, batches, iters, warmup, threads,
-                            progress=lambda m: status.update(f"benchmarking {m}"))
+                            progress=lambda m: status.update(f"benchmarking {m}"), precisions=precisions)
     if json_file:
         from pathlib import Path
         write_json(Path(json_file), result)
     table = Table(title=f"{result['model']}: {result['threads']} thread(s), {result['iters']} iters, "
                         f"weights {result['weights']}; eager baseline {result.get('eager_weights', '-')}")
-    for col in ("backend", "device", "batch", "create ms", "first ms", "mean ms", "p50/p90/p99 ms", "CV",
-                "samples/s", "peak MB RSS/GPU", "vs eager"):
-        table.add_column(col, justify="left" if col in ("backend", "device") else "right")
+    for col in ("backend", "precision", "device", "batch", "size MB", "create ms", "first ms", "mean ms",
+                "p50/p90/p99 ms", "CV", "samples/s", "peak MB RSS/GPU", "vs eager", "vs fp32"):
+        table.add_column(col, justify="left" if col in ("backend", "precision", "device") else "right")
     for r in result["rows"]:
         cv = f"{r['cv']:.2f}" + (" [yellow]unstable[/]" if r["unstable"] else "")
         memory = f"{r['peak_rss_mb']:.0f}" + ("" if r["gpu_mb"] is None else f"/{r['gpu_mb']:.0f}")
         speedup = f"{r['speedup_vs_eager']:.2f}x" if r["speedup_vs_eager"] else "-"
-        table.add_row(r["backend"], r["device"], str(r["batch"]), f"{r['session_ms']:.1f}", f"{r['first_ms']:.2f}",
-                      f"{r['mean_ms']:.3f}", f"{r['p50_ms']:.3f}/{r['p90_ms']:.3f}/{r['p99_ms']:.3f}", cv,
-                      f"{r['throughput_per_s']:,.0f}", memory, speedup)
-    Console(width=max(console.width, 160)).print(table)  # too many columns for 80, even in a pipe
+        vs_fp32 = f"{r['speedup_vs_fp32']:.2f}x" if r["speedup_vs_fp32"] and r["precision"] != "fp32" else "-"
+        size = "-" if r["size_mb"] is None else f"{r['size_mb']:.3f}"
+        table.add_row(r["backend"], r["precision"], r["device"], str(r["batch"]), size, f"{r['session_ms']:.1f}",
+                      f"{r['first_ms']:.2f}", f"{r['mean_ms']:.3f}",
+                      f"{r['p50_ms']:.3f}/{r['p90_ms']:.3f}/{r['p99_ms']:.3f}", cv, f"{r['throughput_per_s']:,.0f}",
+                      memory, speedup, vs_fp32)
+    Console(width=max(console.width, 180)).print(table)  # too many columns for 80, even in a pipe
     console.print(f"[dim]{result['timing']}; peak RSS is the worker process's, which imports torch only for "
                   "torchscript, pt2 and eager[/]")
     for s in result["skipped"]:
-        console.print(f"skipped {s['backend']} on {s['device']}: {escape(s['reason'])}", highlight=False)
+        what = s["backend"] + ("" if s.get("precision", "fp32") == "fp32" else f" {s['precision']}")
+        console.print(f"skipped {what} on {s['device']}: {escape(s['reason'])}", highlight=False)
     if not result["rows"]:
         raise ZooError("nothing could be measured: every backend x device was skipped (reasons above)", exit_code=1)
 
