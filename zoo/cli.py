@@ -25,7 +25,8 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable J
 
 
 # modules only the `train` extra installs: a command that needs one says how to get it
-TRAIN_EXTRA = {"torch", "torchvision", "torchmetrics", "safetensors", "onnx", "onnxscript", "matplotlib"}
+TRAIN_EXTRA = {"torch", "torchvision", "torchmetrics", "safetensors", "onnx", "onnxscript", "onnxconverter_common",
+               "matplotlib"}
 
 
 def command(fn):

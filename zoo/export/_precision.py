@@ -115,15 +115,16 @@ def _check_int8_share(before, after, precision: str, spec_name: str) -> float:
         for node in after.graph.node:
             if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):   # their float inputs are scales
                 held[node.op_type] += sum(left.get(name, 0) for name in node.input)
-        top = [op for op, n in held.most_common() if n]
-        reasons = "; ".join(dict.fromkeys(_STAYS_FLOAT[precision].get(op, f"{op} is not quantised") for op in top[:2]))
-        raise PrecisionRefused(f"{spec_name} {precision}: only {share:.1%} of the {sum(_floats(before).values()):,} "
-                               f"weights would be int8, the rest stays float in "
-                               f"{', '.join(f'{op} ({held[op]:,})' for op in top[:3])}: {reasons}; no bundle written")
+        total = sum(_floats(before).values())
+        top = [op for op, n in held.most_common(3) if n >= 0.05 * total]   # the layers that matter
+        why = _STAYS_FLOAT[precision].get(top[0], f"{top[0]} is not quantised")
+        raise PrecisionRefused(f"{spec_name} {precision}: only {share:.1%} of the {total:,} weights would be int8, "
+                               f"the rest stays float in {', '.join(f'{op} ({held[op]:,})' for op in top)}: {why}; "
+                               "no bundle written")
     return share
 
 
-def fp16(proto, spec_name: str = "") -> tuple[object, dict]:
+def fp16(proto) -> tuple[object, dict]:
     from onnxconverter_common import float16
 
     with _quiet():
@@ -212,7 +213,7 @@ def reduce(proto, precision: str, calibration: dict[str, np.ndarray] | None = No
     """The fp32 model `proto` in `precision` (one of REDUCED), and its record. int8-static needs
     `calibration` (model inputs by name) and `about` (where they come from). Raises PrecisionRefused."""
     if precision == "fp16":
-        return fp16(proto, spec_name)
+        return fp16(proto)
     if precision == "int8-dynamic":
         return int8_dynamic(proto, spec_name)
     if precision == "int8-static":
