@@ -41,7 +41,7 @@ def manifest(bundle) -> dict:
     return json.loads((Path(bundle) / "manifest.json").read_text())
 
 
-def test_exported_onnx_carries_no_stale_value_info_for_weights(tmp_path):
+def test_exported_onnx_carries_no_stale_value_info_nor_the_exporters_debug_record(tmp_path):
     """The dynamo exporter described every weight in value_info; ONNX Runtime's quantiser rewrites
     Gemm weights (transposed for MatMul) and then stopped on the stale copy (issue 15, cifar2-fc)."""
     from onnxruntime.quantization import quantize_dynamic
@@ -50,6 +50,9 @@ def test_exported_onnx_carries_no_stale_value_info_for_weights(tmp_path):
     model = onnx.load(str(bundle / "model.onnx"))
     weights = {t.name for t in model.graph.initializer}
     assert not weights & {v.name for v in model.graph.value_info}
+    # nor the exporter's debugging record: stack traces naming this machine's files
+    assert not any(n.metadata_props for n in model.graph.node)
+    assert str(ROOT).encode() not in (bundle / "model.onnx").read_bytes()
     logging.disable(logging.WARNING)   # the quantiser's advice to pre-process
     try:
         quantize_dynamic(str(bundle / "model.onnx"), str(tmp_path / "q.onnx"))   # raised InferenceError before
