@@ -10,8 +10,9 @@ from zoo.cli import app
 from zoo.errors import ZooError
 from zoo import bench
 
-ROW_KEYS = {"backend", "device", "batch", "session_ms", "import_ms", "first_ms", "iters", "mean_ms", "p50_ms",
-            "p90_ms", "p99_ms", "cv", "unstable", "throughput_per_s", "peak_rss_mb", "gpu_mb", "speedup_vs_eager"}
+ROW_KEYS = {"backend", "precision", "device", "batch", "size_mb", "session_ms", "import_ms", "first_ms", "iters",
+            "mean_ms", "p50_ms", "p90_ms", "p99_ms", "cv", "unstable", "throughput_per_s", "peak_rss_mb", "gpu_mb",
+            "speedup_vs_eager", "speedup_vs_fp32"}
 
 
 @pytest.fixture(scope="module")

@@ -40,32 +40,52 @@ MAX_SECONDS_PER_CELL = 10.0  # stop timing a batch size after this long (with at
 
 # --- the parent: resolve bundles, start one worker per backend x device, collect rows ----------------------
 
-def _bundle_for(target: str, fmt: str, scratch: Path) -> tuple[Path | None, str]:
-    """(bundle folder, "") or (None, why not) for `target` (a model name or a bundle folder) in `fmt`."""
+def _precision(manifest) -> str:
+    return (manifest.data.get("precision") or {}).get("name", "fp32")
+
+
+def _bundles_for(target: str, fmt: str, precisions, scratch: Path) -> dict[str, tuple[Path | None, str]]:
+    """{precision: (bundle folder, "") or (None, why not)} for `target` (a model name or a bundle folder) in
+    `fmt`: the bundle itself or its siblings beside it (`<model>-<fmt>[-<precision>]`), else exported now
+    (the shipped weights, or random ones; reduced precisions are measured on the built-in sample)."""
+    from zoo.export import bundle_name
     from zoo.runtime import read_manifest
 
     path = Path(target)
+    found: dict[str, tuple[Path | None, str]] = {}
     if (path / "manifest.json").is_file():
         manifest = read_manifest(path)
         if manifest.format == fmt:
-            return path, ""
-        sibling = path.parent / f"{manifest.model}-{fmt}"
-        if (sibling / "manifest.json").is_file():
-            return sibling, ""
+            found[_precision(manifest)] = (path, "")
+        for precision in precisions:
+            sibling = path.parent / bundle_name(manifest.model, fmt, precision)
+            if precision not in found and (sibling / "manifest.json").is_file():
+                found[precision] = (sibling, "")
         target = manifest.model
+    missing = [p for p in precisions if p not in found]
+    if not missing:
+        return {p: found[p] for p in precisions}
     if importlib.util.find_spec("torch") is None:
-        return None, f"no {fmt} bundle beside {path}, and exporting one needs torch: {NEEDS_TORCH}"
+        why = f"no such {fmt} bundle beside {path}, and exporting one needs torch: {NEEDS_TORCH}"
+        return {p: found.get(p, (None, why)) for p in precisions}
     from zoo import registry
+    from zoo.errors import ParityError, PrecisionRefused
     from zoo.export import export
     from zoo.weights import resolve
 
     spec = registry.get(target)
     try:
-        trained = resolve(spec, None)
-        (folder,) = export(spec.name, formats=(fmt,), out=scratch, random_weights=trained is None)
+        folders = export(spec.name, formats=(fmt,), out=scratch, random_weights=resolve(spec, None) is None,
+                         precisions=missing)
+    except (ParityError, PrecisionRefused) as e:   # the precisions that passed were written
+        folders = e.bundles
+        for report in e.reports:
+            found[report["precision"]] = (None, report.get("reason") or f"parity failed for {fmt}")
     except ZooError as e:
-        return None, f"export to {fmt} failed: {e}"
-    return Path(folder), ""
+        return {p: found.get(p, (None, f"export to {fmt} failed: {e}")) for p in precisions}
+    for folder in folders:
+        found[_precision(read_manifest(folder))] = (Path(folder), "")
+    return {p: found[p] for p in precisions}
 
 
 def _eager_weights(model: str, record: dict | None) -> tuple[str | None, str]:
@@ -126,15 +146,22 @@ def machine() -> dict:
 
 
 def run(target: str, backends=BACKENDS, devices=("cpu",), batches=(1, 8, 64, 256), iters: int = 100,
-        warmup: int = 10, threads: int | None = None, progress=None, timeout: float = 900) -> dict:
+        warmup: int = 10, threads: int | None = None, progress=None, timeout: float = 900,
+        precisions=("fp32",)) -> dict:
     """Benchmark a model name or a bundle folder. Returns {"model", "rows", "skipped", ...} (JSON-ready).
+    `precisions`: the ONNX bundles to compare side by side (fp32, fp16, int8-dynamic, int8-static); the
+    other backends run fp32.
 
     `progress(message)` is called before each worker starts."""
+    from zoo.export import PRECISIONS
     from zoo.runtime import default_threads
 
     unknown = [b for b in backends if b not in BACKENDS] + [d for d in devices if d not in DEVICES]
     if unknown:
         raise ZooError(f"unknown backend/device {unknown}; backends are {', '.join(BACKENDS)}, devices cpu, cuda")
+    bad = [p for p in precisions if p not in PRECISIONS]
+    if bad or not precisions:
+        raise ZooError(f"unknown precision {bad[0] if bad else '(none)'}; precisions are {', '.join(PRECISIONS)}")
     if not batches or any(b < 1 for b in batches) or iters < 1 or warmup < 0:
         raise ZooError(f"batches and iters must be positive and warmup >= 0, got batches={list(batches)}, "
                        f"iters={iters}, warmup={warmup}")
@@ -146,15 +173,17 @@ def run(target: str, backends=BACKENDS, devices=("cpu",), batches=(1, 8, 64, 256
               "timing": "numpy in -> numpy out per call (host<->device copies included on CUDA), except "
                         "onnxruntime+iobinding: inputs and outputs stay on the GPU"}
     with tempfile.TemporaryDirectory(prefix="zoo-bench-") as scratch:
-        bundles: dict[str, Path] = {}
+        bundles: dict[tuple[str, str], Path] = {}   # (backend, precision) -> bundle folder
         for backend in backends:
             if backend == "eager":
                 continue
-            folder, why = _bundle_for(str(target), FORMATS[backend], Path(scratch))
-            if folder is None:
-                result["skipped"].extend({"backend": backend, "device": d, "reason": why} for d in devices)
-            else:
-                bundles[backend] = folder
+            wanted = list(precisions) if backend == "onnxruntime" else ["fp32"]
+            for precision, (folder, why) in _bundles_for(str(target), FORMATS[backend], wanted, Path(scratch)).items():
+                if folder is None:
+                    result["skipped"].extend({"backend": backend, "precision": precision, "device": d, "reason": why}
+                                             for d in devices)
+                else:
+                    bundles[backend, precision] = folder
         if bundles:
             from zoo.runtime import read_manifest
             weights = read_manifest(next(iter(bundles.values()))).data.get("weights") or {}
@@ -167,27 +196,38 @@ def run(target: str, backends=BACKENDS, devices=("cpu",), batches=(1, 8, 64, 256
         for device in devices:
             for backend in backends:
                 if backend != "onnxruntime" and not has_torch:
-                    result["skipped"].append({"backend": backend, "device": device, "reason": NEEDS_TORCH})
-                    continue
-                if backend != "eager" and backend not in bundles:
+                    result["skipped"].append({"backend": backend, "precision": "fp32", "device": device,
+                                              "reason": NEEDS_TORCH})
                     continue
                 variants = ["plain", "iobinding"] if (backend, device) == ("onnxruntime", "cuda") else ["plain"]
-                jobs.extend((backend, device, v) for v in variants)
-        for backend, device, variant in jobs:
+                for precision in precisions if backend == "onnxruntime" else ["fp32"]:
+                    if backend == "eager" or (backend, precision) in bundles:
+                        jobs.extend((backend, precision, device, v) for v in variants)
+        for backend, precision, device, variant in jobs:
             label = backend + ("+iobinding" if variant == "iobinding" else "")
             if progress:
-                progress(f"{label} on {device}")
+                progress(f"{label} {precision} on {device}")
+            bundle = bundles.get((backend, precision))
             job = {"backend": backend, "device": device, "iobinding": variant == "iobinding",
-                   "bundle": str(bundles.get(backend, "")), "model": name, "batches": list(batches),
+                   "bundle": str(bundle or ""), "model": name, "batches": list(batches),
                    "iters": iters, "warmup": warmup, "threads": threads,
                    "weights_path": eager_path}
             outcome = _start_worker(job, timeout)
             if "skipped" in outcome:
-                result["skipped"].append({"backend": label, "device": device, "reason": outcome["skipped"]})
+                result["skipped"].append({"backend": label, "precision": precision, "device": device,
+                                          "reason": outcome["skipped"]})
+            size = round(_model_file(bundle).stat().st_size / 2**20, 3) if bundle else None
             for row in outcome.get("rows", []):
-                result["rows"].append({"backend": label, "device": device, **row})
+                result["rows"].append({"backend": label, "precision": precision, "device": device,
+                                       "size_mb": size, **row})
     _add_speedups(result)
     return result
+
+
+def _model_file(bundle: Path) -> Path:
+    from zoo.runtime import read_manifest
+
+    return read_manifest(bundle).file
 
 
 def _start_worker(job: dict, timeout: float) -> dict:
@@ -205,12 +245,15 @@ def _start_worker(job: dict, timeout: float) -> dict:
 
 
 def _add_speedups(result: dict) -> None:
-    """Speed-up over eager PyTorch on the same device and batch, from the medians (p50): on a shared machine
-    the means carry other processes' interruptions."""
+    """Speed-up over eager PyTorch, and over the same backend's fp32 bundle, on the same device and batch,
+    from the medians (p50): on a shared machine the means carry other processes' interruptions."""
     eager = {(r["device"], r["batch"]): r["p50_ms"] for r in result["rows"] if r["backend"] == "eager"}
+    fp32 = {(r["backend"], r["device"], r["batch"]): r["p50_ms"] for r in result["rows"] if r["precision"] == "fp32"}
     for row in result["rows"]:
         base = eager.get((row["device"], row["batch"]))
         row["speedup_vs_eager"] = round(base / row["p50_ms"], 3) if base and row["p50_ms"] else None
+        base = fp32.get((row["backend"], row["device"], row["batch"]))
+        row["speedup_vs_fp32"] = round(base / row["p50_ms"], 3) if base and row["p50_ms"] else None
 
 
 # --- the worker: one backend on one device, every batch size ------------------------------------------------

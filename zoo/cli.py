@@ -25,7 +25,8 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable J
 
 
 # modules only the `train` extra installs: a command that needs one says how to get it
-TRAIN_EXTRA = {"torch", "torchvision", "torchmetrics", "safetensors", "onnx", "onnxscript", "matplotlib"}
+TRAIN_EXTRA = {"torch", "torchvision", "torchmetrics", "safetensors", "onnx", "onnxscript", "onnxconverter_common",
+               "matplotlib"}
 
 
 def command(fn):
@@ -243,18 +244,43 @@ def _print_parity(title: str, report: dict) -> None:
     from zoo.export import PARITY_COLUMNS, parity_rows
 
     tol = report["tolerance"]
-    table = Table(title=f"{title}: {report['backend']}, atol {tol['atol']:g}, rtol {tol['rtol']:g}",
-                  title_justify="left")
+    judged = f"atol {tol['atol']:g}, rtol {tol['rtol']:g}" if tol else "errors reported, judged by accuracy"
+    table = Table(title=f"{title}: {report['backend']}, {judged}", title_justify="left")
     for col in PARITY_COLUMNS:
         table.add_column(col, justify="left" if col in ("inputs", "output", "result") else "right")
     for row in parity_rows(report):
         table.add_row(*row, style="red" if row[-1].startswith("FAIL") else None)
+    Console(width=max(console.width, 130)).print(table)  # nine columns: too wide for 80, even in a pipe
+    _print_checks(report)
+
+
+def _print_checks(report: dict) -> None:
+    """The structural checks and any failure of a parity report, without its table."""
     checks = ", ".join(f"{c['check']} {({True: 'ok', False: 'FAIL', None: 'n/a'})[c['passed']]}"
                        for c in report["checks"])
-    Console(width=max(console.width, 130)).print(table)  # nine columns: too wide for 80, even in a pipe
-    console.print(f"checks: {checks}", markup=False, highlight=False)
+    ran = "" if report["tolerance"] else f"; ran {len(report['cases'])} input cases"
+    console.print(f"checks: {checks}{ran}", markup=False, highlight=False)
     for failure in report["failures"]:
         console.print(f"[red]FAIL[/] {escape(failure)}", highlight=False)
+
+
+def _print_accuracy(title: str, report: dict) -> None:
+    from zoo.export import ACCURACY_COLUMNS, accuracy_rows
+
+    data = report["data"]
+    table = Table(title=f"{title}: {data['validation_samples']} validation samples ({data['source']}), "
+                        f"{report['backend']}", title_justify="left")
+    for col in ACCURACY_COLUMNS:
+        table.add_column(col, justify="left" if col in ("measure", "result") else "right")
+    for row in accuracy_rows(report):
+        table.add_row(*row, style="red" if row[-1] == "FAIL" else None)
+    Console(width=max(console.width, 110)).print(table)
+    if data.get("note"):
+        console.print(f"[yellow]note:[/] {escape(data['note'])}", highlight=False)
+
+
+def _comma_list(value: str) -> builtins.list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
 
 
 @command
@@ -267,19 +293,34 @@ def export(
     out: Annotated[str, typer.Option(help="Folder for the bundles (<out>/<name>-<format>/).")] = "bundles",
     random_weights: Annotated[bool, typer.Option("--random-weights", help="Export untrained weights "
                                                  "(for testing; the manifest says so).")] = False,
-    data: Annotated[str | None, typer.Option(help="Dataset folder or file: adds real samples to the "
-                                                  "parity check.")] = None,
+    data: Annotated[str | None, typer.Option(help="Dataset folder or file: adds real samples to the parity check; "
+                                                  "for reduced precisions, its validation split measures the accuracy "
+                                                  "and its training split calibrates int8-static.",
+                                             show_default="the built-in sample")] = None,
     atol: Annotated[float | None, typer.Option(help="Absolute tolerance.", show_default="the spec's, 1e-5 for most")] = None,
     rtol: Annotated[float | None, typer.Option(help="Relative tolerance.", show_default="the spec's, 1e-5")] = None,
+    precision: Annotated[str, typer.Option(help="ONNX precision: fp32, fp16, int8-dynamic, int8-static or all (or a "
+                                                "comma-separated list); reduced ones go to <name>-onnx-<precision>/, "
+                                                "written only within the accuracy budget.")] = "fp32",
+    optimize: Annotated[bool, typer.Option("--optimize", help="Save ONNX Runtime's offline-optimised graph (for "
+                                           "onnxruntime on CPU), so that loading does not redo it.")] = False,
+    min_agreement: Annotated[float, typer.Option(help="Budget, classifiers: share of validation samples whose top-1 "
+                                                      "class must match fp32's.")] = 0.99,
+    max_drop: Annotated[float, typer.Option(help="Budget, classifiers: how far the model's metric may fall "
+                                                 "(0.01 = 1 point of accuracy).")] = 0.01,
+    max_mse_increase: Annotated[float, typer.Option(help="Budget, regression and series: relative MSE increase "
+                                                         "allowed (0.02 = 2 %).")] = 0.02,
     all_: Annotated[bool, typer.Option("--all", help="Export every model that has shipped weights.")] = False,
     json_: JsonFlag = False,
 ):
     """Export a model to ONNX / TorchScript / torch.export bundles; parity is measured before writing.
-    Without a name: the model last trained into runs/ (zoo train's default), with those weights."""
+    Reduced ONNX precisions are judged by their accuracy on held-out data (the validation split of --data,
+    else the built-in sample) against a budget. Without a name: the model last trained into runs/ (zoo
+    train's default), with those weights."""
     from pathlib import Path
 
-    from zoo.errors import ParityError
-    from zoo.export import export as export_model
+    from zoo.errors import ParityError, PrecisionRefused
+    from zoo.export import PRECISIONS, Budget, export as export_model
     from zoo.outputs import RUNS, writable_folder
     from zoo.runtime import read_manifest
     from zoo.weights import latest_trained, resolve
@@ -300,30 +341,56 @@ def export(
         err_console.print(f"exporting {last.stem}, last trained into {RUNS}/ ({last})", highlight=False)
     else:
         jobs = [(name, weights)]
-    results, failed = [], None
+    budget = Budget(min_agreement, max_drop, max_mse_increase)
+    results, failed = [], []
     for model, model_weights in jobs:
-        with err_console.status(f"exporting {model} ({format_}) and measuring parity"):
+        with err_console.status(f"exporting {model} ({format_}, {precision}) and measuring parity"):
             try:
-                paths = export_model(model, format_.split(","), weights=model_weights, out=out,
-                                     random_weights=random_weights, data=data, atol=atol, rtol=rtol)
-            except ParityError as e:
-                paths, failed = getattr(e, "bundles", []), e
-                results += [{"format": r["format"], "bundle": None, "passed": False, "parity": r}
-                            for r in getattr(e, "reports", [])]
-        results += [{"format": m["format"], "bundle": str(p), "passed": True, "exporter": m["exporter"],
-                     "parity": m["parity"], "model": m["model"]} for p in paths for m in [read_manifest(Path(p)).data]]
+                paths = export_model(model, _comma_list(format_), weights=model_weights, out=out,
+                                     random_weights=random_weights, data=data, atol=atol, rtol=rtol,
+                                     precisions=_comma_list(precision), optimize=optimize, budget=budget)
+            except (ParityError, PrecisionRefused) as e:
+                paths = getattr(e, "bundles", [])
+                failed.append(e)
+                for r in e.reports:
+                    refused = "reason" in r
+                    results.append({"model": r["model"], "format": r["format"], "precision": r["precision"],
+                                    "bundle": None, "passed": False, "parity": None if refused else r,
+                                    "accuracy": r.get("accuracy"), "reason": r.get("reason")})
+        for p in paths:
+            m = read_manifest(Path(p)).data
+            results.append({"model": m["model"], "format": m["format"],
+                            "precision": (m.get("precision") or {}).get("name", "fp32"), "bundle": str(p),
+                            "passed": True, "exporter": m["exporter"], "parity": m["parity"],
+                            "accuracy": m.get("accuracy"), "reason": None})
+    order = {p: i for i, p in enumerate(PRECISIONS)}
+    results.sort(key=lambda r: (r["model"], r["format"], order[r["precision"]]))
     if json_:
         print_json(results)
     else:
         for r in results:
-            _print_parity(f"{r['parity'].get('model', r.get('model', ''))} {r['format']}".strip(), r["parity"])
+            title = f"{r['model']} {r['format']}" + ("" if r["precision"] == "fp32" else f" {r['precision']}")
+            if r["parity"] is not None and r["precision"] == "fp32":
+                _print_parity(title, r["parity"])
+            elif r["parity"] is not None:   # reduced: the structure and shapes checked, the values judged below
+                _print_checks(r["parity"])
+            if r["accuracy"] is not None:
+                _print_accuracy(title, r["accuracy"])
             if r["passed"]:
-                console.print(f"wrote {r['bundle']} ({r['exporter']['name']})", highlight=False)
+                console.print(f"wrote {r['bundle']} ({r['exporter']['name']}"
+                              + ("" if r["precision"] == "fp32" else f", {r['precision']}") + ")", highlight=False)
+            elif r["reason"]:
+                console.print(f"[red]refused:[/] {escape(r['reason'])}", highlight=False)
             else:
                 console.print(f"[red]parity failed: no {r['format']} bundle written[/]")
-    if failed is not None:
-        bad = [r["format"] for r in results if not r["passed"]]
-        raise ParityError(f"parity failed for {', '.join(bad)}: no bundle written for it" if bad else str(failed))
+    if failed:
+        bad = [r for r in results if not r["passed"]]
+        if any(isinstance(e, ParityError) for e in failed):
+            raise ParityError(f"parity failed for {', '.join(r['format'] for r in bad if not r['reason'])}: no bundle "
+                              "written for it")
+        raise PrecisionRefused(bad[0]["reason"] if len(bad) == 1 else
+                               f"{len(bad)} bundles not written: " + "; ".join(
+                                   f"{r['model']} {r['precision']}" for r in bad) + " (reasons above)")
 
 
 @command
@@ -331,11 +398,12 @@ def verify(
     bundle: Annotated[str, typer.Argument(help="Bundle folder, e.g. bundles/clouds-cnn-onnx.")],
     weights: Annotated[str | None, typer.Option(help="The source weights.",
                                                 show_default="found among the shipped weights by the manifest's sha256")] = None,
-    data: Annotated[str | None, typer.Option(help="Dataset folder or file: adds real samples.")] = None,
+    data: Annotated[str | None, typer.Option(help="Dataset folder or file: adds real samples; for a reduced "
+                                                  "precision, its validation split re-measures the accuracy.")] = None,
     json_: JsonFlag = False,
 ):
     """Re-check a bundle: model file checksum, manifest against the model, parity against the source weights."""
-    from zoo.errors import ParityError
+    from zoo.errors import ParityError, PrecisionRefused
     from zoo.export import verify as verify_bundle
 
     try:
@@ -347,18 +415,31 @@ def verify(
             else:
                 _print_parity(bundle, report)
         raise ParityError(f"{bundle}: parity against the source weights failed") from None
+    except PrecisionRefused as e:
+        for report in getattr(e, "reports", []):
+            if json_:
+                print_json({"bundle": bundle, "passed": False, "accuracy": report["accuracy"]})
+            else:
+                _print_accuracy(bundle, report["accuracy"])
+        raise
     if json_:
         return print_json(result)
-    if result["parity"]:
+    if result["parity"] and result["precision"] == "fp32":
         _print_parity(bundle, result["parity"])
+    elif result["parity"]:
+        _print_checks(result["parity"])
     else:
         checks = ", ".join(f"{c['check']} {({True: 'ok', False: 'FAIL', None: 'n/a'})[c['passed']]}"
                            for c in result["checks"])
         console.print(f"checks: {checks}", markup=False, highlight=False)
+    if result["accuracy"]:
+        _print_accuracy(bundle, result["accuracy"])
     if result["note"]:
         console.print(f"[yellow]note:[/] {escape(result['note'])}", highlight=False)
-    console.print(f"verified {bundle}: sha256 {result['file_sha256'][:12]}…, manifest matches the model"
-                  + (", parity passed" if result["parity"] else ""), highlight=False)
+    checked = ("" if not result["parity"] else ", parity passed" if result["precision"] == "fp32"
+               else ", inputs and outputs checked" + (", accuracy within its budget" if result["accuracy"] else ""))
+    console.print(f"verified {bundle}: sha256 {result['file_sha256'][:12]}…, manifest matches the model{checked}",
+                  highlight=False)
 
 
 def _train_argv() -> builtins.list[str]:
@@ -454,15 +535,20 @@ def bench(
     warmup: Annotated[int, typer.Option(min=0, help="Untimed iterations first.")] = 10,
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for every backend.",
                                                 show_default="the cores this process may use")] = None,
+    precision: Annotated[str, typer.Option(help="ONNX precisions side by side: fp32, fp16, int8-dynamic, "
+                                                "int8-static or all (bundles beside the given one, else exported).")]
+        = "fp32",
     json_file: Annotated[str | None, typer.Option("--json", help="Also write the results as JSON to FILE.")] = None,
 ):
-    """Latency, throughput and memory per backend x device x batch, against eager PyTorch. Exits 1 when
-    nothing could be measured."""
+    """Latency, throughput, size and memory per backend x precision x device x batch, against eager PyTorch.
+    Exits 1 when nothing could be measured."""
     from zoo import bench as zbench
+    from zoo.export import PRECISIONS
     from zoo.outputs import write_json, writable_file
 
     backends = _csv_list(backend, zbench.BACKENDS, "backend")
     devices = _csv_list(device, zbench.DEVICES, "device")
+    precisions = builtins.list(PRECISIONS) if precision.strip() == "all" else _csv_list(precision, PRECISIONS, "precision")
     try:
         batches = [int(b) for b in batch.split(",")]
     except ValueError:
@@ -471,27 +557,31 @@ def bench(
         writable_file(json_file, "--json")
     with err_console.status("benchmarking") as status:
         result = zbench.run(target, backends, devices, batches, iters, warmup, threads,
-                            progress=lambda m: status.update(f"benchmarking {m}"))
+                            progress=lambda m: status.update(f"benchmarking {m}"), precisions=precisions)
     if json_file:
         from pathlib import Path
         write_json(Path(json_file), result)
     table = Table(title=f"{result['model']}: {result['threads']} thread(s), {result['iters']} iters, "
                         f"weights {result['weights']}; eager baseline {result.get('eager_weights', '-')}")
-    for col in ("backend", "device", "batch", "create ms", "first ms", "mean ms", "p50/p90/p99 ms", "CV",
-                "samples/s", "peak MB RSS/GPU", "vs eager"):
-        table.add_column(col, justify="left" if col in ("backend", "device") else "right")
+    for col in ("backend", "precision", "device", "batch", "size MB", "create ms", "first ms", "mean ms",
+                "p50/p90/p99 ms", "CV", "samples/s", "peak MB RSS/GPU", "vs eager", "vs fp32"):
+        table.add_column(col, justify="left" if col in ("backend", "precision", "device") else "right")
     for r in result["rows"]:
         cv = f"{r['cv']:.2f}" + (" [yellow]unstable[/]" if r["unstable"] else "")
         memory = f"{r['peak_rss_mb']:.0f}" + ("" if r["gpu_mb"] is None else f"/{r['gpu_mb']:.0f}")
         speedup = f"{r['speedup_vs_eager']:.2f}x" if r["speedup_vs_eager"] else "-"
-        table.add_row(r["backend"], r["device"], str(r["batch"]), f"{r['session_ms']:.1f}", f"{r['first_ms']:.2f}",
-                      f"{r['mean_ms']:.3f}", f"{r['p50_ms']:.3f}/{r['p90_ms']:.3f}/{r['p99_ms']:.3f}", cv,
-                      f"{r['throughput_per_s']:,.0f}", memory, speedup)
-    Console(width=max(console.width, 160)).print(table)  # too many columns for 80, even in a pipe
+        vs_fp32 = f"{r['speedup_vs_fp32']:.2f}x" if r["speedup_vs_fp32"] and r["precision"] != "fp32" else "-"
+        size = "-" if r["size_mb"] is None else f"{r['size_mb']:.3f}"
+        table.add_row(r["backend"], r["precision"], r["device"], str(r["batch"]), size, f"{r['session_ms']:.1f}",
+                      f"{r['first_ms']:.2f}", f"{r['mean_ms']:.3f}",
+                      f"{r['p50_ms']:.3f}/{r['p90_ms']:.3f}/{r['p99_ms']:.3f}", cv, f"{r['throughput_per_s']:,.0f}",
+                      memory, speedup, vs_fp32)
+    Console(width=max(console.width, 180)).print(table)  # too many columns for 80, even in a pipe
     console.print(f"[dim]{result['timing']}; peak RSS is the worker process's, which imports torch only for "
                   "torchscript, pt2 and eager[/]")
     for s in result["skipped"]:
-        console.print(f"skipped {s['backend']} on {s['device']}: {escape(s['reason'])}", highlight=False)
+        what = s["backend"] + ("" if s.get("precision", "fp32") == "fp32" else f" {s['precision']}")
+        console.print(f"skipped {what} on {s['device']}: {escape(s['reason'])}", highlight=False)
     if not result["rows"]:
         raise ZooError("nothing could be measured: every backend x device was skipped (reasons above)", exit_code=1)
 

@@ -16,3 +16,10 @@ class ParityError(ZooError):
     """An exported artefact disagrees with eager PyTorch beyond tolerance."""
 
     exit_code = 1
+
+
+class PrecisionRefused(ZooError):
+    """A reduced-precision bundle was not written: it misses its accuracy budget, or the precision does not
+    fit the model (its weights would stay mostly float). The message says which and by how much."""
+
+    exit_code = 1

@@ -43,13 +43,14 @@ def load(spec: ModelSpec, data: str | Path | None = None, split: str = "train", 
     return dataset
 
 
-def real_samples(spec: ModelSpec, data: str | Path | None, preprocess: dict, n: int = 32,
+def real_samples(spec: ModelSpec, data: str | Path | Dataset | None, preprocess: dict, n: int = 32,
                  split: str = "train") -> dict | None:
     """Up to `n` real model inputs as float32 numpy arrays keyed by input name, prepared with
-    `preprocess` (the weights' own, fitted statistics included), for parity checks."""
+    `preprocess` (the weights' own, fitted statistics included), for parity checks. `data`: a path, or
+    a Dataset already loaded."""
     if data is None:
         return None
-    dataset = load(spec, data, split)
+    dataset = data if isinstance(data, Dataset) else load(spec, data, split)
     import torch
 
     idx = torch.linspace(0, len(dataset) - 1, min(n, len(dataset))).long()

@@ -4,26 +4,35 @@ written, and re-verify existing bundles. See docs/formats.md for the bundle layo
 A bundle is built in a staging folder: the converted model file with the manifest sealed into it, the
 manifest beside it; then the staged bundle is loaded with `zoo.runtime.load` exactly as users load it,
 and its parity against eager PyTorch is measured through that session. Only a bundle that passes is
-renamed into place. Export uses nothing of the runtime but its public API."""
+renamed into place. ONNX bundles also come in reduced precisions (fp16, int8-dynamic, int8-static), made
+from the fp32 export; those differ from eager by design and are judged by their accuracy on held-out
+data against a budget (`_accuracy`) instead of an element-wise tolerance. Export uses nothing of the
+runtime but its public API."""
 
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import zoo.runtime as runtime
 from zoo import registry
-from zoo.errors import ParityError, ZooError
-from zoo.export import _manifest, _onnx, _parity, _pt2, _torchscript
+from zoo.errors import ParityError, PrecisionRefused, ZooError
+from zoo.export import _accuracy, _manifest, _onnx, _parity, _precision, _pt2, _torchscript
+from zoo.export._accuracy import Budget
 from zoo.export._common import EXAMPLE_SIZES, first_line, interrupted, quiet
+from zoo.export._precision import PRECISIONS
 from zoo.outputs import clean_stale_staging, staging_folder, swap_into_place, writable_folder
 from zoo.weights import load_model, preprocessing, read_card, resolve, sha256_file, weights_dir
 
-__all__ = ["export", "verify", "FORMATS", "PARITY_COLUMNS", "parity_rows"]
+__all__ = ["export", "verify", "bundle_name", "FORMATS", "PRECISIONS", "Budget",
+           "PARITY_COLUMNS", "parity_rows", "ACCURACY_COLUMNS", "accuracy_rows"]
 
 FORMATS = {"onnx": _onnx, "torchscript": _torchscript, "pt2": _pt2}
 PARITY_COLUMNS = _parity.COLUMNS
 parity_rows = _parity.rows
+ACCURACY_COLUMNS = _accuracy.COLUMNS
+accuracy_rows = _accuracy.rows
 RANDOM_SEED = 0   # the seed `--random-weights` builds the model with
 
 
@@ -36,6 +45,22 @@ def _formats(formats) -> list[str]:
         raise ZooError(f"unknown format {unknown[0] if unknown else '(none)'}: choose from "
                        f"{', '.join(FORMATS)} or all")
     return list(dict.fromkeys(formats))
+
+
+def _precisions(precisions) -> list[str]:
+    precisions = [precisions] if isinstance(precisions, str) else list(precisions)
+    if "all" in precisions:
+        return list(PRECISIONS)
+    unknown = [p for p in precisions if p not in PRECISIONS]
+    if unknown or not precisions:
+        raise ZooError(f"unknown precision {unknown[0] if unknown else '(none)'}: choose from "
+                       f"{', '.join(PRECISIONS)} or all")
+    return list(dict.fromkeys(precisions))
+
+
+def bundle_name(model: str, fmt: str, precision: str = "fp32") -> str:
+    """`<model>-<format>`, and `<model>-onnx-<precision>` for a reduced precision."""
+    return f"{model}-{fmt}" if precision == "fp32" else f"{model}-{fmt}-{precision}"
 
 
 def _for_inference(model):
@@ -64,38 +89,85 @@ def _load_weights(spec, weights, random_weights: bool):
     return _for_inference(load_model(spec, path)), record, card
 
 
-def _bundle(spec, fmt, model, weights_record, preprocess, real, atol, rtol, out: Path) -> Path:
-    module = FORMATS[fmt]
-    target = out / f"{spec.name}-{fmt}"
-    clean_stale_staging(out, target.name)   # what killed exports of this bundle left behind
+@dataclass
+class _Job:
+    """What every bundle of one export shares."""
+    spec: object
+    model: object                  # eager, in eval mode
+    weights: dict                  # the manifest's `weights` record
+    card: dict | None
+    preprocess: dict
+    real: dict | None              # real samples for the parity matrix (--data)
+    atol: float
+    rtol: float
+    out: Path
+    optimize: bool = False
+    budget: Budget = Budget()
+    held: _accuracy.HeldOut | None = None   # reduced precisions: calibration and validation samples
+    reference: dict | None = None           # eager outputs on the validation samples
+
+
+def _convert(spec, fmt, model):
+    try:
+        converted, exporter = FORMATS[fmt].convert(model, spec)
+    except Exception as e:  # noqa: BLE001 - an exporter crash is reported as one line
+        if interrupted(e):   # torch wraps a Ctrl-C during export in its own error types
+            raise KeyboardInterrupt from e
+        raise ZooError(f"{fmt} export of {spec.name} failed: {first_line(e)}") from e
+    exporter["example_sizes"] = dict(EXAMPLE_SIZES)
+    return converted, exporter
+
+
+def _bundle(job: _Job, fmt: str, converted, exporter: dict, precision: str = "fp32") -> Path:
+    spec, module = job.spec, FORMATS[fmt]
+    target = job.out / bundle_name(spec.name, fmt, precision)
+    clean_stale_staging(job.out, target.name)   # what killed exports of this bundle left behind
     # built beside the target (same filesystem, so the final rename is atomic); a dot-name that
     # no one mistakes for a bundle, removed whatever happens
-    staging = staging_folder(out, target.name)
+    staging = staging_folder(job.out, target.name)
     try:
         file = staging / module.FILE
+        artefact, record, exporter = converted, None, dict(exporter)
+        if precision != "fp32":
+            about = {"source": job.held.about["source"], "fingerprint": job.held.about["fingerprint"],
+                     "split": job.held.about["calibration"]}
+            with quiet():
+                artefact, record = _precision.reduce(converted, precision, job.held.calibration, about, spec.name)
+            record["budget"] = job.budget.to_dict()
+        if fmt == "onnx":
+            exporter["optimized"] = None
+            if job.optimize:
+                artefact, exporter["optimized"] = _precision.optimize(artefact)
+        manifest = _manifest.build(spec, fmt, module.FILE, job.preprocess, job.weights, exporter, record)
         try:
-            converted, exporter = module.convert(model, spec)
-        except Exception as e:  # noqa: BLE001 - an exporter crash is reported as one line
-            if interrupted(e):   # torch wraps a Ctrl-C during export in its own error types
-                raise KeyboardInterrupt from e
-            raise ZooError(f"{fmt} export of {spec.name} failed: {first_line(e)}") from e
-        exporter["example_sizes"] = dict(EXAMPLE_SIZES)
-        manifest = _manifest.build(spec, fmt, module.FILE, preprocess, weights_record, exporter)
-        try:
-            module.write(converted, file, runtime.seal_text(manifest))
+            module.write(artefact, file, runtime.seal_text(manifest))
         except Exception as e:  # noqa: BLE001 - onnx.checker's ValidationError and friends
             if interrupted(e):
                 raise KeyboardInterrupt from e
             raise ZooError(f"{spec.name}: the {fmt} file fails its checks: {first_line(e)}") from e
         manifest["file_sha256"] = sha256_file(file)
         _manifest.write(staging, manifest)
+        label = f"{spec.name} {fmt}" + ("" if precision == "fp32" else f" {precision}")
         with quiet(), runtime.load(staging) as session:   # as users load it: checksum and seal verified
-            report = _parity.measure(spec, model, session, preprocess, atol, rtol, real)
+            report = _parity.measure(spec, job.model, session, job.preprocess, job.atol, job.rtol, job.real,
+                                     judge=precision == "fp32")
+            accuracy = None
+            if precision != "fp32":
+                produced = _accuracy.bundle_outputs(spec, session, job.held.inputs)
+                accuracy = {"backend": report["backend"], **_accuracy.measure(
+                    spec, job.reference, produced, job.held, job.budget, job.card)}
         if not report["passed"]:
-            error = ParityError(_parity.text_table(report, f"{spec.name} {fmt}: parity failed, no bundle written"))
-            error.reports = [{"model": spec.name, "format": fmt, **report}]
+            error = ParityError(_parity.text_table(report, f"{label}: parity failed, no bundle written"))
+            error.reports = [{"model": spec.name, "format": fmt, "precision": precision, **report}]
+            raise error
+        if accuracy is not None and not accuracy["passed"]:
+            error = PrecisionRefused(_accuracy.refusal(spec.name, precision, accuracy))
+            error.reports = [{"model": spec.name, "format": fmt, "precision": precision, "accuracy": accuracy,
+                              "reason": str(error)}]
             raise error
         manifest["parity"] = report
+        if accuracy is not None:
+            manifest["accuracy"] = accuracy
         _manifest.write(staging, manifest)
         swap_into_place(staging, target, lambda folder: (folder / runtime.MANIFEST_NAME).is_file())
         return target
@@ -105,42 +177,75 @@ def _bundle(spec, fmt, model, weights_record, preprocess, real, atol, rtol, out:
 
 def export(name: str, formats=("onnx",), weights: str | Path | None = None, out: str | Path = "bundles",
            random_weights: bool = False, data: str | Path | None = None, atol: float | None = None,
-           rtol: float | None = None) -> list[Path]:
+           rtol: float | None = None, precisions=("fp32",), optimize: bool = False,
+           budget: Budget | None = None) -> list[Path]:
     """Export model `name` to each format ("onnx", "torchscript", "pt2" or "all") as a bundle folder
     `<out>/<name>-<format>/`, measuring parity against eager PyTorch first. Weights: `weights`, else
     the shipped ones; `random_weights=True` exports an untrained model (marked so in the manifest).
-    `data` adds real samples to the parity matrix. Returns the bundle folders; raises ParityError
-    (with `.reports`) if any format fails parity, after writing the formats that passed."""
+    `data` adds real samples to the parity matrix.
+
+    ONNX also in `precisions` ("fp32", "fp16", "int8-dynamic", "int8-static" or "all"; other formats are
+    fp32): `<out>/<name>-onnx-<precision>/`, written only when its accuracy on held-out data (the
+    validation split of `data`, else the built-in sample) stays within `budget`. `optimize` saves ONNX
+    Runtime's offline-optimised graph (for onnxruntime on CPU).
+
+    Returns the bundle folders; after writing the bundles that passed, raises ParityError (with
+    `.reports`: one per bundle not written) if a bundle failed parity, else PrecisionRefused if a reduced
+    precision missed its budget or does not fit the model."""
     spec = registry.get(name)
     formats = _formats(formats)
+    precisions = _precisions(precisions)
+    if "onnx" not in formats and (precisions != ["fp32"] or optimize):
+        raise ZooError("--precision and --optimize apply to ONNX bundles: add --format onnx")
+    budget = budget or Budget()
     model, weights_record, card = _load_weights(spec, weights, random_weights)
     preprocess = preprocessing(spec, card, random_weights)
-    real = _real_samples(spec, data, preprocess)
     atol = spec.atol if atol is None else float(atol)
     rtol = spec.rtol if rtol is None else float(rtol)
     if atol < 0 or rtol < 0:
         raise ZooError("--atol and --rtol must be >= 0")
     out = writable_folder(out, "--out")
+    dataset = _load_data(spec, data)
+    job = _Job(spec, model, weights_record, card, preprocess, _real_samples(spec, dataset, preprocess), atol, rtol,
+               out, optimize, budget)
+    if any(p != "fp32" for p in precisions) and "onnx" in formats:
+        job.held = _accuracy.held_out(spec, dataset, preprocess, card, _precision.CALIBRATION_SAMPLES)
+        job.reference = _accuracy.eager_outputs(spec, model, job.held.inputs)
     paths, failures = [], []
     for fmt in formats:
-        try:
-            paths.append(_bundle(spec, fmt, model, weights_record, preprocess, real, atol, rtol, out))
-        except ParityError as e:
-            failures.append(e)
+        converted, exporter = _convert(spec, fmt, model)
+        for precision in precisions if fmt == "onnx" else ["fp32"]:
+            try:
+                paths.append(_bundle(job, fmt, converted, exporter, precision))
+            except ParityError as e:
+                failures.append(e)
+            except PrecisionRefused as e:   # the budget (with its report), or a precision that does not fit
+                e.reports = getattr(e, "reports", None) or [{"model": spec.name, "format": fmt, "precision": precision,
+                                                             "accuracy": None, "reason": str(e)}]
+                failures.append(e)
     if failures:
-        error = ParityError("\n\n".join(str(e) for e in failures))
+        kind = ParityError if any(isinstance(e, ParityError) for e in failures) else PrecisionRefused
+        error = kind("\n\n".join(str(e) for e in failures))
         error.reports = [r for e in failures for r in e.reports]
         error.bundles = paths
         raise error
     return paths
 
 
-def _real_samples(spec, data, preprocess: dict):
+def _load_data(spec, data):
     if data is None:
+        return None
+    from zoo.data import load
+
+    return load(spec, data, "train")
+
+
+def _real_samples(spec, dataset, preprocess: dict):
+    if dataset is None:
         return None
     from zoo.data import real_samples
 
-    return real_samples(spec, data, preprocess, n=32)
+    return real_samples(spec, dataset, preprocess, n=32)
 
 
 def _source_weights(spec, manifest: dict, weights) -> Path:
@@ -171,8 +276,10 @@ def verify(bundle: str | Path, weights: str | Path | None = None, data: str | Pa
     """Check an existing bundle: load it as users do (the model file's sha256, the manifest against the
     copy sealed into the file), compare the manifest with the registry and the source weights' card, then
     re-run the parity matrix against the source weights (found by sha256 among the shipped weights, or
-    `weights`). Returns the report; raises ZooError (exit 1) for a corrupted or tampered bundle and
-    ParityError when parity fails."""
+    `weights`). A reduced-precision bundle's accuracy is measured again (on `data`'s validation split, else
+    the built-in sample when the export used it) and judged against the budget sealed into its manifest.
+    Returns the report; raises ZooError (exit 1) for a corrupted or tampered bundle, ParityError when
+    parity fails and PrecisionRefused when the accuracy misses the budget."""
     bundle = Path(bundle)
     manifest = runtime.read_manifest(bundle, require=_manifest.REQUIRED)
     spec = registry.get(manifest.model)
@@ -221,9 +328,10 @@ def _verify_loaded(bundle: Path, manifest, session, spec, weights, data) -> dict
     bad = [f"{c['check']}: {c['detail']}" for c in checks if c["passed"] is False]
     if bad:
         raise ZooError(f"{bundle}: the manifest does not match {manifest.file.name}: {'; '.join(bad)}", exit_code=1)
-    result = {"bundle": str(bundle), "model": spec.name, "format": manifest.format,
+    precision = (manifest.data.get("precision") or {}).get("name", "fp32")
+    result = {"bundle": str(bundle), "model": spec.name, "format": manifest.format, "precision": precision,
               "file_sha256": manifest.data["file_sha256"], "checks": checks, "weights": None, "parity": None,
-              "note": None, "passed": True}
+              "accuracy": None, "note": None, "passed": True}
     if random:
         _probe(spec, session, manifest, bundle)
         result["note"] = ("exported with --random-weights: there are no source weights to re-run parity "
@@ -232,15 +340,44 @@ def _verify_loaded(bundle: Path, manifest, session, spec, weights, data) -> dict
         return result
     model = _for_inference(load_model(spec, path))
     tolerance = (manifest.data.get("parity") or {}).get("tolerance") or {}
+    dataset = _load_data(spec, data)
     report = _parity.measure(spec, model, session, manifest.preprocess,
                              tolerance.get("atol", spec.atol), tolerance.get("rtol", spec.rtol),
-                             _real_samples(spec, data, manifest.preprocess))
+                             _real_samples(spec, dataset, manifest.preprocess), judge=precision == "fp32")
     result.update(weights=str(path), parity=report, passed=report["passed"])
     if not report["passed"]:
         error = ParityError(_parity.text_table(report, f"{bundle}: parity failed"))
-        error.reports = [{"model": spec.name, "format": manifest.format, **report}]
+        error.reports = [{"model": spec.name, "format": manifest.format, "precision": precision, **report}]
         raise error
+    if precision != "fp32":
+        result["accuracy"], result["note"] = _reverify_accuracy(spec, model, session, manifest, dataset, card)
+        if result["accuracy"] is not None and not result["accuracy"]["passed"]:
+            error = PrecisionRefused(f"{bundle}: " + _accuracy.refusal(spec.name, precision, result["accuracy"])
+                                     .replace("; no bundle written", ""))
+            error.reports = [{"model": spec.name, "format": manifest.format, "precision": precision,
+                              "accuracy": result["accuracy"], "reason": str(error)}]
+            raise error
     return result
+
+
+def _reverify_accuracy(spec, model, session, manifest, dataset, card) -> tuple[dict | None, str | None]:
+    """A reduced-precision bundle's accuracy, measured again on the same kind of held-out data and judged
+    against the budget sealed into its manifest: (report, note)."""
+    recorded = (manifest.data.get("accuracy") or {}).get("data") or {}
+    if dataset is None and recorded.get("source") == "files":
+        return None, (f"accuracy not re-measured: the export measured it on the training data's validation split "
+                      f"(fingerprint {str(recorded.get('fingerprint'))[:12]}…); pass --data DIR to re-check it")
+    held = _accuracy.held_out(spec, dataset, manifest.preprocess, card, _precision.CALIBRATION_SAMPLES)
+    budget = Budget.from_dict((manifest.data.get("precision") or {}).get("budget"))
+    with quiet():
+        produced = _accuracy.bundle_outputs(spec, session, held.inputs)
+    report = {"backend": _parity.backend_label(session),
+              **_accuracy.measure(spec, _accuracy.eager_outputs(spec, model, held.inputs), produced, held, budget, card)}
+    note = None
+    if recorded and recorded.get("fingerprint") != held.about["fingerprint"]:
+        note = (f"accuracy re-measured on other data than the export's (fingerprint "
+                f"{held.about['fingerprint'][:12]}…, the export's {str(recorded.get('fingerprint'))[:12]}…)")
+    return report, note
 
 
 def _short(value) -> str:

@@ -24,8 +24,14 @@ def versions() -> dict:
     return out
 
 
-def build(spec, fmt: str, file: str, preprocessing: dict, weights: dict, exporter: dict) -> dict:
-    """Everything but what is measured on the finished model file (its sha256, the parity report)."""
+FP32 = {"name": "fp32"}
+
+
+def build(spec, fmt: str, file: str, preprocessing: dict, weights: dict, exporter: dict,
+          precision: dict | None = None) -> dict:
+    """Everything but what is measured on the finished model file (its sha256, the parity and accuracy
+    reports). `precision`: the reduced precision's record (name, method, settings, calibration, budget);
+    fp32 by default."""
     return {
         "format_version": FORMAT_VERSION,
         "model": spec.name, "task": spec.task, "output_kind": spec.output_kind,
@@ -36,6 +42,7 @@ def build(spec, fmt: str, file: str, preprocessing: dict, weights: dict, exporte
         "labels": {k: list(v) for k, v in spec.labels.items()},
         "weights": weights,
         "exporter": exporter,
+        "precision": precision or dict(FP32),
         "versions": versions(),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }

@@ -50,7 +50,30 @@ def convert(model, spec):
                               dynamic_axes={t.name: t.dynamic_axes for t in (*spec.inputs, *spec.outputs)})
             proto = onnx.load_from_string(buffer.getvalue())
     proto.doc_string = spec.description
+    tidy(proto)
     return proto, {"name": name, "opset": OPSET, "notes": why}
+
+
+def tidy(proto) -> None:
+    """Remove what the exporter leaves in the graph that describes the export rather than the model.
+
+    - `value_info` entries for initializers and graph inputs/outputs. The dynamo exporter records a type
+      and shape for every weight besides the weight itself; the copy goes stale as soon as a tool rewrites
+      a weight: ONNX Runtime's dynamic quantiser turns `Gemm(transB=1)` into `MatMul` with the weight
+      transposed, and shape inference then stopped on the old entry ("Inferred shape and existing shape
+      differ in dimension 0: (3072) vs (512)"). Weights and graph inputs/outputs describe themselves;
+      entries for intermediate values stay.
+    - each node's `metadata_props` and `doc_string`: the exporter's debugging record (Python stack traces
+      with the exporting machine's file paths, FX node text, rewrite-rule names), 34 KB of cifar2-netresdeep's
+      691 KB. A bundle should not depend on, or reveal, where it was exported."""
+    graph = proto.graph
+    described = {t.name for t in graph.initializer} | {v.name for v in (*graph.input, *graph.output)}
+    kept = [v for v in graph.value_info if v.name not in described]
+    del graph.value_info[:]
+    graph.value_info.extend(kept)
+    for node in graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
 
 
 def write(proto, path: Path, seal: str) -> None:

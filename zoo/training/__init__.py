@@ -1,8 +1,10 @@
 """Training and evaluation: `zoo.train(...)`, `zoo.evaluate(...)`; `launch(...)` runs `zoo train` data-parallel
-with torchrun."""
+with torchrun; the trainer's split and metrics for other stages (export measures reduced precisions on the
+validation split the weights were chosen on)."""
 
 from zoo.training._evaluate import evaluate
 from zoo.training._launch import launch
-from zoo.training._trainer import train
+from zoo.training._metrics import Metrics, scalars
+from zoo.training._trainer import card_split, train
 
-__all__ = ["train", "evaluate", "launch"]
+__all__ = ["train", "evaluate", "launch", "card_split", "Metrics", "scalars"]

@@ -71,6 +71,16 @@ def split_indices(dataset: zdata.Dataset, spec: ModelSpec, fraction: float, seed
     return order[n_val:].sort().values, order[:n_val].sort().values
 
 
+def card_split(dataset: zdata.Dataset, spec: ModelSpec, card: dict | None):
+    """(train, val) index tensors as the trainer split `dataset` for the weights of `card`: the validation
+    fraction and seed the card records (the spec's recipe for weights without a card), so the validation
+    part is the one the card's validation metrics were measured on when the data is the same."""
+    recipe = (card or {}).get("recipe") or {}
+    fraction = float(recipe.get("val_fraction", spec.recipe.val_fraction))
+    seed = int((card or {}).get("seed", recipe.get("seed", spec.recipe.seed)))
+    return split_indices(dataset, spec, fraction, seed)
+
+
 def fit_preprocessing(dataset: zdata.Dataset, train_idx: torch.Tensor) -> dict:
     """Each input's preprocessing fitted on the training split only (statistics, training ranges)."""
     return {name: pre.fit(dataset.inputs[name][train_idx].numpy()) for name, pre in dataset.preprocess.items()}
