@@ -72,6 +72,9 @@ def test_model_exports_with_parity(name, fmt, tmp_path):
         if getattr(declared, "standardize", False) and declared.mean is None:
             assert set(pre["mean"]) == {0.0} and set(pre["std"]) == {1.0}
             pre = {**pre, "mean": None, "std": None}
+        if getattr(declared, "minmax", False) and declared.low is None:
+            assert set(pre["low"]) == {0.0} and set(pre["high"]) == {1.0}
+            pre = {**pre, "low": None, "high": None}
         assert preprocess_from_dict(pre, key) == declared
     assert manifest["weights"]["random"] is True and manifest["weights"]["sha256"] is None
     expected_exporter = {"onnx": EXPECTED[name][0], "torchscript": EXPECTED[name][1], "pt2": "torch.export"}[fmt]

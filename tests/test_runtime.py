@@ -65,7 +65,8 @@ def raw_example(session: rt.Session, batch: int = 2):
             h, w = pre.size
             raw[name] = [rng.integers(0, 256, (h + 5, w + 3, 3), dtype=np.uint8) for _ in range(batch)]
         elif pre.kind == "tabular":
-            raw[name] = [{c: float(rng.normal()) for c in pre.columns} for _ in range(batch)]
+            raw[name] = [{c: (pre.categories[c][i % len(pre.categories[c])] if c in pre.categories
+                              else float(rng.normal())) for c in pre.columns} for i in range(batch)]
         elif pre.kind == "series":
             raw[name] = rng.normal(size=pre.window + 10).tolist()
         elif pre.kind == "onehot":

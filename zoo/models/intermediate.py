@@ -62,7 +62,9 @@ class ElectricityRNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         last = x[:, -1, :]
-        steps = x - torch.cat([x[:, :1, :], x[:, :-1, :]], dim=1)
+        # previous reading of each step (the first is its own); no (sequence - 1)-long slice, which
+        # torch.export would specialise on
+        steps = x - torch.cat([x[:, :1, :], x], dim=1)[:, : x.size(1), :]
         scale = torch.sqrt((steps * steps).mean(dim=1) + self.eps * self.eps)   # (batch, 1)
         z = (x - last.unsqueeze(1)) / scale.unsqueeze(1)
         # The initial state is derived from x, so the batch size stays symbolic when exported.
