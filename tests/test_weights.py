@@ -49,3 +49,19 @@ def test_zoo_list_shows_each_headline_metric():
     rows = json.loads(CliRunner().invoke(app, ["list", "--json"]).output)
     for row in rows:
         assert row["weights"] and row["weights"] != "none", row["name"]
+
+
+def test_thermometer_mlp_fits_the_readings_better_than_the_linear_model():
+    """The book's point in ch. 6: the small MLP's training MSE is below the linear model's (from the shipped cards)."""
+    mse = {name: json.loads((weights_dir() / f"{name}.json").read_text())["metrics"]["train"]["mse"]
+           for name in ("thermometer-linear", "thermometer-mlp")}
+    assert mse["thermometer-mlp"] < mse["thermometer-linear"]
+
+
+def test_forecaster_cards_headline_their_out_of_time_skill():
+    for name in ("electricity-rnn", "electricity-lstm", "electricity-gru"):
+        card = json.loads((weights_dir() / f"{name}.json").read_text())
+        oot = card["out_of_time"]
+        assert [f["scored_year"] for f in oot["folds"]] == [2012, 2013] and 0 <= oot["alpha"] <= 0.3
+        assert card["metrics"]["val"]["skill_vs_persistence"] == min(f["skill"] for f in oot["folds"])
+        assert len(oot["months"]) == 24 and card["dataset"]["samples"]["val"] == 0

