@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 import zoo
 from zoo import registry
@@ -13,8 +12,9 @@ from zoo.training._outoftime import caveat, choose_alpha, year_folds
 
 
 def _two_years(path):
-    """2012-2013 at 15 minutes: a daily cycle whose phase changes with the year, and noise."""
-    stamps = np.arange(np.datetime64("2012-01-01T00:15"), np.datetime64("2014-01-01T00:00"), np.timedelta64(15, "m"))
+    """November 2012 to February 2013 at 15 minutes: a daily cycle whose phase changes with the year, and noise
+    (two years, the second one scored; short, so that training is quick)."""
+    stamps = np.arange(np.datetime64("2012-11-01T00:15"), np.datetime64("2013-03-01T00:00"), np.timedelta64(15, "m"))
     rng = np.random.default_rng(0)
     t = np.arange(len(stamps))
     year = stamps.astype("datetime64[Y]").astype(int) - 41
@@ -49,7 +49,7 @@ def test_the_card_headline_is_the_out_of_time_estimate(tmp_path):
     card = zoo.train("electricity-rnn", data, out=tmp_path / "runs", epochs=1)
     oot = card["out_of_time"]
     assert [f["scored_year"] for f in oot["folds"]] == [2013]   # trained on 2012, scored on 2013
-    assert 0 <= oot["alpha"] <= 0.3 and len(oot["months"]) == 12
+    assert 0 <= oot["alpha"] <= 0.3 and sorted(oot["months"]) == ["2013-01", "2013-02"]
     worse = min(oot["folds"], key=lambda f: f["skill"])
     assert card["metrics"]["val"]["skill_vs_persistence"] == pytest.approx(worse["skill"])
     assert card["dataset"]["samples"] == {"train": readings - 96, "val": 0}   # refitted on every year
