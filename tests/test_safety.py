@@ -107,9 +107,11 @@ def test_a_run_interrupted_and_killed_then_resumed_equals_the_uninterrupted_run(
     assert first.returncode == 130 and "interrupted" in first.stderr and "--resume" in first.stderr
     second = _stop_after(cut, 5, signal.SIGKILL, "--resume")    # kill -9 after resuming once
     assert second.returncode == -signal.SIGKILL
+    before = read_checkpoint_state(cut, "clouds-cnn")["seconds"]   # epochs 1-5, over two processes
     done = subprocess.run(_train(cut, "--resume"), env=RESUME_ENV, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "resuming clouds-cnn after epoch" in done.stderr
+    assert json.loads((cut / "clouds-cnn.json").read_text())["train_seconds"] >= round(before, 1) > 0
 
     whole, resumed = (json.loads((tmp_path / run / "clouds-cnn.history.json").read_text()) for run in ("whole", "cut"))
     assert [h["epoch"] for h in resumed] == list(range(1, 10))

@@ -441,7 +441,7 @@ def _train(spec: ModelSpec, recipe: Recipe, data, out: Path, dev, ranks: Ranks, 
                                    default=str))
 
     run = {"history": [], "best_value": math.inf if minimize else -math.inf, "best_loss": math.inf,
-           "best_epoch": 0, "epoch": 0}
+           "best_epoch": 0, "epoch": 0, "seconds": 0.0}   # seconds: training time before this process
     best_state = copy.deepcopy(model.state_dict())
     restored = None
     if resume:
@@ -454,7 +454,7 @@ def _train(spec: ModelSpec, recipe: Recipe, data, out: Path, dev, ranks: Ranks, 
                 raise ZooError(f"--resume: the checkpoint in {out} was made with another recipe or other data; "
                                "rerun without --resume to start over")
             best_state = ckpt.restore_model(model, tensors)
-            run = {key: state[key] for key in run}
+            run = {**run, **{key: state[key] for key in run if key in state}}
             console.print(f"resuming {name} after epoch {run['epoch']} (best {monitor} {run['best_value']:.4g} "
                           f"at epoch {run['best_epoch']})")
 
@@ -515,7 +515,8 @@ def _train(spec: ModelSpec, recipe: Recipe, data, out: Path, dev, ranks: Ranks, 
                                       + ("  *" if improved else ""), highlight=False)
                     now = time.monotonic()
                     if ranks.main and (now - last_save >= _checkpoint_interval() or epoch == phase.last_epoch):
-                        ckpt.save_checkpoint(out, name, model, best_state, optimizer, scheduler, {**run, "run": run_id})
+                        ckpt.save_checkpoint(out, name, model, best_state, optimizer, scheduler,
+                                             {**run, "seconds": run["seconds"] + now - started, "run": run_id})
                         last_save = now
                 restored = None
     except KeyboardInterrupt:
@@ -529,7 +530,7 @@ def _train(spec: ModelSpec, recipe: Recipe, data, out: Path, dev, ranks: Ranks, 
     model.load_state_dict(best_state)
     if out_of_time is not None:
         model.alpha.fill_(out_of_time["alpha"])   # the shrink towards persistence chosen out of time
-    train_time = time.monotonic() - started
+    train_time = run["seconds"] + time.monotonic() - started   # a resumed run counts its earlier part too
     final = {"train": run_eval(model, spec, train_set, loss_fn, dev, baselines, ranks)}
     if has_val:
         final["val"] = run_eval(model, spec, val_set, loss_fn, dev, baselines, ranks)
