@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 import functools
 import json
+import sys
 from typing import Annotated
 
 import typer
@@ -639,7 +640,11 @@ def doctor(
 
 
 def main():
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:   # one that arrives after a command has handled the first (exit cleanup)
+        err_console.print("interrupted")
+        sys.exit(130)
 
 
 if __name__ == "__main__":
