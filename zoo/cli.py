@@ -17,7 +17,7 @@ from zoo.errors import ZooError
 from zoo.weights import headline, read_card
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
-                  help="The classic PyTorch course models: train, export with parity, predict, bench.")
+                  help="The classic PyTorch course models: train, export with parity, predict, serve, bench.")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -518,7 +518,8 @@ def serve(
     threads: Annotated[int | None, typer.Option(min=1, help="Intra-op threads per instance.",
                                                 show_default="the cores this process may use")] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-    max_body_mb: Annotated[float, typer.Option(min=0.001, help="Larger request bodies get 413 (zoo engine).")] = 32,
+    max_body_mb: Annotated[float, typer.Option(min=0.001, help="Larger request bodies get 413 (zoo engine; "
+                                                         "Triton has its own limits).")] = 32,
     drain_seconds: Annotated[float, typer.Option(min=0, help="On SIGTERM, how long in-flight requests may "
                                                  "take to finish.")] = 30,
     grpc_port: Annotated[int | None, typer.Option(help="Triton's gRPC port.", show_default="--port + 1")] = None,
@@ -540,7 +541,7 @@ def serve(
     bundles = [_bundle_for(t) for t in targets]
     if engine == "triton":
         return _serve_triton(bundles, host, port, grpc_port, metrics_port, triton_env, repository, device,
-                             max_batch_size, max_queue_delay_ms, instances, threads)
+                             max_batch_size, max_queue_delay_ms, instances, threads, drain_seconds)
     import zoo.runtime
     import zoo.serve
 
@@ -561,7 +562,7 @@ def serve(
 
 
 def _serve_triton(bundles, host, port, grpc_port, metrics_port, triton_env, repository, device, max_batch_size,
-                  max_queue_delay_ms, instances, threads) -> None:
+                  max_queue_delay_ms, instances, threads, drain_seconds) -> None:
     import tempfile
     from pathlib import Path
 
@@ -585,7 +586,8 @@ def _serve_triton(bundles, host, port, grpc_port, metrics_port, triton_env, repo
         zoo.serve.serving_repository(manifests, repo, max_batch_size=max_batch_size,
                                      max_queue_delay_us=round(max_queue_delay_ms * 1000), instances=instances,
                                      kind="KIND_GPU" if device == "cuda" else "KIND_CPU", threads=threads)
-        argv, env = zoo.serve.triton_command(install, repo, Path(work), host, port, grpc_port, metrics_port, names)
+        argv, env = zoo.serve.triton_command(install, repo, Path(work), host, port, grpc_port, metrics_port, names,
+                                             exit_timeout=max(1, round(drain_seconds)))
         print(f"tritonserver: {', '.join(names)} on http://{host}:{port}/ (gRPC {grpc_port}, metrics "
               f"http://{host}:{metrics_port}/metrics; repository {repo}; Python {install.python})", flush=True)
         code = zoo.serve.run_foreground(argv, env)

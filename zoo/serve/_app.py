@@ -270,12 +270,15 @@ def create_app(sessions: list, options: Options = Options()) -> Starlette:
             await asyncio.gather(*(m.batcher.close() for m in models.values()))
 
     prefix = "/v2/models/{model}"
-    routes = [Route("/", page), Route("/metrics", metrics_route), Route("/v2", server_metadata),
-              Route("/v2/health/live", healthy), Route("/v2/health/ready", healthy),
-              Route(f"{prefix}/classify", classify, methods=["POST"])]
-    for base in (prefix, f"{prefix}/versions/{{version}}"):
+    versioned = f"{prefix}/versions/{{version}}"
+    # inference first: Starlette tries the routes in order, and these are the hot ones
+    routes = [Route(f"{prefix}/infer", infer, methods=["POST"]), Route(f"{prefix}/classify", classify, methods=["POST"]),
+              Route(f"{versioned}/infer", infer, methods=["POST"]),
+              Route("/", page), Route("/metrics", metrics_route), Route("/v2", server_metadata),
+              Route("/v2/health/live", healthy), Route("/v2/health/ready", healthy)]
+    for base in (prefix, versioned):
         routes += [Route(base, metadata_route(None)), Route(f"{base}/ready", metadata_route("ready")),
-                   Route(f"{base}/config", metadata_route("config")), Route(f"{base}/infer", infer, methods=["POST"])]
+                   Route(f"{base}/config", metadata_route("config"))]
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={HTTPException: not_found, Exception: crashed})
     app.add_middleware(_BodyLimit, limit=options.max_body_bytes)
