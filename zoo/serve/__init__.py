@@ -12,7 +12,7 @@ extra) are imported when first used, so the Triton model (triton_model.py) needs
 """
 
 from zoo.serve._batching import Batcher, run_batch
-from zoo.serve._protocol import RAW_SUFFIX, RequestError, model_metadata
+from zoo.serve._protocol import RAW_SUFFIX, RequestError, model_metadata, parse_infer, split_body
 from zoo.serve._raw import from_elements, predictions, prepare
 from zoo.serve._triton_repo import config_text, export_repository, model_config, serving_repository, write_model
 from zoo.serve._triton_server import (ENV_VARIABLE, TritonInstall, TritonUnavailable, find_triton, run_foreground,
@@ -20,10 +20,10 @@ from zoo.serve._triton_server import (ENV_VARIABLE, TritonInstall, TritonUnavail
 
 _APP = ("create_app", "serve", "Options")
 
-__all__ = ["Batcher", "run_batch", "RAW_SUFFIX", "RequestError", "model_metadata", "from_elements", "predictions",
-           "prepare", "config_text", "export_repository", "model_config", "serving_repository", "write_model",
-           "ENV_VARIABLE", "TritonInstall", "TritonUnavailable", "find_triton", "run_foreground", "triton_command",
-           *_APP]
+__all__ = ["Batcher", "run_batch", "RAW_SUFFIX", "RequestError", "model_metadata", "parse_infer", "split_body",
+           "from_elements", "predictions", "prepare", "config_text", "export_repository", "model_config",
+           "serving_repository", "write_model", "ENV_VARIABLE", "TritonInstall", "TritonUnavailable", "find_triton",
+           "run_foreground", "triton_command", *_APP]
 
 
 def __getattr__(name: str):

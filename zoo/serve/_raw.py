@@ -78,7 +78,7 @@ def from_form(session, fields: Mapping[str, list]) -> dict[str, list]:
     files = [v for values in fields.values() for v in values if isinstance(v, bytes)]
     for name in session.input_names:
         kind = _kind(session, name)
-        given = [v for v in fields.get(name, [])]
+        given = list(fields.get(name, []))
         if kind == "image":
             images = [v for v in given if isinstance(v, bytes)]
             if not images and len(session.input_names) == 1 and len(files) == 1:
