@@ -1,7 +1,28 @@
 import os
 import sys
+from pathlib import Path
 
 import pytest
+
+
+class BundleCache:
+    """make(name, fmt) -> a random-weights bundle folder written by zoo.export, exported once per cache."""
+
+    def __init__(self, root: Path):
+        self.root, self.made = root, {}
+
+    def __call__(self, name: str, fmt: str = "onnx") -> Path:
+        if (name, fmt) not in self.made:
+            from zoo.export import export
+
+            (self.made[name, fmt],) = export(name, formats=(fmt,), random_weights=True, out=self.root)
+        return self.made[name, fmt]
+
+
+@pytest.fixture(scope="session")
+def bundle(tmp_path_factory):
+    """Random-weights bundles, exported once per test session and shared by the test modules."""
+    return BundleCache(tmp_path_factory.mktemp("bundles"))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("errors", "contract", "registry", "catalog", "weights", "runtime", "data", "training", "export", "bench",
-            "cli")
+            "serve", "cli")
 # what each package may load of zoo (besides itself and the empty `zoo` package), and whether torch
 ALLOWED = {
     "errors": (set(), False),
@@ -20,7 +20,9 @@ ALLOWED = {
     "runtime": ({"errors", "contract"}, False),
     "weights": ({"errors", "contract", "registry"}, False),
     "catalog": ({"errors", "contract", "registry"}, False),
+    "serve": ({"errors", "contract", "runtime", "outputs"}, False),
 }
+SERVE_MAY_USE = ("serve", "runtime", "contract", "errors", "outputs")
 
 PROBE = """
 import json, sys
@@ -79,6 +81,19 @@ def test_no_package_imports_another_packages_private_modules():
             if parts[0] != "zoo" or len(parts) < 3 or parts[1] == own:
                 continue
             assert not parts[2].startswith("_"), f"{path.relative_to(ROOT)} imports {name}"
+
+
+def test_serving_loads_only_the_runtime_contract_errors_and_outputs(tmp_path):
+    """The web app too (imported lazily by `zoo.serve.create_app`), and the Triton model file, which needs no
+    web framework at all."""
+    result = loaded("zoo.serve", "zoo.serve.create_app")
+    assert set(result["zoo"]) <= set(SERVE_MAY_USE) and not result["torch"], result
+    result = loaded("zoo.serve", "import zoo.runtime; import sys; assert 'starlette' not in sys.modules")
+    assert not result["torch"]
+    for path in (ROOT / "zoo" / "serve").rglob("*.py"):
+        for name in _imports(path):
+            if name.startswith("zoo.") or name == "zoo":
+                assert name.split(".")[1] in SERVE_MAY_USE, f"{path.name} imports {name}"
 
 
 def test_the_runtime_imports_only_the_contract_and_errors_of_zoo():

@@ -5,7 +5,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from test_runtime import BundleCache
+from conftest import BundleCache
 from zoo.cli import app
 from zoo.errors import ZooError
 from zoo import bench

@@ -22,8 +22,8 @@ def runtime_venv(tmp_path_factory) -> Path:
     return venv
 
 
-def zoo(venv: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(venv / "bin" / "zoo"), *args], capture_output=True, text=True, timeout=300,
+def zoo(venv: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([str(venv / "bin" / "zoo"), *args], capture_output=True, text=True, timeout=300, cwd=cwd,
                           env={"PATH": str(venv / "bin"), "HOME": str(venv.parent), "COLUMNS": "200"})
 
 
@@ -52,3 +52,15 @@ def test_training_commands_say_what_to_install(runtime_venv, tmp_path, args):
     text = " ".join(result.stderr.split())
     assert result.returncode == 2 and "needs the training extra" in text and "pip install 'zoo[train]'" in text
     assert "Traceback" not in text
+
+
+def test_serving_says_what_to_install(runtime_venv, bundle, tmp_path):
+    """zoo serve needs the serve extra; without it, one line saying so. A name with no bundle says which export
+    to run, since the training extra is missing too."""
+    result = zoo(runtime_venv, "serve", str(bundle("water-mlp")), "--port", "0")
+    text = " ".join(result.stderr.split())
+    assert result.returncode == 2 and "needs the serving extra" in text and "pip install 'zoo[serve]'" in text
+    assert "Traceback" not in text
+    result = zoo(runtime_venv, "serve", "circles-mlp", cwd=tmp_path)   # no bundles/ there
+    text = " ".join(result.stderr.split())
+    assert result.returncode == 2 and "export one with `zoo export circles-mlp --format onnx`" in text

@@ -18,16 +18,19 @@ from zoo.errors import ZooError
 from zoo.weights import headline, read_card
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
-                  help="The classic PyTorch course models: train, export with parity, predict, bench.")
+                  help="The classic PyTorch course models: train, export with parity, predict, serve, bench.")
 console = Console()
 err_console = Console(stderr=True)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
 
 
-# modules only the `train` extra installs: a command that needs one says how to get it
-TRAIN_EXTRA = {"torch", "torchvision", "torchmetrics", "safetensors", "onnx", "onnxscript", "onnxconverter_common",
-               "matplotlib"}
+# modules only an extra installs: a command that needs one says how to get it
+EXTRAS = {**dict.fromkeys(("torch", "torchvision", "torchmetrics", "safetensors", "onnx", "onnxscript",
+                            "onnxconverter_common", "matplotlib"),
+                          ("train", "the training extra")),
+          **dict.fromkeys(("starlette", "uvicorn", "prometheus_client", "multipart", "python_multipart"),
+                          ("serve", "the serving extra"))}
 
 
 def command(fn):
@@ -41,11 +44,13 @@ def command(fn):
             err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
         except ModuleNotFoundError as e:
-            if (e.name or "").split(".")[0] not in TRAIN_EXTRA:
+            if (e.name or "").split(".")[0] not in EXTRAS:
                 raise
+            extra, what = EXTRAS[(e.name or "").split(".")[0]]
             err_console.print("[bold red]error:[/] " + escape(
-                f"`zoo {fn.__name__.rstrip('_')}` needs the training extra ({e.name} is not installed): "
-                "pip install 'zoo[train]' (or, in a checkout, pip install -e '.[train]')"), highlight=False, soft_wrap=True)
+                f"`zoo {fn.__name__.rstrip('_')}` needs {what} ({e.name} is not installed): "
+                f"pip install 'zoo[{extra}]' (or, in a checkout, pip install -e '.[{extra}]')"), highlight=False,
+                soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err_console.print("interrupted")
@@ -288,8 +293,9 @@ def _comma_list(value: str) -> builtins.list[str]:
 def export(
     name: Annotated[str | None, typer.Argument(help="Model name, e.g. clouds-cnn.",
                                                show_default="the model last trained into runs/, with those weights")] = None,
-    format_: Annotated[str, typer.Option("--format", help="onnx, torchscript, pt2 or all "
-                                                          "(or a comma-separated list).")] = "onnx",
+    format_: Annotated[str, typer.Option("--format", help="onnx, torchscript, pt2 or all (or a comma-separated "
+                                                          "list); triton: a Triton model repository in <out>/triton/ "
+                                                          "(made from the ONNX bundle, which is written too).")] = "onnx",
     weights: Annotated[str | None, typer.Option(help="Weights file.", show_default="the shipped weights")] = None,
     out: Annotated[str, typer.Option(help="Folder for the bundles (<out>/<name>-<format>/).")] = "bundles",
     random_weights: Annotated[bool, typer.Option("--random-weights", help="Export untrained weights "
@@ -316,8 +322,8 @@ def export(
 ):
     """Export a model to ONNX / TorchScript / torch.export bundles; parity is measured before writing.
     Reduced ONNX precisions are judged by their accuracy on held-out data (the validation split of --data,
-    else the built-in sample) against a budget. Without a name: the model last trained into runs/ (zoo
-    train's default), with those weights."""
+    else the built-in sample) against a budget. --format triton adds the model to the Triton model repository
+    <out>/triton/. Without a name: the model last trained into runs/ (zoo train's default), with those weights."""
     from pathlib import Path
 
     from zoo.errors import ParityError, PrecisionRefused
@@ -343,11 +349,16 @@ def export(
     else:
         jobs = [(name, weights)]
     budget = Budget(min_agreement, max_drop, max_mse_increase)
-    results, failed = [], []
+    formats = _comma_list(format_)
+    triton = "triton" in formats
+    if triton:   # a Triton repository is made from the ONNX bundles
+        formats = [f for f in formats if f != "triton"]
+        formats = formats if "onnx" in formats or "all" in formats else [*formats, "onnx"]
+    results, repositories, failed = [], [], []
     for model, model_weights in jobs:
         with err_console.status(f"exporting {model} ({format_}, {precision}) and measuring parity"):
             try:
-                paths = export_model(model, _comma_list(format_), weights=model_weights, out=out,
+                paths = export_model(model, formats, weights=model_weights, out=out,
                                      random_weights=random_weights, data=data, atol=atol, rtol=rtol,
                                      precisions=_comma_list(precision), optimize=optimize, budget=budget)
             except (ParityError, PrecisionRefused) as e:
@@ -358,16 +369,23 @@ def export(
                     results.append({"model": r["model"], "format": r["format"], "precision": r["precision"],
                                     "bundle": None, "passed": False, "parity": None if refused else r,
                                     "accuracy": r.get("accuracy"), "reason": r.get("reason")})
-        for p in paths:
-            m = read_manifest(Path(p)).data
+        manifests = [read_manifest(Path(p)) for p in paths]
+        for manifest in manifests:
+            m = manifest.data
             results.append({"model": m["model"], "format": m["format"],
-                            "precision": (m.get("precision") or {}).get("name", "fp32"), "bundle": str(p),
+                            "precision": (m.get("precision") or {}).get("name", "fp32"), "bundle": str(manifest.bundle),
                             "passed": True, "exporter": m["exporter"], "parity": m["parity"],
                             "accuracy": m.get("accuracy"), "reason": None})
+        if triton:
+            from zoo.serve import export_repository
+
+            onnx = [m for m in manifests if m.format == "onnx"]
+            repositories += [{"format": "triton", "repository": str(Path(out) / "triton"), "model": m.model,
+                              "models": [str(f) for f in export_repository([m], Path(out) / "triton")]} for m in onnx]
     order = {p: i for i, p in enumerate(PRECISIONS)}
     results.sort(key=lambda r: (r["model"], r["format"], order[r["precision"]]))
     if json_:
-        print_json(results)
+        print_json(results + repositories)
     else:
         for r in results:
             title = f"{r['model']} {r['format']}" + ("" if r["precision"] == "fp32" else f" {r['precision']}")
@@ -384,6 +402,8 @@ def export(
                 console.print(f"[red]refused:[/] {escape(r['reason'])}", highlight=False)
             else:
                 console.print(f"[red]parity failed: no {r['format']} bundle written[/]")
+        for r in repositories:
+            console.print(f"wrote {', '.join(r['models'])} (Triton model repository {r['repository']})", highlight=False)
     if failed:
         bad = [r for r in results if not r["passed"]]
         if any(isinstance(e, ParityError) for e in failed):
@@ -637,6 +657,128 @@ def doctor(
             console.print("[green]ok[/]" + (f": {device} can be used" if device else ""))
     if not report["ok"]:
         raise typer.Exit(1)
+
+
+def _bundle_for(target: str, out: str = "bundles"):
+    """A bundle folder as given, or a model name: bundles/<name>-onnx, exported first (with the shipped
+    weights) when it is missing and the training extra is installed."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(target)
+    if path.is_dir():
+        return path
+    if "/" in target or target.startswith("."):
+        raise ZooError(f"no bundle folder at {target}")
+    spec = registry.get(target)   # an unknown name: one line with the closest names
+    bundle = Path(out) / f"{spec.name}-onnx"
+    if (bundle / "manifest.json").is_file():
+        return bundle
+    if any(importlib.util.find_spec(m) is None for m in ("torch", "onnx", "onnxscript")):
+        raise ZooError(f"no bundle for {spec.name} at {bundle}: export one with `zoo export {spec.name} --format "
+                       "onnx` (it needs the training extra: pip install -e '.[train]'), or pass a bundle folder")
+    from zoo.export import export as export_model
+
+    with err_console.status(f"no bundle at {bundle}: exporting {spec.name} (shipped weights) and measuring parity"):
+        export_model(spec.name, ["onnx"], out=out)
+    err_console.print(f"exported {bundle}", highlight=False)
+    return bundle
+
+
+@command
+def serve(
+    targets: Annotated[builtins.list[str], typer.Argument(
+        metavar="BUNDLE_OR_NAME...", help="Bundle folders, or model names (bundles/<name>-onnx, exported "
+                                          "with the shipped weights if missing).")],
+    host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 exposes the models to the network.")]
+        = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="HTTP port (0: any free port).")] = 8000,
+    engine: Annotated[str, typer.Option(help="zoo (uvicorn, in this process) or triton (the real Triton "
+                                             "Inference Server on a generated model repository).")] = "zoo",
+    max_batch_size: Annotated[int, typer.Option(min=1, help="Most rows per backend call, and per request "
+                                                         "(1: no batching).")] = 64,
+    max_queue_delay_ms: Annotated[float, typer.Option(min=0, help="How long the oldest queued request waits "
+                                                      "for others to batch with (0: only those already "
+                                                      "waiting).")] = 0.0,
+    instances: Annotated[int, typer.Option(min=1, help="Backend calls of one model that may run at once.")] = 1,
+    threads: Annotated[int | None, typer.Option(min=1, help="Intra-op threads per instance.",
+                                                show_default="the cores this process may use")] = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    max_body_mb: Annotated[float, typer.Option(min=0.001, help="Larger request bodies get 413 (zoo engine; "
+                                                         "Triton has its own limits).")] = 32,
+    drain_seconds: Annotated[float, typer.Option(min=0, help="On SIGTERM, how long in-flight requests may "
+                                                 "take to finish.")] = 30,
+    grpc_port: Annotated[int | None, typer.Option(help="Triton's gRPC port.", show_default="--port + 1")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="Triton's metrics port.", show_default="--port + 2")] = None,
+    triton_env: Annotated[str | None, typer.Option(help="Virtual environment with nvidia-pytriton and zoo "
+                                                        "installed (pip install -e '.[triton]').",
+                                                   show_default="$ZOO_TRITON_ENV, else this environment")] = None,
+    repository: Annotated[str | None, typer.Option(help="Triton: write the model repository here (and keep "
+                                                        "it).", show_default="a temporary folder")] = None,
+    access_log: Annotated[bool, typer.Option(help="Log every request (zoo engine).")] = False,
+):
+    """Serve bundles over HTTP with the Open Inference Protocol (KServe v2): /v2/models/NAME/infer,
+    metadata, health, /classify for raw inputs, dynamic batching, Prometheus /metrics and a page at /.
+    SIGTERM drains in-flight requests."""
+    if engine not in ("zoo", "triton"):
+        raise ZooError(f"--engine must be zoo or triton, got {engine!r}")
+    if device not in ("cpu", "cuda"):
+        raise ZooError(f"--device must be cpu or cuda, got {device!r}")
+    bundles = [_bundle_for(t) for t in targets]
+    if engine == "triton":
+        return _serve_triton(bundles, host, port, grpc_port, metrics_port, triton_env, repository, device,
+                             max_batch_size, max_queue_delay_ms, instances, threads, drain_seconds)
+    import zoo.runtime
+    import zoo.serve
+
+    sessions = []
+    try:
+        for bundle in bundles:
+            sessions.append(zoo.runtime.load(bundle, device=device, threads=threads))
+        options = zoo.serve.Options(max_batch_size=max_batch_size, max_queue_delay_ms=max_queue_delay_ms,
+                                    instances=instances, max_body_bytes=int(max_body_mb * 2**20))
+        try:
+            zoo.serve.serve(sessions, host, port, options, drain_seconds=drain_seconds, access_log=access_log,
+                            announce=lambda line: print(line, flush=True))
+        except ValueError as e:
+            raise ZooError(str(e)) from None
+    finally:
+        for session in sessions:
+            session.close()
+
+
+def _serve_triton(bundles, host, port, grpc_port, metrics_port, triton_env, repository, device, max_batch_size,
+                  max_queue_delay_ms, instances, threads, drain_seconds) -> None:
+    import tempfile
+    from pathlib import Path
+
+    import zoo.runtime
+    import zoo.serve
+
+    if port == 0:
+        raise ZooError("--engine triton needs a fixed --port (tritonserver does not pick a free one)")
+    grpc_port = port + 1 if grpc_port is None else grpc_port
+    metrics_port = port + 2 if metrics_port is None else metrics_port
+    install = zoo.serve.find_triton(triton_env)
+    manifests = []
+    for bundle in bundles:   # checked here, so a bad bundle is one line rather than a model that fails to load
+        with zoo.runtime.load(bundle, threads=1) as session:
+            manifests.append(session.manifest)
+    names = [m.model for m in manifests]
+    if len(set(names)) != len(names):
+        raise ZooError(f"two bundles of the same model among {names}: serve one of each")
+    with tempfile.TemporaryDirectory(prefix="zoo-triton-") as work:
+        repo = Path(repository) if repository else Path(work) / "models"
+        zoo.serve.serving_repository(manifests, repo, max_batch_size=max_batch_size,
+                                     max_queue_delay_us=round(max_queue_delay_ms * 1000), instances=instances,
+                                     kind="KIND_GPU" if device == "cuda" else "KIND_CPU", threads=threads)
+        argv, env = zoo.serve.triton_command(install, repo, Path(work), host, port, grpc_port, metrics_port, names,
+                                             exit_timeout=max(1, round(drain_seconds)))
+        print(f"tritonserver: {', '.join(names)} on http://{host}:{port}/ (gRPC {grpc_port}, metrics "
+              f"http://{host}:{metrics_port}/metrics; repository {repo}; Python {install.python})", flush=True)
+        code = zoo.serve.run_foreground(argv, env)
+    if code not in (0, -15):
+        raise ZooError(f"tritonserver exited with code {code} (its log is above)", exit_code=1)
 
 
 def main():

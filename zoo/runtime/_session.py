@@ -122,6 +122,12 @@ class Session:
         """Named arrays (or one array for a single-input model), with the batch axis -> named outputs."""
         return dict(zip(self.output_names, self._run(self._check(inputs))))
 
+    def validate(self, inputs) -> dict[str, np.ndarray]:
+        """What `predict` checks, without running the model: named arrays (or one array for a single-input
+        model) -> {input name: contiguous array of the declared dtype}, or a ValueError naming the input, what
+        was expected and what was given. For servers that check each caller's rows before batching them."""
+        return self._check(inputs)
+
     def iobinding(self, inputs):
         """onnxruntime only: a callable that runs the model on `inputs` bound to the session's device once
         (copied there now), its outputs left on the device. For steady-state loops and benchmarks."""
