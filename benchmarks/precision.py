@@ -131,7 +131,7 @@ def measure(name: str, data_root: Path, out: Path, threads: int, rounds: int, it
     found = bundles(name, data, out)
     result = {"model": name, "params": spec.params,
               "data": f"<data-root>/{folder}" if folder else "built-in (the course's data)",
-              "monitor": spec.monitor, "precisions": found}
+              "monitor": spec.monitor if spec.is_classifier else "mse", "precisions": found}   # what the budget judges
     result.update(timings(found, threads, rounds, iters))
     for precision, entry in found.items():
         if entry["bundle"]:
