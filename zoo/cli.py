@@ -327,7 +327,7 @@ def export(
     from pathlib import Path
 
     from zoo.errors import ParityError, PrecisionRefused
-    from zoo.export import PRECISIONS, Budget, export as export_model
+    from zoo.export import FORMATS, PRECISIONS, Budget, export as export_model
     from zoo.outputs import RUNS, writable_folder
     from zoo.runtime import read_manifest
     from zoo.weights import latest_trained, resolve
@@ -350,6 +350,10 @@ def export(
         jobs = [(name, weights)]
     budget = Budget(min_agreement, max_drop, max_mse_increase)
     formats = _comma_list(format_)
+    unknown = [f for f in formats if f not in (*FORMATS, "all", "triton")]
+    if unknown or not formats:
+        raise ZooError(f"unknown format {unknown[0] if unknown else '(none)'}: choose from "
+                       f"{', '.join(FORMATS)}, all or triton")
     triton = "triton" in formats
     if triton:   # a Triton repository is made from the ONNX bundles
         formats = [f for f in formats if f != "triton"]

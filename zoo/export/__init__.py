@@ -36,26 +36,24 @@ accuracy_rows = _accuracy.rows
 RANDOM_SEED = 0   # the seed `--random-weights` builds the model with
 
 
+def _choices(values, allowed, what: str) -> list[str]:
+    """A name or names from `allowed` (or "all"), in order, without repeats; else one line naming the bad one."""
+    values = [values] if isinstance(values, str) else list(values)
+    if "all" in values:
+        return list(allowed)
+    unknown = [v for v in values if v not in allowed]
+    if unknown or not values:
+        raise ZooError(f"unknown {what} {unknown[0] if unknown else '(none)'}: choose from "
+                       f"{', '.join(allowed)} or all")
+    return list(dict.fromkeys(values))
+
+
 def _formats(formats) -> list[str]:
-    formats = [formats] if isinstance(formats, str) else list(formats)
-    if "all" in formats:
-        return list(FORMATS)
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown or not formats:
-        raise ZooError(f"unknown format {unknown[0] if unknown else '(none)'}: choose from "
-                       f"{', '.join(FORMATS)} or all")
-    return list(dict.fromkeys(formats))
+    return _choices(formats, list(FORMATS), "format")
 
 
 def _precisions(precisions) -> list[str]:
-    precisions = [precisions] if isinstance(precisions, str) else list(precisions)
-    if "all" in precisions:
-        return list(PRECISIONS)
-    unknown = [p for p in precisions if p not in PRECISIONS]
-    if unknown or not precisions:
-        raise ZooError(f"unknown precision {unknown[0] if unknown else '(none)'}: choose from "
-                       f"{', '.join(PRECISIONS)} or all")
-    return list(dict.fromkeys(precisions))
+    return _choices(precisions, list(PRECISIONS), "precision")
 
 
 def bundle_name(model: str, fmt: str, precision: str = "fp32") -> str:
