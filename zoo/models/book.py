@@ -17,21 +17,6 @@ def cifar2_fc() -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(3072, 512), nn.Tanh(), nn.Linear(512, 2))
 
 
-class Net(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 16, kernel_size=3, padding=1)
-        self.conv2 = nn.Conv2d(16, 8, kernel_size=3, padding=1)
-        self.fc1 = nn.Linear(8 * 8 * 8, 32)
-        self.fc2 = nn.Linear(32, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.max_pool2d(torch.tanh(self.conv1(x)), 2)
-        out = F.max_pool2d(torch.tanh(self.conv2(out)), 2)
-        out = torch.tanh(self.fc1(torch.flatten(out, 1)))
-        return self.fc2(out)
-
-
 class NetWidth(nn.Module):
     def __init__(self, n_chans1: int = 32):
         super().__init__()
@@ -46,6 +31,13 @@ class NetWidth(nn.Module):
         out = F.max_pool2d(torch.tanh(self.conv2(out)), 2)
         out = torch.tanh(self.fc1(torch.flatten(out, 1)))
         return self.fc2(out)
+
+
+class Net(NetWidth):
+    """The chapter's first convnet: the same layers as NetWidth, with 16 channels."""
+
+    def __init__(self):
+        super().__init__(n_chans1=16)
 
 
 class NetDropout(nn.Module):
