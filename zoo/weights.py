@@ -49,12 +49,17 @@ def read_card(name: str, directory: Path | None = None) -> dict | None:
 
 
 def headline(card: dict | None) -> str:
-    """'accuracy 0.731' style summary of a card's validation metric, for tables."""
+    """'accuracy 0.731' style summary of a card's monitored metric, for tables: the validation (or out-of-time)
+    figure, else the training one (data too small to hold any out), with the card's caveat flagged."""
     if not card:
         return "none"
-    metric = card.get("monitor")
-    value = card.get("metrics", {}).get("val", {}).get(metric)
-    return f"{metric} {value:.4g}" if isinstance(value, (int, float)) else "trained"
+    metric, metrics = card.get("monitor"), card.get("metrics", {})
+    for split, label in (("val", "out-of-time " if card.get("out_of_time") else ""), ("train", "train ")):
+        value = metrics.get(split, {}).get(metric)
+        if isinstance(value, (int, float)):
+            caveat = " (no better than persistence on a new year)" if card.get("caveat") else ""
+            return f"{label}{metric} {value:.4g}{caveat}"
+    return "trained"
 
 
 def resolve(spec: ModelSpec, weights: str | Path | None) -> Path | None:
