@@ -505,8 +505,8 @@ register(ModelSpec(
         "augmentation (flip, rotation of 0.2 turn, zoom and per-axis stretch 0.2); every BatchNorm layer keeps "
         "the backbone's statistics (lr 1e-4 for fine-tuning overfitted within epochs); shorter side resized "
         "and centre-cropped to 224, ImageNet mean/std; stratified 20 % validation split (15 photos per class). "
-        "Validation accuracy 0.787, below the 0.80 aimed for: 150 validation photos make one photo 0.7 points, "
-        "the same recipe on cached features gave 0.800-0.833 over three seeds, and label smoothing 0.1 with "
-        "30-degree rotations gave 0.780."
+        "Seeds 0, 1 and 2 reached validation accuracy 0.787, 0.820 and 0.820 (mean 0.809; one photo is 0.7 "
+        "points of the 150); seed 1 is shipped, chosen on that validation split, so about 0.81 is the fairer "
+        "estimate. Label smoothing 0.1 with 30-degree rotations gave 0.780 (seed 0)."
     ),
 ))
