@@ -32,7 +32,7 @@ from pathlib import Path
 
 from zoo import bench, registry
 from zoo.errors import ParityError, PrecisionRefused
-from zoo.export import PRECISIONS, Budget, bundle_name, export
+from zoo.export import PRECISIONS, Budget, export
 
 HERE = Path(__file__).resolve().parent
 OPEN_BUDGET = Budget(min_agreement=0.0, max_drop=1.0, max_mse_increase=1e6)

@@ -44,7 +44,7 @@ def profile(bundle: Path, batch: int, runs: int, threads: int) -> dict:
     for event in events:
         if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
             per_op[event["args"]["op_name"]] += event["dur"] / 1e3 / runs   # µs -> ms per run
-    return {"bundle": str(bundle), "precision": (manifest.data.get("precision") or {}).get("name", "fp32"),
+    return {"bundle": str(bundle), "precision": manifest.precision,
             "batch": batch, "ms_per_run_by_op": dict(sorted(per_op.items(), key=lambda kv: -kv[1])),
             "ms_per_run": sum(per_op.values())}
 

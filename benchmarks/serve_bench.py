@@ -116,7 +116,7 @@ class InProcess:
         self.rows = {}      # model -> the one-row arrays the binary workload sends
         for model, session in self.sessions.items():
             w = workloads[model, "binary"]
-            name, shape = session.input_names[0], session.manifest.inputs[0].shape
+            shape = session.manifest.inputs[0].shape
             self.rows[model] = [np.frombuffer(b[int(h["Inference-Header-Content-Length"]):], np.float32).reshape(
                 1, *shape[1:]) for b, h in zip(w.bodies, w.headers)]
         jpeg = workloads.get(("clouds-cnn", "jpeg"))

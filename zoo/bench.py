@@ -40,10 +40,6 @@ MAX_SECONDS_PER_CELL = 10.0  # stop timing a batch size after this long (with at
 
 # --- the parent: resolve bundles, start one worker per backend x device, collect rows ----------------------
 
-def _precision(manifest) -> str:
-    return (manifest.data.get("precision") or {}).get("name", "fp32")
-
-
 def _bundles_for(target: str, fmt: str, precisions, scratch: Path) -> dict[str, tuple[Path | None, str]]:
     """{precision: (bundle folder, "") or (None, why not)} for `target` (a model name or a bundle folder) in
     `fmt`: the bundle itself or its siblings beside it (`<model>-<fmt>[-<precision>]`), else exported now
@@ -56,7 +52,7 @@ def _bundles_for(target: str, fmt: str, precisions, scratch: Path) -> dict[str, 
     if (path / "manifest.json").is_file():
         manifest = read_manifest(path)
         if manifest.format == fmt:
-            found[_precision(manifest)] = (path, "")
+            found[manifest.precision] = (path, "")
         for precision in precisions:
             sibling = path.parent / bundle_name(manifest.model, fmt, precision)
             if precision not in found and (sibling / "manifest.json").is_file():
@@ -84,7 +80,7 @@ def _bundles_for(target: str, fmt: str, precisions, scratch: Path) -> dict[str, 
     except ZooError as e:
         return {p: found.get(p, (None, f"export to {fmt} failed: {e}")) for p in precisions}
     for folder in folders:
-        found[_precision(read_manifest(folder))] = (Path(folder), "")
+        found[read_manifest(folder).precision] = (Path(folder), "")
     return {p: found[p] for p in precisions}
 
 

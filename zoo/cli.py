@@ -192,9 +192,11 @@ def train(
 
     if nproc is not None:
         from zoo.training import launch
+        from zoo.weights import weights_dir
 
+        folder = out if out is not None else weights_dir() if replace_shipped else None   # for its failure line
         return launch(nproc=nproc, nnodes=nnodes, node_rank=node_rank, master_addr=master_addr,
-                      master_port=master_port, out=out, argv=_train_argv())
+                      master_port=master_port, out=folder, argv=_train_argv())
     if all_ == (name is not None):
         raise ZooError("give a model name or --all (not both)")
     if all_ and data is not None:
@@ -327,7 +329,7 @@ def export(
     from pathlib import Path
 
     from zoo.errors import ParityError, PrecisionRefused
-    from zoo.export import FORMATS, PRECISIONS, Budget, export as export_model
+    from zoo.export import FORMATS, PRECISIONS, Budget, choices, export as export_model
     from zoo.outputs import RUNS, writable_folder
     from zoo.runtime import read_manifest
     from zoo.weights import latest_trained, resolve
@@ -350,10 +352,7 @@ def export(
         jobs = [(name, weights)]
     budget = Budget(min_agreement, max_drop, max_mse_increase)
     formats = _comma_list(format_)
-    unknown = [f for f in formats if f not in (*FORMATS, "all", "triton")]
-    if unknown or not formats:
-        raise ZooError(f"unknown format {unknown[0] if unknown else '(none)'}: choose from "
-                       f"{', '.join(FORMATS)}, all or triton")
+    choices(formats, [*FORMATS, "triton"], "format")   # one line naming a bad one
     triton = "triton" in formats
     if triton:   # a Triton repository is made from the ONNX bundles
         formats = [f for f in formats if f != "triton"]
@@ -377,7 +376,7 @@ def export(
         for manifest in manifests:
             m = manifest.data
             results.append({"model": m["model"], "format": m["format"],
-                            "precision": (m.get("precision") or {}).get("name", "fp32"), "bundle": str(manifest.bundle),
+                            "precision": manifest.precision, "bundle": str(manifest.bundle),
                             "passed": True, "exporter": m["exporter"], "parity": m["parity"],
                             "accuracy": m.get("accuracy"), "reason": None})
         if triton:
@@ -712,8 +711,10 @@ def serve(
                                                          "Triton has its own limits).")] = 32,
     drain_seconds: Annotated[float, typer.Option(min=0, help="On SIGTERM, how long in-flight requests may "
                                                  "take to finish.")] = 30,
-    grpc_port: Annotated[int | None, typer.Option(help="Triton's gRPC port.", show_default="--port + 1")] = None,
-    metrics_port: Annotated[int | None, typer.Option(help="Triton's metrics port.", show_default="--port + 2")] = None,
+    grpc_port: Annotated[int | None, typer.Option(min=1, max=65535, help="Triton's gRPC port.",
+                                                  show_default="--port + 1")] = None,
+    metrics_port: Annotated[int | None, typer.Option(min=1, max=65535, help="Triton's metrics port.",
+                                                     show_default="--port + 2")] = None,
     triton_env: Annotated[str | None, typer.Option(help="Virtual environment with nvidia-pytriton and zoo "
                                                         "installed (pip install -e '.[triton]').",
                                                    show_default="$ZOO_TRITON_ENV, else this environment")] = None,
@@ -763,6 +764,9 @@ def _serve_triton(bundles, host, port, grpc_port, metrics_port, triton_env, repo
         raise ZooError("--engine triton needs a fixed --port (tritonserver does not pick a free one)")
     grpc_port = port + 1 if grpc_port is None else grpc_port
     metrics_port = port + 2 if metrics_port is None else metrics_port
+    if max(grpc_port, metrics_port) > 65535:
+        raise ZooError(f"--port {port}: Triton also needs --port + 1 and + 2 (gRPC, metrics); choose a lower port "
+                       "or give --grpc-port and --metrics-port")
     install = zoo.serve.find_triton(triton_env)
     manifests = []
     for bundle in bundles:   # checked here, so a bad bundle is one line rather than a model that fails to load

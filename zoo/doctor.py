@@ -65,8 +65,11 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 def probe_providers() -> list[dict]:
     """Each compiled-in provider: whether a session on it really runs, with ONNX Runtime's logged reason if not."""
-    result = subprocess.run([sys.executable, "-c", PROBE_SCRIPT, str(PROBE)], capture_output=True, text=True,
-                            timeout=120)
+    try:
+        result = subprocess.run([sys.executable, "-c", PROBE_SCRIPT, str(PROBE)], capture_output=True, text=True,
+                                timeout=120)
+    except subprocess.TimeoutExpired:
+        return [{"provider": "?", "loads": False, "error": "probing the providers took over 120 s (a driver hang?)"}]
     if result.returncode != 0 or not result.stdout.strip():
         return [{"provider": "?", "loads": False, "error": (result.stderr.strip().splitlines() or ["no output"])[-1]}]
     rows = json.loads(result.stdout.strip().splitlines()[-1])

@@ -36,7 +36,7 @@ accuracy_rows = _accuracy.rows
 RANDOM_SEED = 0   # the seed `--random-weights` builds the model with
 
 
-def _choices(values, allowed, what: str) -> list[str]:
+def choices(values, allowed, what: str) -> list[str]:
     """A name or names from `allowed` (or "all"), in order, without repeats; else one line naming the bad one."""
     values = [values] if isinstance(values, str) else list(values)
     if "all" in values:
@@ -49,11 +49,11 @@ def _choices(values, allowed, what: str) -> list[str]:
 
 
 def _formats(formats) -> list[str]:
-    return _choices(formats, list(FORMATS), "format")
+    return choices(formats, list(FORMATS), "format")
 
 
 def _precisions(precisions) -> list[str]:
-    return _choices(precisions, list(PRECISIONS), "precision")
+    return choices(precisions, list(PRECISIONS), "precision")
 
 
 def bundle_name(model: str, fmt: str, precision: str = "fp32") -> str:
@@ -326,7 +326,7 @@ def _verify_loaded(bundle: Path, manifest, session, spec, weights, data) -> dict
     bad = [f"{c['check']}: {c['detail']}" for c in checks if c["passed"] is False]
     if bad:
         raise ZooError(f"{bundle}: the manifest does not match {manifest.file.name}: {'; '.join(bad)}", exit_code=1)
-    precision = (manifest.data.get("precision") or {}).get("name", "fp32")
+    precision = manifest.precision
     result = {"bundle": str(bundle), "model": spec.name, "format": manifest.format, "precision": precision,
               "file_sha256": manifest.data["file_sha256"], "checks": checks, "weights": None, "parity": None,
               "accuracy": None, "note": None, "passed": True}

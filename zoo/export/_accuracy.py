@@ -56,11 +56,6 @@ class HeldOut:
     targets: dict
     about: dict
 
-    @property
-    def samples(self) -> int:
-        return len(next(iter(self.targets.values())))
-
-
 def _model_inputs(preprocess: dict, dataset) -> dict:
     from zoo.data import model_inputs
 
@@ -217,12 +212,3 @@ def rows(report: dict) -> list[tuple[str, ...]]:
         out.append((f"{name} abs error max / mean", "", f"{stats['max_abs']:.2e} / {stats['mean_abs']:.2e}", "", ""))
     return out
 
-
-def text_table(report: dict, title: str = "") -> str:
-    lines = [title] if title else []
-    data = report["data"]
-    lines.append(f"{data['validation_samples']} validation samples: {data['validation']} ({data['source']})")
-    table = [COLUMNS, *rows(report)]
-    widths = [max(len(r[i]) for r in table) for i in range(len(COLUMNS))]
-    lines += ["  " + "  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in table]
-    return "\n".join(lines)

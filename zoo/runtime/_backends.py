@@ -150,7 +150,7 @@ class OrtBackend:
         self.seal = self.session.get_modelmeta().custom_metadata_map.get(SEAL_KEY) or None
         if device == "cuda" and "CUDAExecutionProvider" not in self.providers:
             raise DeviceUnavailable(f"device='cuda' requested but onnxruntime could not create its CUDA provider "
-                                    f"({ort_cuda_problem(ort) or 'run with ORT logging to see why'}); it would have "
+                                    "(`zoo doctor --device cuda` shows ONNX Runtime's reason); it would have "
                                     f"run on {self.providers} instead, so nothing was loaded")
         declared = [o.name for o in self.session.get_outputs()]
         if sorted(declared) != sorted(output_names):

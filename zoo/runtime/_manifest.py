@@ -62,6 +62,11 @@ class Manifest:
         return bool((self.data.get("weights") or {}).get("random", False))
 
     @property
+    def precision(self) -> str:
+        """fp32, or the reduced precision the bundle was written in (fp16, int8-dynamic, int8-static)."""
+        return (self.data.get("precision") or {}).get("name", "fp32")
+
+    @property
     def caveat(self) -> str | None:
         """What the weights' card says the model cannot be trusted for (e.g. a forecaster no better than
         persistence on a new year), or None."""

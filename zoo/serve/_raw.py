@@ -15,6 +15,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from zoo.serve._protocol import RAW_SUFFIX
+
 
 def _kind(session, name: str) -> str:
     pre = session.manifest.preprocess.get(name)
@@ -127,7 +129,7 @@ def from_elements(session, raw: dict[str, list[bytes]]) -> dict[str, list]:
                     values.append(json.loads(_text(e, name)))
                 except json.JSONDecodeError as err:
                     what = "a JSON record" if kind == "tabular" else "a JSON list of numbers"
-                    raise ValueError(f"input {name + '_raw'!r}: each element must be {what}: {err}") from None
+                    raise ValueError(f"input {name + RAW_SUFFIX!r}: each element must be {what}: {err}") from None
             out[name] = [_rows(kind, v, name)[0] if kind == "tabular" else v for v in values]
     return out
 

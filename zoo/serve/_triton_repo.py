@@ -19,8 +19,8 @@ import shutil
 from pathlib import Path
 
 from zoo.errors import ZooError
-from zoo.outputs import atomic_write, clean_stale_staging, staging_folder, swap_into_place
-from zoo.serve._protocol import RAW_SUFFIX, datatype, label_file_labels
+from zoo.outputs import atomic_write, clean_stale_staging, staging_folder, swap_into_place, writable_folder
+from zoo.serve._protocol import RAW_SUFFIX, datatype, dims, label_file_labels
 
 PYTHON_MODEL = Path(__file__).with_name("triton_model.py")
 BACKENDS = ("onnxruntime", "python")
@@ -51,7 +51,7 @@ def model_config(manifest, name: str, backend: str = "onnxruntime", max_batch_si
     def tensor(t, **extra) -> dict:
         shape = t.shape[1:] if batched else t.shape
         return {"name": t.name, "data_type": Enum(f"TYPE_{datatype(t.dtype)}"),
-                "dims": [-1 if isinstance(d, str) else d for d in shape], **extra}
+                "dims": dims(shape), **extra}
 
     config: dict = {"name": name}
     if python:
@@ -134,8 +134,7 @@ def write_model(repository: Path, manifest, name: str, backend: str, **options) 
     if manifest.format != "onnx":
         raise ZooError(f"{manifest.bundle} is a {manifest.format} bundle; Triton repositories are made from ONNX "
                        f"bundles (zoo export {manifest.model} --format onnx)")
-    repository = Path(repository)
-    repository.mkdir(parents=True, exist_ok=True)
+    repository = writable_folder(repository, "Triton model repository")
     clean_stale_staging(repository, name)
     stage = staging_folder(repository, name)
     try:
@@ -163,8 +162,7 @@ def export_repository(manifests, repository: Path, **options) -> list[Path]:
     reduced-precision bundle as `<model>-<precision>` beside the fp32 one."""
     folders = []
     for manifest in manifests:
-        precision = (manifest.data.get("precision") or {}).get("name", "fp32")
-        name = manifest.model if precision == "fp32" else f"{manifest.model}-{precision}"
+        name = manifest.model if manifest.precision == "fp32" else f"{manifest.model}-{manifest.precision}"
         folders.append(write_model(repository, manifest, name, "onnxruntime", kind="KIND_AUTO", **options))
         folders.append(write_model(repository, manifest, f"{name}-python", "python", kind="KIND_AUTO", **options))
     return folders
