@@ -213,15 +213,49 @@ def test_ctrl_c_wrapped_by_the_exporter_is_an_interruption(tmp_path, monkeypatch
     assert list(tmp_path.iterdir()) == []
 
 
+def test_ctrl_c_during_a_c_extension_import_is_an_interruption(tmp_path, monkeypatch):
+    import zoo.export
+
+    def load(folder, **options):   # what a Ctrl-C inside onnxruntime's first import raises
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as e:
+            raise ImportError("initialization failed") from e
+
+    monkeypatch.setattr(zoo.export.runtime, "load", load)
+    result = runner.invoke(app, ["export", "circles-mlp", "--random-weights", "--out", str(tmp_path)])
+    assert result.exit_code == 130 and result.output.strip() == "interrupted"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_handled_ctrl_c_that_passed_through_exec_is_not_re_raised_at_exit(tmp_path, monkeypatch):
+    """CPython marks a KeyboardInterrupt that left an exec()/eval() of a string as unhandled and, under
+    `python -m`, kills the process with SIGINT at exit even after zoo printed "interrupted" (seen in CI)."""
+    import ctypes
+
+    try:
+        mark = ctypes.c_int.in_dll(ctypes.pythonapi, "_Py_UnhandledKeyboardInterrupt")
+    except (ValueError, AttributeError):
+        pytest.skip("this Python keeps the unhandled-Ctrl-C mark where ctypes cannot read it (CPython 3.11 only)")
+    from zoo.export import _onnx
+
+    def convert(model, spec):
+        exec("raise KeyboardInterrupt")   # as sympy's parser does under torch.export
+
+    monkeypatch.setattr(_onnx, "convert", convert)
+    result = runner.invoke(app, ["export", "circles-mlp", "--random-weights", "--out", str(tmp_path)])
+    assert result.exit_code == 130 and "interrupted" in result.output
+    assert mark.value == 0
+
+
 def test_ctrl_c_during_a_real_export_exits_130_and_leaves_nothing(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "zoo.cli", "export", "cifar2-netresdeep", "--random-weights",
                              "--format", "all", "--out", str(tmp_path)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, preexec_fn=_interruptible)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and not list(tmp_path.glob(".*.partial")) and proc.poll() is None:
-        time.sleep(0.05)
-    time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)   # at once: the two formats left take about a second here
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
     assert "interrupted" in stderr and "failed" not in stderr and "\x1b[" not in stderr

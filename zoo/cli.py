@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from zoo import registry
-from zoo.errors import ZooError
+from zoo.errors import ZooError, interrupted
 from zoo.weights import headline, read_card
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
@@ -40,23 +40,34 @@ def command(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except ZooError as e:
-            err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(e.exit_code) from None
-        except ModuleNotFoundError as e:
-            if (e.name or "").split(".")[0] not in EXTRAS:
+        except KeyboardInterrupt:
+            raise typer.Exit(_interrupted()) from None
+        except Exception as e:
+            if interrupted(e):
+                raise typer.Exit(_interrupted()) from None
+            if isinstance(e, ZooError):
+                err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+                raise typer.Exit(e.exit_code) from None
+            module = getattr(e, "name", None) or ""
+            if not isinstance(e, ModuleNotFoundError) or module.split(".")[0] not in EXTRAS:
                 raise
-            extra, what = EXTRAS[(e.name or "").split(".")[0]]
+            extra, what = EXTRAS[module.split(".")[0]]
             err_console.print("[bold red]error:[/] " + escape(
-                f"`zoo {fn.__name__.rstrip('_')}` needs {what} ({e.name} is not installed): "
+                f"`zoo {fn.__name__.rstrip('_')}` needs {what} ({module} is not installed): "
                 f"pip install 'zoo[{extra}]' (or, in a checkout, pip install -e '.[{extra}]')"), highlight=False,
                 soft_wrap=True)
             raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            err_console.print("interrupted")
-            raise typer.Exit(130) from None
 
     return app.command()(wrapper)
+
+
+def _interrupted() -> int:
+    """Say so and give exit status 130. CPython marks a Ctrl-C that passed through exec()/eval() of a string
+    (sympy's parser does, under torch.export) as never handled and kills the process with SIGINT at exit,
+    even after it was caught; running any string clears that mark."""
+    err_console.print("interrupted")
+    exec("None")
+    return 130
 
 
 def print_json(data) -> None:
@@ -793,8 +804,7 @@ def main():
     try:
         app()
     except KeyboardInterrupt:   # one that arrives after a command has handled the first (exit cleanup)
-        err_console.print("interrupted")
-        sys.exit(130)
+        sys.exit(_interrupted())
 
 
 if __name__ == "__main__":

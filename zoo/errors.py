@@ -23,3 +23,15 @@ class PrecisionRefused(ZooError):
     fit the model (its weights would stay mostly float). The message says which and by how much."""
 
     exit_code = 1
+
+
+def interrupted(error: BaseException) -> bool:
+    """Whether a Ctrl-C (KeyboardInterrupt) is behind `error`: torch's exporters wrap it in their own errors,
+    and one that lands in a C extension's import comes out as ImportError("initialization failed")."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import zoo.runtime as runtime
 from zoo import registry
-from zoo.errors import ParityError, PrecisionRefused, ZooError
+from zoo.errors import ParityError, PrecisionRefused, ZooError, interrupted
 from zoo.export import _accuracy, _manifest, _onnx, _parity, _precision, _pt2, _torchscript
 from zoo.export._accuracy import Budget
-from zoo.export._common import EXAMPLE_SIZES, first_line, interrupted, quiet
+from zoo.export._common import EXAMPLE_SIZES, first_line, quiet
 from zoo.export._precision import PRECISIONS
 from zoo.outputs import clean_stale_staging, staging_folder, swap_into_place, writable_folder
 from zoo.weights import load_model, preprocessing, read_card, resolve, sha256_file, weights_dir

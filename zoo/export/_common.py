@@ -60,14 +60,3 @@ ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")   # terminal colour codes some torch
 def first_line(error: BaseException) -> str:
     text = ANSI.sub("", str(error)).strip().splitlines()
     return f"{type(error).__name__}: {text[0] if text else ''}"
-
-
-def interrupted(error: BaseException) -> bool:
-    """Whether a Ctrl-C (KeyboardInterrupt) is behind `error`, which torch's exporters wrap."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, KeyboardInterrupt):
-            return True
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return False
