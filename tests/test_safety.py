@@ -240,7 +240,7 @@ def test_a_handled_ctrl_c_that_passed_through_exec_is_not_re_raised_at_exit(tmp_
     from zoo.export import _onnx
 
     def convert(model, spec):
-        exec("raise KeyboardInterrupt")   # as sympy's parser does under torch.export
+        exec("raise KeyboardInterrupt")   # as sympy's parser and torch.fx do under torch.export
 
     monkeypatch.setattr(_onnx, "convert", convert)
     result = runner.invoke(app, ["export", "circles-mlp", "--random-weights", "--out", str(tmp_path)])

@@ -34,7 +34,8 @@ EXTRAS = {**dict.fromkeys(("torch", "torchvision", "torchmetrics", "safetensors"
 
 
 def command(fn):
-    """Register a command whose ZooErrors become one clear line on stderr and a non-zero exit."""
+    """Register a command whose ZooErrors become one clear line on stderr and a non-zero exit, and whose
+    Ctrl-C, however a library wrapped it, is "interrupted" and exit 130."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -48,22 +49,21 @@ def command(fn):
             if isinstance(e, ZooError):
                 err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
                 raise typer.Exit(e.exit_code) from None
-            module = getattr(e, "name", None) or ""
-            if not isinstance(e, ModuleNotFoundError) or module.split(".")[0] not in EXTRAS:
-                raise
-            extra, what = EXTRAS[module.split(".")[0]]
-            err_console.print("[bold red]error:[/] " + escape(
-                f"`zoo {fn.__name__.rstrip('_')}` needs {what} ({module} is not installed): "
-                f"pip install 'zoo[{extra}]' (or, in a checkout, pip install -e '.[{extra}]')"), highlight=False,
-                soft_wrap=True)
-            raise typer.Exit(2) from None
+            if isinstance(e, ModuleNotFoundError) and (e.name or "").split(".")[0] in EXTRAS:
+                extra, what = EXTRAS[e.name.split(".")[0]]
+                err_console.print("[bold red]error:[/] " + escape(
+                    f"`zoo {fn.__name__.rstrip('_')}` needs {what} ({e.name} is not installed): "
+                    f"pip install 'zoo[{extra}]' (or, in a checkout, pip install -e '.[{extra}]')"), highlight=False,
+                    soft_wrap=True)
+                raise typer.Exit(2) from None
+            raise
 
     return app.command()(wrapper)
 
 
 def _interrupted() -> int:
     """Say so and give exit status 130. CPython marks a Ctrl-C that passed through exec()/eval() of a string
-    (sympy's parser does, under torch.export) as never handled and kills the process with SIGINT at exit,
+    (under torch.export, sympy's parser and torch.fx do) as never handled and kills the process with SIGINT at exit,
     even after it was caught; running any string clears that mark."""
     err_console.print("interrupted")
     exec("None")
