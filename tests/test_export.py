@@ -41,6 +41,7 @@ EXPECTED = {
     "cifar2-netres": (DYNAMO, SCRIPT), "cifar2-netresdeep": (DYNAMO, SCRIPT),
     "circles-mlp": (DYNAMO, SCRIPT), "fashion-mnist-mlp": (DYNAMO, SCRIPT),
     "tinyvgg-pizza-steak": (DYNAMO, SCRIPT), "insurance-mlp": (DYNAMO, SCRIPT), "food10-mobilenetv2": (DYNAMO, SCRIPT),
+    "boston-housing-mlp": (DYNAMO, SCRIPT),
 }
 FORMATS = ("onnx", "torchscript", "pt2")
 runner = CliRunner()

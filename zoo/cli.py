@@ -117,6 +117,7 @@ def info(name: Annotated[str, typer.Argument(help="Model name, e.g. clouds-cnn."
     data["preprocess"] = {key: pre.to_dict() for key, pre in fitted.items()}
     data["inputs_described"] = {key: pre.describe() for key, pre in fitted.items()}
     data["dataset_source"] = registry.dataset(spec.dataset).source
+    data["dataset_caveat"] = registry.dataset(spec.dataset).caveat
     data["weights"] = card
     if json_:
         return print_json(data)
@@ -138,6 +139,8 @@ def info(name: Annotated[str, typer.Argument(help="Model name, e.g. clouds-cnn."
     for key, values in spec.labels.items():
         table.add_row(f"labels {key}", labels_text(values))
     table.add_row("dataset", f"{spec.dataset}: {escape(data['dataset_source'])}")
+    if data["dataset_caveat"]:
+        table.add_row("[yellow]about the data[/]", escape(data["dataset_caveat"]))
     table.add_row("recipe", ", ".join(f"{k}={v}" for k, v in data["recipe"].items()))
     table.add_row("course result", spec.course_result)
     if card and card.get("caveat"):

@@ -1,4 +1,5 @@
-"""Tabular datasets: water potability (course CSV), circles (make_circles), thermometer (the book's 11 readings)."""
+"""Tabular datasets: water potability (course CSV), insurance and Boston housing (the fundamentals notes' tables),
+circles (make_circles), thermometer (the book's 11 readings)."""
 
 from __future__ import annotations
 
@@ -189,3 +190,34 @@ def write_insurance_sample(root: Path, split: str) -> Path:
     charges = np.round(np.maximum(1100, charges + rng.normal(0, 2500, n)), 5)
     return _write_csv(root / f"insurance_{split}.csv", list(dataset_spec("insurance").columns),
                       zip(age, sex, bmi, children, smoker, region, charges))
+
+
+def load_boston(spec: ModelSpec, path: Path, split: str) -> Dataset:
+    """The CSV `crim,zn,...,lstat,medv` (columns by name, any order/case): Keras's boston_housing training split
+    as boston_train.csv, its test split as boston_test.csv where a user has it."""
+    csv_path = find_csv(path, split, ("boston_{split}.csv",), "boston housing")
+    return load_table(spec, csv_path, "boston housing")
+
+
+def write_boston_sample(root: Path, split: str) -> Path:
+    """300 (train) or 100 (test) synthetic towns in the real table's columns and ranges: medv (in $1000s) rises
+    with rooms and falls with lstat, crime and the pupil-teacher ratio, with noise, capped at 50 as the real one."""
+    rng = np.random.default_rng(50 if split == "train" else 51)
+    n = 300 if split == "train" else 100
+    crim = np.round(rng.exponential(3.7, n).clip(0.006, 89), 5)
+    zn = np.where(rng.uniform(0, 1, n) < 0.73, 0.0, rng.choice([12.5, 20.0, 25.0, 40.0, 80.0, 95.0], n))
+    indus = np.round(rng.uniform(0.46, 27.74, n), 2)
+    chas = (rng.uniform(0, 1, n) < 0.07).astype(int)
+    nox = np.round(rng.uniform(0.385, 0.871, n), 3)
+    rm = np.round(rng.normal(6.27, 0.7, n).clip(3.56, 8.78), 3)
+    age = np.round(rng.uniform(2.9, 100, n), 1)
+    dis = np.round(rng.uniform(1.13, 10.71, n), 4)
+    rad = rng.choice([1, 2, 3, 4, 5, 6, 7, 8, 24], n)
+    tax = rng.integers(188, 712, n)
+    ptratio = np.round(rng.uniform(12.6, 22.0, n), 1)
+    b = np.round(np.where(rng.uniform(0, 1, n) < 0.8, 396.9, rng.uniform(0.32, 396.9, n)), 2)
+    lstat = np.round(rng.uniform(1.73, 37.97, n), 2)
+    medv = 22 + 7 * (rm - 6.27) - 0.45 * (lstat - 12.7) - 0.15 * crim - 0.8 * (ptratio - 18.5) + 3 * chas
+    medv = np.round((medv + rng.normal(0, 2.0, n)).clip(5, 50), 1)
+    return _write_csv(root / f"boston_{split}.csv", list(dataset_spec("boston_housing").columns),
+                      zip(crim, zn, indus, chas, nox, rm, age, dis, rad, tax, ptratio, b, lstat, medv))
