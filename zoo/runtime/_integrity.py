@@ -58,12 +58,14 @@ def _model_class():
 
 def _tensors(message):
     """Every Tensor message inside `message`, depth first."""
+    from google.protobuf.message import Message
+
     if message.DESCRIPTOR.name == "Tensor":
         yield message
         return
     for field, value in message.ListFields():
-        for item in value if field.label == field.LABEL_REPEATED else [value]:
-            if field.message_type is not None:
+        if field.message_type is not None:
+            for item in [value] if isinstance(value, Message) else value:
                 yield from _tensors(item)
 
 

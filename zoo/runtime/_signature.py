@@ -68,7 +68,7 @@ class BundleSigner:
 def _mismatch(error: Exception) -> str:
     """model-signing's reason in a few words: which files differ, without the digests it prints."""
     text = str(error)
-    changed = re.findall(r"Hash mismatch for '([^']+)'", text)
+    changed = re.findall(r"Hash mismatch for \\*'(.+?)\\*': Expected", text)   # quotes escaped in a list repr
     added = re.findall(r"Extra files found in model '[^']*': ([^\"\]]+)", text)
     removed = re.findall(r"Missing files in model '[^']*': ([^\"\]]+)", text)
     parts = ([f"changed: {', '.join(changed)}"] if changed else []) + \
