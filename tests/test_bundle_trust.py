@@ -414,17 +414,30 @@ def test_a_2_gb_manifest_is_refused_unread(bundle, tmp_path):
     assert int(peak_mb) < 300, peak_mb
 
 
+def _declare(m: dict, input_index: int, shape: list, **preprocess) -> None:
+    """A hostile author's edit: an input's preprocessing and its declared shape changed together, consistently."""
+    name = m["inputs"][input_index]["name"]
+    m["inputs"][input_index]["shape"] = shape
+    m["preprocess"][name].update(preprocess)
+
+
+def _wide(columns: int, categories: int = 0) -> dict:
+    names = [f"c{i}" for i in range(columns)]
+    return {"columns": names, "categories": {c: [f"v{j}" for j in range(categories)] for c in names} if categories
+            else {}}
+
+
+# Each edit passed every check before the bounds (the declared shape agrees with the preprocessing).
 @pytest.mark.parametrize("name, edit, field", [
-    ("clouds-cnn", lambda m: m["preprocess"]["image"].update(size=[40000, 40000]), "preprocess.image.size"),
-    ("clouds-cnn", lambda m: m["preprocess"]["image"].update(pad=100_000), "preprocess.image.pad"),
-    ("clouds-cnn", lambda m: m["inputs"][0].update(shape=["batch", 3, 40000, 40000]), "inputs[0].shape"),
+    ("clouds-cnn", lambda m: _declare(m, 0, ["batch", 3, 40000, 40000], size=[40000, 40000]), "inputs[0].shape"),
+    ("clouds-cnn", lambda m: _declare(m, 0, ["batch", 3, 64, 40000], size=[64, 40000]), "preprocess.image.size"),
+    ("clouds-cnn", lambda m: _declare(m, 0, ["batch", 3, 664, 664], pad=300), "preprocess.image.pad"),
     ("clouds-cnn", lambda m: m["outputs"][0].update(shape=["batch"] * 9 + [7]), "outputs[0].shape"),
-    ("water-mlp", lambda m: m["preprocess"]["features"].update(columns=[f"c{i}" for i in range(5000)]),
-     "preprocess.features.columns"),
-    ("water-mlp", lambda m: m["preprocess"]["features"].update(categories={"ph": [str(i) for i in range(2000)]}),
-     "preprocess.features.categories"),
+    ("circles-mlp", lambda m: _declare(m, 0, ["batch", 5000], **_wide(5000)), "preprocess.point.columns"),
+    ("circles-mlp", lambda m: _declare(m, 0, ["batch", 2000], **_wide(1, 2000)), "preprocess.point.categories"),
+    ("circles-mlp", lambda m: _declare(m, 0, ["batch", 5000], **_wide(5, 1000)), "preprocess.point.columns/categories"),
     ("electricity-gru", lambda m: m["preprocess"]["series"].update(window=10**7), "preprocess.series.window"),
-    ("omniglot-two-input", lambda m: m["preprocess"]["alphabet"].update(vocabulary=[str(i) for i in range(5000)]),
+    ("omniglot-two-input", lambda m: _declare(m, 1, ["batch", 5000], vocabulary=[str(i) for i in range(5000)]),
      "preprocess.alphabet.vocabulary"),
 ])
 def test_absurd_declared_sizes_are_refused_at_load(bundle, tmp_path, name, edit, field):

@@ -650,7 +650,7 @@ def keygen(key: Annotated[str, typer.Argument(metavar="KEY", help="Where to writ
 
     private, public = zoo.runtime.make_key_pair(key)
     console.print(f"wrote {private} (private: sign with zoo export --sign {private}) and {public} (public: "
-                  f"check with --trusted-key {public})", markup=False, highlight=False)
+                  f"check with --trusted-key {public})", markup=False, highlight=False, soft_wrap=True)
 
 
 @command

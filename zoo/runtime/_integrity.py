@@ -12,6 +12,7 @@ import functools
 import hashlib
 from pathlib import Path, PurePosixPath
 
+from zoo.runtime._backends import BackendError
 from zoo.runtime._manifest import MANIFEST_NAME, BundleError, Manifest
 
 __all__ = ["check_files", "external_data"]
@@ -76,7 +77,7 @@ def external_data(content: bytes, where: Path) -> list[str]:
     try:
         model = _model_class().FromString(content)
     except (DecodeError, RecursionError) as e:
-        raise BundleError(f"{where} is not a readable ONNX model ({e})", exit_code=1) from None
+        raise BackendError(f"{where} is not a readable ONNX model ({e})") from None   # as onnxruntime would say
     found = {}
     for tensor in _tensors(model):
         entries = {e.key: e.value for e in tensor.external_data}
