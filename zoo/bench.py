@@ -40,12 +40,14 @@ MAX_SECONDS_PER_CELL = 10.0  # stop timing a batch size after this long (with at
 
 # --- the parent: resolve bundles, start one worker per backend x device, collect rows ----------------------
 
-def _bundles_for(target: str, fmt: str, precisions, scratch: Path) -> dict[str, tuple[Path | None, str]]:
+def _bundles_for(target: str, fmt: str, precisions, scratch: Path,
+                 trust_code: bool = False) -> dict[str, tuple[Path | None, str]]:
     """{precision: (bundle folder, "") or (None, why not)} for `target` (a model name or a bundle folder) in
     `fmt`: the bundle itself or its siblings beside it (`<model>-<fmt>[-<precision>]`), else exported now
-    (the shipped weights, or random ones; reduced precisions are measured on the built-in sample)."""
+    (the shipped weights, or random ones; reduced precisions are measured on the built-in sample). A
+    TorchScript or pt2 bundle found there is used only with `trust_code` (loading one can run its code)."""
     from zoo.export import bundle_name
-    from zoo.runtime import read_manifest
+    from zoo.runtime import CODE_BACKENDS, read_manifest
 
     path = Path(target)
     found: dict[str, tuple[Path | None, str]] = {}
@@ -57,6 +59,9 @@ def _bundles_for(target: str, fmt: str, precisions, scratch: Path) -> dict[str, 
             sibling = path.parent / bundle_name(manifest.model, fmt, precision)
             if precision not in found and (sibling / "manifest.json").is_file():
                 found[precision] = (sibling, "")
+        if fmt in CODE_BACKENDS and not trust_code:   # the user's files: their code runs only when trusted
+            found = {p: (None, f"{folder} is a {fmt} bundle, and loading one runs code from its file: pass "
+                               "--trust-code if you trust whoever made it") for p, (folder, _) in found.items()}
         target = manifest.model
     missing = [p for p in precisions if p not in found]
     if not missing:
@@ -143,10 +148,11 @@ def machine() -> dict:
 
 def run(target: str, backends=BACKENDS, devices=("cpu",), batches=(1, 8, 64, 256), iters: int = 100,
         warmup: int = 10, threads: int | None = None, progress=None, timeout: float = 900,
-        precisions=("fp32",)) -> dict:
+        precisions=("fp32",), trust_code: bool = False) -> dict:
     """Benchmark a model name or a bundle folder. Returns {"model", "rows", "skipped", ...} (JSON-ready).
     `precisions`: the ONNX bundles to compare side by side (fp32, fp16, int8-dynamic, int8-static); the
-    other backends run fp32.
+    other backends run fp32. `trust_code`: TorchScript and pt2 bundles found beside the target may be loaded
+    (their files can run code); those exported here are always loaded.
 
     `progress(message)` is called before each worker starts."""
     from zoo.export import PRECISIONS
@@ -174,7 +180,8 @@ def run(target: str, backends=BACKENDS, devices=("cpu",), batches=(1, 8, 64, 256
             if backend == "eager":
                 continue
             wanted = list(precisions) if backend == "onnxruntime" else ["fp32"]
-            for precision, (folder, why) in _bundles_for(str(target), FORMATS[backend], wanted, Path(scratch)).items():
+            choices = _bundles_for(str(target), FORMATS[backend], wanted, Path(scratch), trust_code)
+            for precision, (folder, why) in choices.items():
                 if folder is None:
                     result["skipped"].extend({"backend": backend, "precision": precision, "device": d, "reason": why}
                                              for d in devices)
@@ -207,7 +214,7 @@ def run(target: str, backends=BACKENDS, devices=("cpu",), batches=(1, 8, 64, 256
             job = {"backend": backend, "device": device, "iobinding": variant == "iobinding",
                    "bundle": str(bundle or ""), "model": name, "batches": list(batches),
                    "iters": iters, "warmup": warmup, "threads": threads,
-                   "weights_path": eager_path}
+                   "weights_path": eager_path, "trust_code": True}   # untrusted bundles were skipped above
             outcome = _start_worker(job, timeout)
             if "skipped" in outcome:
                 result["skipped"].append({"backend": label, "precision": precision, "device": device,
@@ -345,7 +352,8 @@ def _worker(job: dict) -> dict:
             import torch  # noqa: F401
         imported = time.perf_counter()
         try:
-            session = rt.load(job["bundle"], device=device, backend=backend, threads=threads)
+            session = rt.load(job["bundle"], device=device, backend=backend, threads=threads,
+                              trust_code=job["trust_code"])
         except rt.DeviceUnavailable as e:
             return {"skipped": str(e)}
         inputs_spec, preprocess = session.manifest.inputs, session.manifest.preprocess

@@ -23,6 +23,11 @@ console = Console()
 err_console = Console(stderr=True)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
+TrustCodeFlag = Annotated[bool, typer.Option("--trust-code", help="Load TorchScript / pt2 bundles, whose files can "
+                                             "run any code when loaded: only bundles from a maker you trust.")]
+TrustedKeys = Annotated[builtins.list[str] | None, typer.Option(
+    "--trusted-key", metavar="PUB", help="Public key file (zoo keygen); refuse bundles not signed by it (repeat for "
+                                         "several keys).")]
 
 
 # modules only an extra installs: a command that needs one says how to get it
@@ -334,6 +339,8 @@ def export(
     max_mse_increase: Annotated[float, typer.Option(help="Budget, regression and series: relative MSE increase "
                                                          "allowed (0.02 = 2 %).")] = 0.02,
     all_: Annotated[bool, typer.Option("--all", help="Export every model that has shipped weights.")] = False,
+    sign: Annotated[str | None, typer.Option(metavar="KEY", help="Sign each bundle with this private key (zoo "
+                                             "keygen): model.sig, checked by --trusted-key.")] = None,
     json_: JsonFlag = False,
 ):
     """Export a model to ONNX / TorchScript / torch.export bundles; parity is measured before writing.
@@ -377,7 +384,8 @@ def export(
             try:
                 paths = export_model(model, formats, weights=model_weights, out=out,
                                      random_weights=random_weights, data=data, atol=atol, rtol=rtol,
-                                     precisions=_comma_list(precision), optimize=optimize, budget=budget)
+                                     precisions=_comma_list(precision), optimize=optimize, budget=budget,
+                                     sign=sign)
             except (ParityError, PrecisionRefused) as e:
                 paths = getattr(e, "bundles", [])
                 failed.append(e)
@@ -438,6 +446,8 @@ def verify(
                                                 show_default="found among the shipped weights by the manifest's sha256")] = None,
     data: Annotated[str | None, typer.Option(help="Dataset folder or file: adds real samples; for a reduced "
                                                   "precision, its validation split re-measures the accuracy.")] = None,
+    trust_code: TrustCodeFlag = False,
+    trusted_key: TrustedKeys = None,
     json_: JsonFlag = False,
 ):
     """Re-check a bundle: model file checksum, manifest against the model, parity against the source weights."""
@@ -445,7 +455,7 @@ def verify(
     from zoo.export import verify as verify_bundle
 
     try:
-        result = verify_bundle(bundle, weights=weights, data=data)
+        result = verify_bundle(bundle, weights=weights, data=data, trust_code=trust_code, trusted_keys=trusted_key)
     except ParityError as e:
         for report in getattr(e, "reports", []):
             if json_:
@@ -521,7 +531,10 @@ def predict(
     strict: Annotated[bool, typer.Option(help="Refuse inputs the model was not trained on (values outside the "
                                          "training range, 16-bit images) instead of answering with a warning.")] = False,
     verify: Annotated[bool, typer.Option(help="Check the model file's sha256 and the manifest against the copy "
-                                         "sealed into it; --no-verify only for bundles you trust.")] = True,
+                                         "sealed into it (proves it was not edited, not who made it); "
+                                         "--no-verify skips that.")] = True,
+    trust_code: TrustCodeFlag = False,
+    trusted_key: TrustedKeys = None,
     json_: JsonFlag = False,
 ):
     """Run a bundle on files: the top classes with probabilities, or the predicted values."""
@@ -534,7 +547,8 @@ def predict(
             raise ZooError(f"--set expects NAME=VALUE, got {item!r}")
         fixed[key] = value
     try:
-        with zoo.runtime.load(bundle, device=device, backend=backend, verify=verify) as session:
+        with zoo.runtime.load(bundle, device=device, backend=backend, verify=verify, trust_code=trust_code,
+                              trusted_keys=trusted_key) as session:
             results = zoo.runtime.predict_files(session, inputs, top_k=top_k, fixed=fixed, strict=strict)
     except ValueError as e:
         raise ZooError(str(e)) from None
@@ -577,6 +591,10 @@ def bench(
                                                 "int8-static or all (bundles beside the given one, else exported).")]
         = "fp32",
     json_file: Annotated[str | None, typer.Option("--json", help="Also write the results as JSON to FILE.")] = None,
+    trust_code: Annotated[bool, typer.Option("--trust-code", help="Load the TorchScript / pt2 bundles beside the "
+                                             "given one (their files can run code when loaded); without it they "
+                                             "are skipped. Bundles bench exports itself are always loaded.")]
+        = False,
 ):
     """Latency, throughput, size and memory per backend x precision x device x batch, against eager PyTorch.
     Exits 1 when nothing could be measured."""
@@ -595,7 +613,8 @@ def bench(
         writable_file(json_file, "--json")
     with err_console.status("benchmarking") as status:
         result = zbench.run(target, backends, devices, batches, iters, warmup, threads,
-                            progress=lambda m: status.update(f"benchmarking {m}"), precisions=precisions)
+                            progress=lambda m: status.update(f"benchmarking {m}"), precisions=precisions,
+                            trust_code=trust_code)
     if json_file:
         from pathlib import Path
         write_json(Path(json_file), result)
@@ -622,6 +641,19 @@ def bench(
         console.print(f"skipped {what} on {s['device']}: {escape(s['reason'])}", highlight=False)
     if not result["rows"]:
         raise ZooError("nothing could be measured: every backend x device was skipped (reasons above)", exit_code=1)
+
+
+@command
+def keygen(key: Annotated[str, typer.Argument(metavar="KEY", help="Where to write the private key (PEM, mode 0600), "
+                                              "e.g. signing-key.pem; the public key goes beside it as "
+                                              "signing-key.pub.")]):
+    """Make a key pair for signing bundles (zoo export --sign KEY) and checking them (--trusted-key KEY.pub).
+    Keep the private key to yourself; give the public key to whoever loads your bundles."""
+    import zoo.runtime
+
+    private, public = zoo.runtime.make_key_pair(key)
+    console.print(f"wrote {private} (private: sign with zoo export --sign {private}) and {public} (public: "
+                  f"check with --trusted-key {public})", markup=False, highlight=False, soft_wrap=True)
 
 
 @command
@@ -735,6 +767,8 @@ def serve(
     repository: Annotated[str | None, typer.Option(help="Triton: write the model repository here (and keep "
                                                         "it).", show_default="a temporary folder")] = None,
     access_log: Annotated[bool, typer.Option(help="Log every request (zoo engine).")] = False,
+    trust_code: TrustCodeFlag = False,
+    trusted_key: TrustedKeys = None,
 ):
     """Serve bundles over HTTP with the Open Inference Protocol (KServe v2): /v2/models/NAME/infer,
     metadata, health, /classify for raw inputs, dynamic batching, Prometheus /metrics and a page at /.
@@ -744,16 +778,17 @@ def serve(
     if device not in ("cpu", "cuda"):
         raise ZooError(f"--device must be cpu or cuda, got {device!r}")
     bundles = [_bundle_for(t) for t in targets]
+    trust = {"trust_code": trust_code, "trusted_keys": trusted_key}
     if engine == "triton":
         return _serve_triton(bundles, host, port, grpc_port, metrics_port, triton_env, repository, device,
-                             max_batch_size, max_queue_delay_ms, instances, threads, drain_seconds)
+                             max_batch_size, max_queue_delay_ms, instances, threads, drain_seconds, trust)
     import zoo.runtime
     import zoo.serve
 
     sessions = []
     try:
         for bundle in bundles:
-            sessions.append(zoo.runtime.load(bundle, device=device, threads=threads))
+            sessions.append(zoo.runtime.load(bundle, device=device, threads=threads, **trust))
         options = zoo.serve.Options(max_batch_size=max_batch_size, max_queue_delay_ms=max_queue_delay_ms,
                                     instances=instances, max_body_bytes=int(max_body_mb * 2**20))
         try:
@@ -767,7 +802,7 @@ def serve(
 
 
 def _serve_triton(bundles, host, port, grpc_port, metrics_port, triton_env, repository, device, max_batch_size,
-                  max_queue_delay_ms, instances, threads, drain_seconds) -> None:
+                  max_queue_delay_ms, instances, threads, drain_seconds, trust: dict) -> None:
     import tempfile
     from pathlib import Path
 
@@ -784,7 +819,7 @@ def _serve_triton(bundles, host, port, grpc_port, metrics_port, triton_env, repo
     install = zoo.serve.find_triton(triton_env)
     manifests = []
     for bundle in bundles:   # checked here, so a bad bundle is one line rather than a model that fails to load
-        with zoo.runtime.load(bundle, threads=1) as session:
+        with zoo.runtime.load(bundle, threads=1, **trust) as session:
             manifests.append(session.manifest)
     names = [m.model for m in manifests]
     if len(set(names)) != len(names):

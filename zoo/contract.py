@@ -25,9 +25,25 @@ import numpy as np
 
 __all__ = ["TensorSpec", "ImagePreprocess", "TabularPreprocess", "SeriesPreprocess", "OneHotPreprocess",
            "Preprocess", "InvalidField", "preprocess_from_dict", "preprocessing_from_dict", "preprocessing_to_dict",
-           "RANGE_SLACK"]
+           "RANGE_SLACK", "LIMITS"]
 
 RANGE_SLACK = 0.1  # a value more than this share of the training range outside it gets a warning
+
+# What a card or manifest may declare, so that a hostile or corrupted one is refused when it is read instead of
+# allocating without bound at the first prediction. Each is many times what the largest course model uses
+# (in brackets): images 224x224, padding 2, 3x224x224 input values, 9 tabular columns, 4 categories, 30
+# one-hot categories, a 96-step window.
+LIMITS = {
+    "tensor_rank": 8,               # axes of an input or output, batch included (4)
+    "tensor_values": 1 << 24,       # values per sample: the product of the fixed axes (150,528)
+    "image_side": 2048,             # pixels, height or width after resizing (224)
+    "image_pad": 256,               # pixels of zero padding per side (2)
+    "tabular_columns": 1024,        # columns read from a row (9)
+    "categories": 1024,             # values of one categorical column (4)
+    "tabular_features": 4096,       # model input columns after encoding (9)
+    "vocabulary": 1024,             # one-hot categories; apply() builds a vocabulary x vocabulary identity (30)
+    "series_window": 65536,         # readings per window (96)
+}
 
 Warn = Callable[[int, str], None] | None   # warn(sample index, message) collects per-sample warnings
 
@@ -111,9 +127,13 @@ class TensorSpec:
         if not isinstance(d.get("name"), str) or not d["name"]:
             raise InvalidField(f"{where}.name", "a non-empty string", d.get("name"))
         shape = d.get("shape")
-        if not isinstance(shape, list) or not shape or not all(
-                (isinstance(x, str) and x) or (_is_int(x) and x > 0) for x in shape):
-            raise InvalidField(f"{where}.shape", "a non-empty list of positive integers and axis names", shape)
+        if not isinstance(shape, list) or not shape or len(shape) > LIMITS["tensor_rank"] or not all(
+                (isinstance(x, str) and x) or (_is_int(x) and 0 < x <= LIMITS["tensor_values"]) for x in shape):
+            raise InvalidField(f"{where}.shape", f"a list of 1 to {LIMITS['tensor_rank']} positive integers and "
+                               "axis names", shape)
+        if math.prod(x for x in shape if _is_int(x)) > LIMITS["tensor_values"]:
+            raise InvalidField(f"{where}.shape", f"at most {LIMITS['tensor_values']:,} values per sample (the "
+                               "product of the fixed axes)", shape)
         dtype = d.get("dtype", "float32")
         try:
             if not isinstance(dtype, str) or np.dtype(dtype).kind not in "iuf":
@@ -281,8 +301,9 @@ class ImagePreprocess:
     @classmethod
     def from_dict(cls, d: Mapping, where: str) -> "ImagePreprocess":
         size = d.get("size")
-        if not isinstance(size, list) or len(size) != 2 or not all(_is_int(x) and x > 0 for x in size):
-            raise InvalidField(f"{where}.size", "[height, width], two positive integers", size)
+        if not isinstance(size, list) or len(size) != 2 or not all(_is_int(x) and 0 < x <= LIMITS["image_side"]
+                                                                    for x in size):
+            raise InvalidField(f"{where}.size", f"[height, width], two integers from 1 to {LIMITS['image_side']}", size)
         mode = d.get("mode", "RGB")
         if mode not in ("RGB", "L"):
             raise InvalidField(f"{where}.mode", '"RGB" or "L"', mode)
@@ -290,8 +311,8 @@ class ImagePreprocess:
         if resize not in ("stretch", "crop"):
             raise InvalidField(f"{where}.resize", '"stretch" or "crop"', resize)
         pad = d.get("pad", 0)
-        if not _is_int(pad) or pad < 0:
-            raise InvalidField(f"{where}.pad", "a non-negative integer", pad)
+        if not _is_int(pad) or not 0 <= pad <= LIMITS["image_pad"]:
+            raise InvalidField(f"{where}.pad", f"an integer from 0 to {LIMITS['image_pad']}", pad)
         channels = 1 if mode == "L" else 3
         if (d.get("mean") is None) != (d.get("std") is None):
             raise InvalidField(f"{where}.mean/std", "both given or both null", [d.get("mean"), d.get("std")])
@@ -465,14 +486,15 @@ class TabularPreprocess:
     @classmethod
     def from_dict(cls, d: Mapping, where: str) -> "TabularPreprocess":
         columns = d.get("columns")
-        if not isinstance(columns, list) or not columns or not all(isinstance(c, str) and c for c in columns):
-            raise InvalidField(f"{where}.columns", "a non-empty list of column names", columns)
+        if (not isinstance(columns, list) or not columns or len(columns) > LIMITS["tabular_columns"]
+                or not all(isinstance(c, str) and c for c in columns)):
+            raise InvalidField(f"{where}.columns", f"a list of 1 to {LIMITS['tabular_columns']} column names", columns)
         categories = d.get("categories") or {}
         if not isinstance(categories, Mapping) or not all(
-                k in columns and isinstance(v, list) and len(v) >= 2 and all(isinstance(x, str) and x for x in v)
-                for k, v in categories.items()):
-            raise InvalidField(f"{where}.categories", "an object {column: [two or more category names]} over "
-                               "the columns", categories)
+                k in columns and isinstance(v, list) and 2 <= len(v) <= LIMITS["categories"]
+                and all(isinstance(x, str) and x for x in v) for k, v in categories.items()):
+            raise InvalidField(f"{where}.categories", f"an object {{column: [2 to {LIMITS['categories']} category "
+                               "names]} over the columns", categories)
         scale = d.get("scale", 1.0)
         if not _is_number(scale) or scale == 0:
             raise InvalidField(f"{where}.scale", "a finite non-zero number", scale)
@@ -481,6 +503,9 @@ class TabularPreprocess:
             raise InvalidField(f"{where}.standardize/minmax", "at most one of them true", [standardize, minmax])
         partial = cls(columns=tuple(columns), categories={k: tuple(v) for k, v in categories.items()})
         width = len(partial.features)
+        if width > LIMITS["tabular_features"]:
+            raise InvalidField(f"{where}.columns/categories", f"at most {LIMITS['tabular_features']} model input "
+                               "columns once categories are encoded", f"{width} columns")
         stats = {key: _numbers(d, key, where, width, positive=key == "std") for key in ("mean", "std", "low", "high")}
         for a, b in (("mean", "std"), ("low", "high")):
             if (stats[a] is None) != (stats[b] is None):
@@ -555,8 +580,8 @@ class SeriesPreprocess:
     def from_dict(cls, d: Mapping, where: str) -> "SeriesPreprocess":
         if not isinstance(d.get("column"), str) or not d["column"]:
             raise InvalidField(f"{where}.column", "a column name", d.get("column"))
-        if not _is_int(d.get("window")) or d["window"] < 1:
-            raise InvalidField(f"{where}.window", "a positive integer", d.get("window"))
+        if not _is_int(d.get("window")) or not 1 <= d["window"] <= LIMITS["series_window"]:
+            raise InvalidField(f"{where}.window", f"an integer from 1 to {LIMITS['series_window']}", d.get("window"))
         span = _numbers(d, "range", where, 2)
         if span is not None and span[0] > span[1]:
             raise InvalidField(f"{where}.range", "[min, max] with min <= max", d.get("range"))
@@ -604,8 +629,10 @@ class OneHotPreprocess:
     @classmethod
     def from_dict(cls, d: Mapping, where: str) -> "OneHotPreprocess":
         v = d.get("vocabulary")
-        if not isinstance(v, list) or not v or not all(isinstance(x, str) for x in v) or len(set(v)) != len(v):
-            raise InvalidField(f"{where}.vocabulary", "a non-empty list of distinct category names", v)
+        if (not isinstance(v, list) or not v or len(v) > LIMITS["vocabulary"] or not all(isinstance(x, str) for x in v)
+                or len(set(v)) != len(v)):
+            raise InvalidField(f"{where}.vocabulary", f"a list of 1 to {LIMITS['vocabulary']} distinct category "
+                               "names", v)
         return cls(vocabulary=tuple(v))
 
 

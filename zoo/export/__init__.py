@@ -101,6 +101,7 @@ class _Job:
     out: Path
     optimize: bool = False
     budget: Budget = Budget()
+    signer: runtime.BundleSigner | None = None   # --sign: signs each finished bundle
     held: _accuracy.HeldOut | None = None   # reduced precisions: calibration and validation samples
     reference: dict | None = None           # eager outputs on the validation samples
 
@@ -146,7 +147,8 @@ def _bundle(job: _Job, fmt: str, converted, exporter: dict, precision: str = "fp
         manifest["file_sha256"] = sha256_file(file)
         _manifest.write(staging, manifest)
         label = f"{spec.name} {fmt}" + ("" if precision == "fp32" else f" {precision}")
-        with quiet(), runtime.load(staging) as session:   # as users load it: checksum and seal verified
+        # as users load it (checksum and seal verified); its code is trusted: this process wrote it just now
+        with quiet(), runtime.load(staging, trust_code=True) as session:
             report = _parity.measure(spec, job.model, session, job.preprocess, job.atol, job.rtol, job.real,
                                      judge=precision == "fp32")
             accuracy = None
@@ -167,6 +169,8 @@ def _bundle(job: _Job, fmt: str, converted, exporter: dict, precision: str = "fp
         if accuracy is not None:
             manifest["accuracy"] = accuracy
         _manifest.write(staging, manifest)
+        if job.signer is not None:
+            job.signer.sign(staging)
         swap_into_place(staging, target, lambda folder: (folder / runtime.MANIFEST_NAME).is_file())
         return target
     finally:
@@ -176,7 +180,7 @@ def _bundle(job: _Job, fmt: str, converted, exporter: dict, precision: str = "fp
 def export(name: str, formats=("onnx",), weights: str | Path | None = None, out: str | Path = "bundles",
            random_weights: bool = False, data: str | Path | None = None, atol: float | None = None,
            rtol: float | None = None, precisions=("fp32",), optimize: bool = False,
-           budget: Budget | None = None) -> list[Path]:
+           budget: Budget | None = None, sign: str | Path | None = None) -> list[Path]:
     """Export model `name` to each format ("onnx", "torchscript", "pt2" or "all") as a bundle folder
     `<out>/<name>-<format>/`, measuring parity against eager PyTorch first. Weights: `weights`, else
     the shipped ones; `random_weights=True` exports an untrained model (marked so in the manifest).
@@ -185,7 +189,8 @@ def export(name: str, formats=("onnx",), weights: str | Path | None = None, out:
     ONNX also in `precisions` ("fp32", "fp16", "int8-dynamic", "int8-static" or "all"; other formats are
     fp32): `<out>/<name>-onnx-<precision>/`, written only when its accuracy on held-out data (the
     validation split of `data`, else the built-in sample) stays within `budget`. `optimize` saves ONNX
-    Runtime's offline-optimised graph (for onnxruntime on CPU).
+    Runtime's offline-optimised graph (for onnxruntime on CPU). `sign`: a private key file (`zoo keygen`) that
+    signs each bundle (`model.sig`, checked by `zoo.runtime.load(..., trusted_keys=...)`).
 
     Returns the bundle folders; after writing the bundles that passed, raises ParityError (with
     `.reports`: one per bundle not written) if a bundle failed parity, else PrecisionRefused if a reduced
@@ -196,6 +201,7 @@ def export(name: str, formats=("onnx",), weights: str | Path | None = None, out:
     if "onnx" not in formats and (precisions != ["fp32"] or optimize):
         raise ZooError("--precision and --optimize apply to ONNX bundles: add --format onnx")
     budget = budget or Budget()
+    signer = None if sign is None else runtime.BundleSigner(sign)   # a bad key is refused before the work
     model, weights_record, card = _load_weights(spec, weights, random_weights)
     preprocess = preprocessing(spec, card, random_weights)
     atol = spec.atol if atol is None else float(atol)
@@ -205,7 +211,7 @@ def export(name: str, formats=("onnx",), weights: str | Path | None = None, out:
     out = writable_folder(out, "--out")
     dataset = _load_data(spec, data)
     job = _Job(spec, model, weights_record, card, preprocess, _real_samples(spec, dataset, preprocess), atol, rtol,
-               out, optimize, budget)
+               out, optimize, budget, signer)
     if any(p != "fp32" for p in precisions) and "onnx" in formats:
         job.held = _accuracy.held_out(spec, dataset, preprocess, card, _precision.CALIBRATION_SAMPLES)
         job.reference = _accuracy.eager_outputs(spec, model, job.held.inputs)
@@ -270,24 +276,27 @@ def _source_weights(spec, manifest: dict, weights) -> Path:
                    f"shipped weights in {directory}: pass them with --weights PATH")
 
 
-def verify(bundle: str | Path, weights: str | Path | None = None, data: str | Path | None = None) -> dict:
+def verify(bundle: str | Path, weights: str | Path | None = None, data: str | Path | None = None,
+           trust_code: bool = False, trusted_keys=None) -> dict:
     """Check an existing bundle: load it as users do (the model file's sha256, the manifest against the
     copy sealed into the file), compare the manifest with the registry and the source weights' card, then
     re-run the parity matrix against the source weights (found by sha256 among the shipped weights, or
     `weights`). A reduced-precision bundle's accuracy is measured again (on `data`'s validation split, else
     the built-in sample when the export used it) and judged against the budget sealed into its manifest.
     Returns the report; raises ZooError (exit 1) for a corrupted or tampered bundle, ParityError when
-    parity fails and PrecisionRefused when the accuracy misses the budget."""
+    parity fails and PrecisionRefused when the accuracy misses the budget. `trust_code` and `trusted_keys`
+    as in `zoo.runtime.load` (a TorchScript or pt2 bundle is loaded only with trust_code=True)."""
     bundle = Path(bundle)
     manifest = runtime.read_manifest(bundle, require=_manifest.REQUIRED)
     spec = registry.get(manifest.model)
     note = None
     try:
         with quiet():
+            trust = {"trust_code": trust_code, "trusted_keys": trusted_keys}
             try:
-                session = runtime.load(bundle)
+                session = runtime.load(bundle, **trust)
             except runtime.UnsealedBundle:   # the checksum passed; only the seal is missing
-                session = runtime.load(bundle, verify=False)
+                session = runtime.load(bundle, verify=False, **trust)
                 note = ("exported before zoo sealed manifests into model files: the checks below pass, but "
                         "zoo.runtime.load and zoo predict refuse it unless told not to verify (--no-verify); "
                         "re-export it to seal it")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -10,25 +9,44 @@ import numpy as np
 
 from zoo.runtime._backends import BackendError, OrtBackend, TorchBackend
 from zoo.runtime._inputs import InputChecker
+from zoo.runtime._integrity import check_files
 from zoo.runtime._manifest import BundleError, Manifest, check_seal, read_manifest
+from zoo.runtime._signature import verify_signature
 
 BACKEND_FORMATS = {"onnxruntime": "onnx", "torchscript": "torchscript", "pt2": "pt2"}
 
 
+CODE_BACKENDS = ("torchscript", "pt2")   # their files can run code when loaded
+
+
+class UntrustedCode(BundleError):
+    """A TorchScript or pt2 bundle was to be loaded without the caller saying it trusts the bundle's maker."""
+
+
 def load(bundle: str | Path, device: str = "cpu", backend: str | None = None, threads: int | None = None,
-         cpu_arena: bool = True, cuda_options: dict | None = None, verify: bool = True) -> "Session":
+         cpu_arena: bool = True, cuda_options: dict | None = None, verify: bool = True, trust_code: bool = False,
+         trusted_keys=None) -> "Session":
     """Load a bundle folder written by `zoo export`.
 
     device: "cpu" or "cuda" (CUDA must really be used, else `DeviceUnavailable` says why).
     backend: "onnxruntime", "torchscript" or "pt2"; by default the one that runs the bundle's format.
-    threads: intra-op threads (default: the cores this process may use, cgroup limits included).
+    threads: intra-op threads, a positive integer (default: the cores this process may use, cgroup limits
+        included).
     cpu_arena: onnxruntime's CPU memory arena (it grows to the largest batch seen and never shrinks;
         turn it off for long-running embedders that see occasional huge batches).
     cuda_options: extra CUDAExecutionProvider options, e.g. {"cudnn_conv_algo_search": "HEURISTIC"}.
-    verify: check the model file's sha256 against the manifest and the manifest against the copy sealed
-        into the model file; a bundle without them is refused. verify=False skips both checks: only for
-        bundles you trust.
+    verify: check the model file's sha256 (and its ONNX external data's) against the manifest and the
+        manifest against the copy sealed into the model file; a bundle without them is refused. This proves
+        the bundle was not edited after it was made, not who made it. verify=False skips these checks.
+    trust_code: TorchScript and pt2 files can run arbitrary code while they are loaded (a pickled weight, a
+        scripted __setstate__), so they are refused, before torch opens them, unless trust_code=True says the
+        caller trusts whoever made the bundle. ONNX needs no such trust.
+    trusted_keys: public key files (PEM); when given, the bundle must carry a signature (`zoo export --sign`)
+        by one of them over every file in it, else it is refused.
     """
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be a positive integer (or None: the cores this process may use), "
+                         f"got {threads!r}")
     manifest = read_manifest(bundle)
     backend = backend or {v: k for k, v in BACKEND_FORMATS.items()}[manifest.format]
     if backend not in BACKEND_FORMATS:
@@ -37,17 +55,14 @@ def load(bundle: str | Path, device: str = "cpu", backend: str | None = None, th
         raise BundleError(f"{manifest.bundle} holds a {manifest.format} model; backend {backend!r} needs a "
                           f"{BACKEND_FORMATS[backend]} bundle (export one with `zoo export {manifest.model} "
                           f"--format {BACKEND_FORMATS[backend]}`)")
-    if verify:
-        expected = manifest.data.get("file_sha256")
-        if not expected:
-            raise BundleError(f"{manifest.bundle / 'manifest.json'} has no file_sha256, so {manifest.file.name} "
-                              "cannot be checked: re-export the bundle, or load it with verify=False if you "
-                              "trust it", exit_code=1)
-        with open(manifest.file, "rb") as f:
-            digest = hashlib.file_digest(f, "sha256").hexdigest()
-        if digest != expected:
-            raise BundleError(f"{manifest.file}: sha256 {digest[:12]}… does not match the manifest's "
-                              f"{str(expected)[:12]}…: the model file was changed or truncated", exit_code=1)
+    if trusted_keys is not None:
+        verify_signature(manifest.bundle, trusted_keys)
+    if backend in CODE_BACKENDS and not trust_code:
+        raise UntrustedCode(f"{manifest.bundle} holds a {manifest.format} model, and loading a {manifest.format} "
+                            "file can run any code its maker put in it (the checksum and seal prove only that "
+                            "it was not edited since): refused; load it only from a maker you trust, with "
+                            "trust_code=True (zoo: --trust-code), or use the model's ONNX bundle")
+    check_files(manifest, verify)
     outputs = [o.name for o in manifest.outputs]
     if backend == "onnxruntime":
         engine = OrtBackend(manifest.file, outputs, device, threads, cpu_arena, cuda_options)
@@ -211,4 +226,4 @@ class Session:
         return results
 
 
-__all__ = ["load", "Session", "BackendError"]
+__all__ = ["load", "Session", "BackendError", "UntrustedCode", "CODE_BACKENDS"]
