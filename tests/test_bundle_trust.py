@@ -225,6 +225,24 @@ def test_a_signed_bundle_loads_with_its_makers_key_and_no_other(signed, keys, bu
     rt.load(signed).close()   # without trusted keys a signature is not required, nor checked
 
 
+def test_re_signing_covers_the_files_a_user_kept_in_the_bundle(keys, tmp_path):
+    """A re-export carries a user's files over (they are never deleted) and signs the folder with them in it;
+    the old signature is not carried over as if it were the user's."""
+    out = tmp_path / "out"
+    command = ["export", "circles-mlp", "--random-weights", "--out", str(out), "--sign", str(keys / "alice.pem")]
+    assert runner.invoke(app, command).exit_code == 0
+    folder = out / "circles-mlp-onnx"
+    (folder / "notes.txt").write_text("mine")
+    old_signature = (folder / rt.SIGNATURE_NAME).read_bytes()
+    result = runner.invoke(app, [*command[:-2], "--sign", str(keys / "mallory.pem")])
+    assert result.exit_code == 0, result.output
+    assert (folder / "notes.txt").read_text() == "mine"
+    assert (folder / rt.SIGNATURE_NAME).read_bytes() != old_signature
+    rt.load(folder, trusted_keys=[keys / "mallory.pub"]).close()
+    with pytest.raises(rt.SignatureError):
+        rt.load(folder, trusted_keys=[keys / "alice.pub"])
+
+
 def _flip_a_byte(path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 1

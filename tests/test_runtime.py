@@ -524,7 +524,7 @@ def test_series_csv_is_read_in_timestamp_order(bundle, tmp_path):
         b = rt.predict_files(session, [shuffled])[0]["outputs"]
         assert a == b
         shuffled.write_text("timestamp,consumption\nyesterday,1.0\n" + "".join(f"{t},{v}\n" for t, v in rows))
-        with pytest.raises(ValueError, match="row 1: timestamp must be an ISO date"):
+        with pytest.raises(ValueError, match="shuffled.csv line 2: timestamp must be an ISO date"):
             rt.predict_files(session, [shuffled])
 
 

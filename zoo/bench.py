@@ -58,10 +58,10 @@ def _bundles_for(target: str, fmt: str, precisions, scratch: Path,
         for precision in precisions:
             sibling = path.parent / bundle_name(manifest.model, fmt, precision)
             if precision not in found and (sibling / "manifest.json").is_file():
-                found[precision] = (sibling, "")
+                found[precision] = _same_source(sibling, manifest)
         if fmt in CODE_BACKENDS and not trust_code:   # the user's files: their code runs only when trusted
-            found = {p: (None, f"{folder} is a {fmt} bundle, and loading one runs code from its file: pass "
-                               "--trust-code if you trust whoever made it") for p, (folder, _) in found.items()}
+            found = {p: (None, why or f"{folder} is a {fmt} bundle, and loading one runs code from its file: pass "
+                                      "--trust-code if you trust whoever made it") for p, (folder, why) in found.items()}
         target = manifest.model
     missing = [p for p in precisions if p not in found]
     if not missing:
@@ -89,23 +89,37 @@ def _bundles_for(target: str, fmt: str, precisions, scratch: Path,
     return {p: found[p] for p in precisions}
 
 
+def _same_source(sibling: Path, manifest) -> tuple[Path | None, str]:
+    """(sibling, "") when the bundle beside the benchmarked one was exported from the same weights, else
+    (None, why it is left out): rows of different weights side by side would compare models, not formats."""
+    from zoo.export import same_weights, weights_text
+    from zoo.runtime import read_manifest
+
+    theirs, ours = read_manifest(sibling).data.get("weights") or {}, manifest.data.get("weights") or {}
+    if same_weights(theirs, ours):
+        return sibling, ""
+    return None, (f"{sibling} was exported from other weights ({weights_text(theirs)}) than {manifest.bundle} "
+                  f"({weights_text(ours)}): re-export it from the same weights to compare them")
+
+
 def _eager_weights(model: str, record: dict | None) -> tuple[str | None, str]:
     """(weights file for the eager baseline or None for the build seed's random weights, a truthful label).
 
-    With bundles, the baseline runs the bundle's own source weights: the shipped file whose sha256 is the
-    manifest's, or the same seed-0 random weights for a --random-weights bundle. When the source weights
-    cannot be found, the baseline still times the architecture, and the label says it is latency only."""
+    With bundles, the baseline runs the bundle's own source weights: the file whose sha256 is the manifest's
+    (`zoo.export.find_weights`: the shipped weights and runs/), or the same seed-0 random weights for a
+    --random-weights bundle. When the source weights cannot be found, the baseline still times the
+    architecture, and the label says it is latency only."""
     from zoo import registry
-    from zoo.weights import resolve, sha256_file, weights_dir
+    from zoo.export import find_weights
+    from zoo.weights import resolve
 
     spec = registry.get(model)
     if record is not None and record.get("random"):
         return None, "random (seed 0), as the bundle"
     if record is not None and record.get("sha256"):
-        directory = weights_dir()
-        for path in sorted(directory.glob("*.safetensors")) if directory.is_dir() else []:
-            if sha256_file(path) == record["sha256"]:
-                return str(path), f"{path.name} (the bundle's source weights)"
+        path = find_weights(model, record["sha256"], record.get("source"))
+        if path is not None:
+            return str(path), f"{path.name} (the bundle's source weights)"
     shipped = resolve(spec, None)
     if record is None:
         return (str(shipped), f"{shipped.name} (shipped)") if shipped else (None, "random (no shipped weights)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 import functools
 import json
+import re
 import sys
 from typing import Annotated
 
@@ -39,8 +40,9 @@ EXTRAS = {**dict.fromkeys(("torch", "torchvision", "torchmetrics", "safetensors"
 
 
 def command(fn):
-    """Register a command whose ZooErrors become one clear line on stderr and a non-zero exit, and whose
-    Ctrl-C, however a library wrapped it, is "interrupted" and exit 130."""
+    """Register a command whose ZooErrors (and OSErrors naming a path: a name too long, a folder that cannot
+    be read) become one clear line on stderr and a non-zero exit, and whose Ctrl-C, however a library
+    wrapped it, is "interrupted" and exit 130."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -52,11 +54,15 @@ def command(fn):
             if interrupted(e):
                 raise typer.Exit(_interrupted()) from None
             if isinstance(e, ZooError):
-                err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+                err_console.print(f"[bold red]error:[/] {printable(str(e))}", highlight=False, soft_wrap=True)
                 raise typer.Exit(e.exit_code) from None
+            if isinstance(e, OSError) and e.filename is not None:   # a path the system refuses: too long, ...
+                err_console.print(f"[bold red]error:[/] {printable(f'{e.filename}: {e.strerror or e}')}",
+                                  highlight=False, soft_wrap=True)
+                raise typer.Exit(2) from None
             if isinstance(e, ModuleNotFoundError) and (e.name or "").split(".")[0] in EXTRAS:
                 extra, what = EXTRAS[e.name.split(".")[0]]
-                err_console.print("[bold red]error:[/] " + escape(
+                err_console.print("[bold red]error:[/] " + printable(
                     f"`zoo {fn.__name__.rstrip('_')}` needs {what} ({e.name} is not installed): "
                     f"pip install 'zoo[{extra}]' (or, in a checkout, pip install -e '.[{extra}]')"), highlight=False,
                     soft_wrap=True)
@@ -73,6 +79,23 @@ def _interrupted() -> int:
     err_console.print("interrupted")
     exec("None")
     return 130
+
+
+# characters that would reach the terminal as commands (colour, cursor moves, title changes, a bell) or
+# reorder what is shown (bidirectional overrides); newlines and tabs are kept
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def plain(text) -> str:
+    """A string from outside (a file name, a CSV value, a label from a manifest, an error naming them) with
+    its control characters shown as \\xNN instead of acting on the terminal."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256 else f"\\u{ord(m.group()):04x}",
+                        str(text))
+
+
+def printable(text) -> str:
+    """`plain(text)` with its rich markup escaped: what goes into rich's print and tables."""
+    return escape(plain(text))
 
 
 def print_json(data) -> None:
@@ -138,18 +161,18 @@ def info(name: Annotated[str, typer.Argument(help="Model name, e.g. clouds-cnn."
     table.add_row("architecture", spec.description)
     table.add_row("params", f"{spec.params:,}")
     for t in spec.inputs:
-        table.add_row(f"input {t.name}", f"{tuple(t.shape)} {t.dtype}: {escape(fitted[t.name].describe())}")
+        table.add_row(f"input {t.name}", f"{tuple(t.shape)} {t.dtype}: {printable(fitted[t.name].describe())}")
     for t in spec.outputs:
         table.add_row(f"output {t.name}", f"{tuple(t.shape)} {t.dtype} ({spec.output_kind})")
     for key, values in spec.labels.items():
         table.add_row(f"labels {key}", labels_text(values))
-    table.add_row("dataset", f"{spec.dataset}: {escape(data['dataset_source'])}")
+    table.add_row("dataset", f"{spec.dataset}: {printable(data['dataset_source'])}")
     if data["dataset_caveat"]:
-        table.add_row("[yellow]about the data[/]", escape(data["dataset_caveat"]))
+        table.add_row("[yellow]about the data[/]", printable(data["dataset_caveat"]))
     table.add_row("recipe", ", ".join(f"{k}={v}" for k, v in data["recipe"].items()))
     table.add_row("course result", spec.course_result)
     if card and card.get("caveat"):
-        table.add_row("[yellow]caveat[/]", escape(card["caveat"]))
+        table.add_row("[yellow]caveat[/]", printable(card["caveat"]))
     if card:
         metrics = card.get("metrics", {})
         for split, values in metrics.items():
@@ -254,7 +277,7 @@ def evaluate(
     result = evaluate_model(name, data, weights=weights, out=out, device=device, builtin=builtin, strict=strict)
     if json_:
         return print_json(result)
-    table = Table(title=f"{name} on {result['data']} ({result['samples']} samples)")
+    table = Table(title=printable(f"{name} on {result['data']} ({result['samples']} samples)"))
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in result["metrics"].items():
@@ -262,9 +285,9 @@ def evaluate(
             table.add_row(key, f"{value:.4f}")
     console.print(table)
     for note in result["notes"]:
-        console.print(f"note: {note}")
+        console.print(f"note: {printable(note)}")
     for plot in result.get("plots", []):
-        console.print(f"wrote {plot}")
+        console.print(f"wrote {printable(plot)}")
 
 
 def _print_parity(title: str, report: dict) -> None:
@@ -272,7 +295,7 @@ def _print_parity(title: str, report: dict) -> None:
 
     tol = report["tolerance"]
     judged = f"atol {tol['atol']:g}, rtol {tol['rtol']:g}" if tol else "errors reported, judged by accuracy"
-    table = Table(title=f"{title}: {report['backend']}, {judged}", title_justify="left")
+    table = Table(title=printable(f"{title}: {report['backend']}, {judged}"), title_justify="left")
     for col in PARITY_COLUMNS:
         table.add_column(col, justify="left" if col in ("inputs", "output", "result") else "right")
     for row in parity_rows(report):
@@ -288,22 +311,22 @@ def _print_checks(report: dict) -> None:
     ran = "" if report["tolerance"] else f"; ran {len(report['cases'])} input cases"
     console.print(f"checks: {checks}{ran}", markup=False, highlight=False)
     for failure in report["failures"]:
-        console.print(f"[red]FAIL[/] {escape(failure)}", highlight=False)
+        console.print(f"[red]FAIL[/] {printable(failure)}", highlight=False)
 
 
 def _print_accuracy(title: str, report: dict) -> None:
     from zoo.export import ACCURACY_COLUMNS, accuracy_rows
 
     data = report["data"]
-    table = Table(title=f"{title}: {data['validation_samples']} validation samples ({data['source']}), "
-                        f"{report['backend']}", title_justify="left")
+    table = Table(title=printable(f"{title}: {data['validation_samples']} validation samples ({data['source']}), "
+                                  f"{report['backend']}"), title_justify="left")
     for col in ACCURACY_COLUMNS:
         table.add_column(col, justify="left" if col in ("measure", "result") else "right")
     for row in accuracy_rows(report):
         table.add_row(*row, style="red" if row[-1] == "FAIL" else None)
     Console(width=max(console.width, 110)).print(table)
     if data.get("note"):
-        console.print(f"[yellow]note:[/] {escape(data['note'])}", highlight=False)
+        console.print(f"[yellow]note:[/] {printable(data['note'])}", highlight=False)
 
 
 def _comma_list(value: str) -> builtins.list[str]:
@@ -341,6 +364,8 @@ def export(
     all_: Annotated[bool, typer.Option("--all", help="Export every model that has shipped weights.")] = False,
     sign: Annotated[str | None, typer.Option(metavar="KEY", help="Sign each bundle with this private key (zoo "
                                              "keygen): model.sig, checked by --trusted-key.")] = None,
+    replace: Annotated[bool, typer.Option("--replace", help="Replace bundles in --out that were exported from "
+                                          "other weights (refused otherwise).")] = False,
     json_: JsonFlag = False,
 ):
     """Export a model to ONNX / TorchScript / torch.export bundles; parity is measured before writing.
@@ -368,7 +393,7 @@ def export(
         if weights is not None:
             raise ZooError("--weights needs a model name")
         jobs = [(last.stem, last)]
-        err_console.print(f"exporting {last.stem}, last trained into {RUNS}/ ({last})", highlight=False)
+        err_console.print(printable(f"exporting {last.stem}, last trained into {RUNS}/ ({last})"), highlight=False)
     else:
         jobs = [(name, weights)]
     budget = Budget(min_agreement, max_drop, max_mse_increase)
@@ -378,14 +403,14 @@ def export(
     if triton:   # a Triton repository is made from the ONNX bundles
         formats = [f for f in formats if f != "triton"]
         formats = formats if "onnx" in formats or "all" in formats else [*formats, "onnx"]
-    results, repositories, failed = [], [], []
+    results, repositories, failed, notes = [], [], [], []
     for model, model_weights in jobs:
-        with err_console.status(f"exporting {model} ({format_}, {precision}) and measuring parity"):
+        with err_console.status(printable(f"exporting {model} ({format_}, {precision}) and measuring parity")):
             try:
                 paths = export_model(model, formats, weights=model_weights, out=out,
                                      random_weights=random_weights, data=data, atol=atol, rtol=rtol,
                                      precisions=_comma_list(precision), optimize=optimize, budget=budget,
-                                     sign=sign)
+                                     sign=sign, replace=replace, notes=notes)
             except (ParityError, PrecisionRefused) as e:
                 paths = getattr(e, "bundles", [])
                 failed.append(e)
@@ -421,14 +446,18 @@ def export(
             if r["accuracy"] is not None:
                 _print_accuracy(title, r["accuracy"])
             if r["passed"]:
-                console.print(f"wrote {r['bundle']} ({r['exporter']['name']}"
-                              + ("" if r["precision"] == "fp32" else f", {r['precision']}") + ")", highlight=False)
+                console.print(printable(f"wrote {r['bundle']} ({r['exporter']['name']}"
+                                        + ("" if r["precision"] == "fp32" else f", {r['precision']}") + ")"),
+                              highlight=False)
             elif r["reason"]:
-                console.print(f"[red]refused:[/] {escape(r['reason'])}", highlight=False)
+                console.print(f"[red]refused:[/] {printable(r['reason'])}", highlight=False)
             else:
                 console.print(f"[red]parity failed: no {r['format']} bundle written[/]")
         for r in repositories:
-            console.print(f"wrote {', '.join(r['models'])} (Triton model repository {r['repository']})", highlight=False)
+            console.print(printable(f"wrote {', '.join(r['models'])} (Triton model repository {r['repository']})"),
+                          highlight=False)
+    for note in notes:
+        err_console.print(f"[yellow]note:[/] {printable(note)}", highlight=False)
     if failed:
         bad = [r for r in results if not r["passed"]]
         if any(isinstance(e, ParityError) for e in failed):
@@ -443,7 +472,8 @@ def export(
 def verify(
     bundle: Annotated[str, typer.Argument(help="Bundle folder, e.g. bundles/clouds-cnn-onnx.")],
     weights: Annotated[str | None, typer.Option(help="The source weights.",
-                                                show_default="found among the shipped weights by the manifest's sha256")] = None,
+                                                show_default="found by the manifest's sha256 among the shipped "
+                                                             "weights and runs/")] = None,
     data: Annotated[str | None, typer.Option(help="Dataset folder or file: adds real samples; for a reduced "
                                                   "precision, its validation split re-measures the accuracy.")] = None,
     trust_code: TrustCodeFlag = False,
@@ -483,10 +513,11 @@ def verify(
     if result["accuracy"]:
         _print_accuracy(bundle, result["accuracy"])
     if result["note"]:
-        console.print(f"[yellow]note:[/] {escape(result['note'])}", highlight=False)
+        console.print(f"[yellow]note:[/] {printable(result['note'])}", highlight=False)
     checked = ("" if not result["parity"] else ", parity passed" if result["precision"] == "fp32"
                else ", inputs and outputs checked" + (", accuracy within its budget" if result["accuracy"] else ""))
-    console.print(f"verified {bundle}: sha256 {result['file_sha256'][:12]}…, manifest matches the model{checked}",
+    console.print(printable(f"verified {bundle}: sha256 {result['file_sha256'][:12]}…, manifest matches the model"
+                            f"{checked}"),
                   highlight=False)
 
 
@@ -554,24 +585,24 @@ def predict(
         raise ZooError(str(e)) from None
     if json_:
         return print_json(results)
-    table = Table(title=f"{session.manifest.model} ({session.backend} on {session.device})")
+    table = Table(title=printable(f"{session.manifest.model} ({session.backend} on {session.device})"))
     table.add_column("input")
     for name in results[0]["outputs"]:
-        table.add_column(name)
+        table.add_column(printable(name))
     for r in results:
         cells = []
         for values in r["outputs"].values():
             if values and isinstance(values[0], dict):
-                cells.append("\n".join(f"{v['label']} {v['probability']:.3f}" for v in values))
+                cells.append("\n".join(f"{printable(v['label'])} {v['probability']:.3f}" for v in values))
             else:
                 cells.append(", ".join(f"{v:.4g}" for v in values))
-        table.add_row(r["input"], *cells)
+        table.add_row(printable(r["input"]), *cells)
     console.print(table)
     for r in results:
         for warning in r["warnings"]:
-            err_console.print(f"[yellow]warning:[/] {escape(r['input'])}: {escape(warning)}", highlight=False)
+            err_console.print(f"[yellow]warning:[/] {printable(r['input'])}: {printable(warning)}", highlight=False)
     if session.manifest.caveat:
-        err_console.print(f"[yellow]note:[/] {escape(session.manifest.caveat)}", highlight=False)
+        err_console.print(f"[yellow]note:[/] {printable(session.manifest.caveat)}", highlight=False)
     if session.manifest.random_weights:
         err_console.print("note: this bundle has random weights; its predictions are meaningless")
 
@@ -618,8 +649,8 @@ def bench(
     if json_file:
         from pathlib import Path
         write_json(Path(json_file), result)
-    table = Table(title=f"{result['model']}: {result['threads']} thread(s), {result['iters']} iters, "
-                        f"weights {result['weights']}; eager baseline {result.get('eager_weights', '-')}")
+    table = Table(title=printable(f"{result['model']}: {result['threads']} thread(s), {result['iters']} iters, "
+                                  f"weights {result['weights']}; eager baseline {result.get('eager_weights', '-')}"))
     for col in ("backend", "precision", "device", "batch", "size MB", "create ms", "first ms", "mean ms",
                 "p50/p90/p99 ms", "CV", "samples/s", "peak MB RSS/GPU", "vs eager", "vs fp32"):
         table.add_column(col, justify="left" if col in ("backend", "precision", "device") else "right")
@@ -638,7 +669,7 @@ def bench(
                   "torchscript, pt2 and eager[/]")
     for s in result["skipped"]:
         what = s["backend"] + ("" if s.get("precision", "fp32") == "fp32" else f" {s['precision']}")
-        console.print(f"skipped {what} on {s['device']}: {escape(s['reason'])}", highlight=False)
+        console.print(f"skipped {what} on {s['device']}: {printable(s['reason'])}", highlight=False)
     if not result["rows"]:
         raise ZooError("nothing could be measured: every backend x device was skipped (reasons above)", exit_code=1)
 
@@ -683,25 +714,25 @@ def doctor(
         table.add_row("providers compiled in", ", ".join(ort["compiled"]) or "-")
         for row in ort["providers"]:
             table.add_row(f"  {row['provider']}", "[green]loads[/]" if row["loads"] else
-                          f"[red]does not load[/]: {escape(row['error'] or '')}")
+                          f"[red]does not load[/]: {printable(row['error'] or '')}")
         if torch_info["installed"]:
             table.add_row("torch", f"{torch_info['version']} (CUDA build {torch_info['cuda_build']}, cuDNN "
                                    f"{torch_info['cudnn']}); GPU usable: {torch_info['cuda_available']} "
                                    f"{', '.join(torch_info['devices'])}; {torch_info['threads']} threads")
         else:
-            table.add_row("torch", f"not installed ({escape(torch_info['hint'])})")
+            table.add_row("torch", f"not installed ({printable(torch_info['hint'])})")
         for name, lib in report["cuda_libraries"].items():
             found = ", ".join(lib["found"][:2]) or "not found"
             version = f" (version {lib['version']})" if lib["version"] else ""
-            table.add_row(f"lib {name}", escape(found + version))
+            table.add_row(f"lib {name}", printable(found + version))
         gpu = report["gpus"]
-        table.add_row("GPUs (nvidia-smi)", escape(", ".join(gpu["devices"]) or gpu["error"] or "none"))
+        table.add_row("GPUs (nvidia-smi)", printable(", ".join(gpu["devices"]) or gpu["error"] or "none"))
         t = report["threads"]
         table.add_row("threads", f"{t['usable_cores']} usable cores of {t['cpu_count']}; OMP_NUM_THREADS="
                                  f"{t['OMP_NUM_THREADS']}, MKL_NUM_THREADS={t['MKL_NUM_THREADS']}")
         console.print(table)
         for p in report["problems"]:
-            console.print(f"[red]problem:[/] {escape(p['problem'])}\n  [bold]fix:[/] {escape(p['fix'])}", highlight=False)
+            console.print(f"[red]problem:[/] {printable(p['problem'])}\n  [bold]fix:[/] {printable(p['fix'])}", highlight=False)
         if report["ok"]:
             console.print("[green]ok[/]" + (f": {device} can be used" if device else ""))
     if not report["ok"]:
@@ -722,6 +753,7 @@ def _bundle_for(target: str, out: str = "bundles"):
     spec = registry.get(target)   # an unknown name: one line with the closest names
     bundle = Path(out) / f"{spec.name}-onnx"
     if (bundle / "manifest.json").is_file():
+        _say_whose_weights(bundle, spec)
         return bundle
     if any(importlib.util.find_spec(m) is None for m in ("torch", "onnx", "onnxscript")):
         raise ZooError(f"no bundle for {spec.name} at {bundle}: export one with `zoo export {spec.name} --format "
@@ -730,8 +762,29 @@ def _bundle_for(target: str, out: str = "bundles"):
 
     with err_console.status(f"no bundle at {bundle}: exporting {spec.name} (shipped weights) and measuring parity"):
         export_model(spec.name, ["onnx"], out=out)
-    err_console.print(f"exported {bundle}", highlight=False)
+    err_console.print(printable(f"exported {bundle}"), highlight=False)
     return bundle
+
+
+def _say_whose_weights(bundle, spec) -> None:
+    """A model name serves bundles/<name>-onnx whatever weights it was exported from: say so when they are
+    not the shipped ones, which the name suggests."""
+    from zoo.runtime import BundleError, read_manifest
+    from zoo.weights import resolve, sha256_file
+
+    try:
+        record = read_manifest(bundle).data["weights"]
+    except BundleError:
+        return   # loading it says what is wrong
+    shipped = resolve(spec, None)
+    if record.get("random"):
+        whose = "random weights"
+    elif shipped is None or sha256_file(shipped) != record.get("sha256"):
+        whose = f"{record.get('source')} (sha256 {str(record.get('sha256'))[:12]}…)"
+    else:
+        return
+    err_console.print(printable(f"note: serving {bundle}, exported from {whose}, not from the shipped weights"),
+                      highlight=False)
 
 
 @command
@@ -793,7 +846,7 @@ def serve(
                                     instances=instances, max_body_bytes=int(max_body_mb * 2**20))
         try:
             zoo.serve.serve(sessions, host, port, options, drain_seconds=drain_seconds, access_log=access_log,
-                            announce=lambda line: print(line, flush=True))
+                            announce=lambda line: print(plain(line), flush=True))
         except ValueError as e:
             raise ZooError(str(e)) from None
     finally:
@@ -831,8 +884,8 @@ def _serve_triton(bundles, host, port, grpc_port, metrics_port, triton_env, repo
                                      kind="KIND_GPU" if device == "cuda" else "KIND_CPU", threads=threads)
         argv, env = zoo.serve.triton_command(install, repo, Path(work), host, port, grpc_port, metrics_port, names,
                                              exit_timeout=max(1, round(drain_seconds)))
-        print(f"tritonserver: {', '.join(names)} on http://{host}:{port}/ (gRPC {grpc_port}, metrics "
-              f"http://{host}:{metrics_port}/metrics; repository {repo}; Python {install.python})", flush=True)
+        print(plain(f"tritonserver: {', '.join(names)} on http://{host}:{port}/ (gRPC {grpc_port}, metrics "
+                    f"http://{host}:{metrics_port}/metrics; repository {repo}; Python {install.python})"), flush=True)
         code = zoo.serve.run_foreground(argv, env)
     if code not in (0, -15):
         raise ZooError(f"tritonserver exited with code {code} (its log is above)", exit_code=1)

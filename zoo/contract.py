@@ -25,7 +25,7 @@ import numpy as np
 
 __all__ = ["TensorSpec", "ImagePreprocess", "TabularPreprocess", "SeriesPreprocess", "OneHotPreprocess",
            "Preprocess", "InvalidField", "preprocess_from_dict", "preprocessing_from_dict", "preprocessing_to_dict",
-           "RANGE_SLACK", "LIMITS"]
+           "RANGE_SLACK", "LIMITS", "decimal_comma"]
 
 RANGE_SLACK = 0.1  # a value more than this share of the training range outside it gets a warning
 
@@ -89,6 +89,18 @@ def _flag(d: Mapping, key: str, where: str, default: bool = False) -> bool:
     if not isinstance(value, bool):
         raise InvalidField(f"{where}.{key}", "true or false", value)
     return value
+
+
+def decimal_comma(text) -> str:
+    """For a text that is a number only with a decimal comma ("7,5", as spreadsheets in many locales write
+    it): a hint to add to the error; else ""."""
+    if not isinstance(text, str) or "," not in text:
+        return ""
+    try:
+        float(text.replace(",", "."))
+    except ValueError:
+        return ""
+    return " (a decimal comma? write numbers with a point, e.g. 7.5)"
 
 
 def _out_of_range(value: float, low: float, high: float) -> bool:
@@ -406,7 +418,8 @@ class TabularPreprocess:
                 try:
                     number = float(value)
                 except (TypeError, ValueError):
-                    raise ValueError(f"{where}, column {column!r}: expected a number, got {value!r}") from None
+                    raise ValueError(f"{where}, column {column!r}: expected a number, got {value!r}"
+                                     + decimal_comma(value)) from None
                 if not math.isfinite(number):
                     raise ValueError(f"{where}, column {column!r}: value is missing or not finite ({value!r})")
                 if warn and self.ranges and column in self.ranges and _out_of_range(number, *self.ranges[column]):

@@ -4,7 +4,6 @@ circles (make_circles), thermometer (the book's 11 readings)."""
 from __future__ import annotations
 
 import csv
-import io
 from pathlib import Path
 
 import numpy as np
@@ -12,32 +11,32 @@ import torch
 
 from zoo.contract import TabularPreprocess
 from zoo.data._core import Dataset, DataError, fingerprint_bytes
+from zoo.runtime import read_csv
 from zoo.registry import ModelSpec, dataset as dataset_spec
 
 MISSING = ("", "nan", "na", "null")
 
 
 def read_rows(path: Path, columns: list[str], what: str, drop_missing: bool = False):
-    """The CSV's rows as dicts (`,` or `;` separated, header matched case-insensitively), keeping those
-    with a value in every one of `columns`. Returns (rows, their line numbers, rows dropped, fingerprint)."""
+    """The CSV's rows as dicts (read by the runtime's reader, as `zoo predict` reads them: `,` or `;`
+    separated, a byte-order mark skipped, a repeated column name refused, header matched case-insensitively),
+    keeping those with a value in every one of `columns`. Returns (rows, their line numbers, rows dropped,
+    fingerprint)."""
     if not path.is_file():
         raise DataError(f"{what}: {path} is not a file")
     raw = path.read_bytes()
-    text = raw.decode("utf-8-sig", errors="replace")
-    first = text.split("\n", 1)[0]
-    reader = csv.reader(io.StringIO(text), delimiter=";" if first.count(";") > first.count(",") else ",")
-    header = [h.strip().strip('"') for h in next(reader, [])]
-    lower = [h.lower() for h in header]
-    missing = [c for c in columns if c.lower() not in lower]
+    try:
+        table = read_csv(raw, path.name)
+    except ValueError as e:
+        raise DataError(f"{what}: {e}") from None
+    missing = [c for c in columns if table.find(c) is None]
     if missing:
         raise DataError(f"{what}: {path.name} has no column(s) {missing}; expected columns {columns} "
-                        f"(found {header})")
-    index = {c: lower.index(c.lower()) for c in columns}
+                        f"(found {table.header})")
+    index = {c: table.find(c) for c in columns}
     rows, lines, dropped = [], [], 0
-    for line_no, cells in enumerate(reader, start=2):
-        if not cells or all(not c.strip() for c in cells):
-            continue
-        row = {c: cells[i].strip() if i < len(cells) else "" for c, i in index.items()}
+    for cells, line_no in zip(table.rows, table.lines):
+        row = {c: cells[i] for c, i in index.items()}
         if any(v.lower() in MISSING for v in row.values()):
             if not drop_missing:
                 raise DataError(f"{what}: {path.name} line {line_no} has a missing value")

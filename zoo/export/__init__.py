@@ -11,6 +11,8 @@ runtime but its public API."""
 
 from __future__ import annotations
 
+import json
+import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +24,11 @@ from zoo.export import _accuracy, _manifest, _onnx, _parity, _precision, _pt2, _
 from zoo.export._accuracy import Budget
 from zoo.export._common import EXAMPLE_SIZES, first_line, quiet
 from zoo.export._precision import PRECISIONS
-from zoo.outputs import clean_stale_staging, staging_folder, swap_into_place, writable_folder
+from zoo.outputs import RUNS, clean_stale_staging, staging_folder, swap_into_place, writable_folder
 from zoo.weights import load_model, preprocessing, read_card, resolve, sha256_file, weights_dir
 
-__all__ = ["export", "verify", "bundle_name", "FORMATS", "PRECISIONS", "Budget",
-           "PARITY_COLUMNS", "parity_rows", "ACCURACY_COLUMNS", "accuracy_rows"]
+__all__ = ["export", "verify", "bundle_name", "find_weights", "weights_text", "same_weights", "FORMATS", "PRECISIONS",
+           "Budget", "PARITY_COLUMNS", "parity_rows", "ACCURACY_COLUMNS", "accuracy_rows"]
 
 FORMATS = {"onnx": _onnx, "torchscript": _torchscript, "pt2": _pt2}
 PARITY_COLUMNS = _parity.COLUMNS
@@ -34,6 +36,7 @@ parity_rows = _parity.rows
 ACCURACY_COLUMNS = _accuracy.COLUMNS
 accuracy_rows = _accuracy.rows
 RANDOM_SEED = 0   # the seed `--random-weights` builds the model with
+BUNDLE_FILES = frozenset({runtime.MANIFEST_NAME, runtime.SIGNATURE_NAME, *runtime.MODEL_FILES.values()})   # what zoo writes in a bundle
 
 
 def choices(values, allowed, what: str) -> list[str]:
@@ -70,12 +73,13 @@ def _for_inference(model):
 
 
 def _load_weights(spec, weights, random_weights: bool):
-    """(model in eval mode, the manifest's `weights` record, the weights card or None)."""
+    """(model in eval mode, the manifest's `weights` record, the weights card or None, the weights file or
+    None)."""
     if random_weights:
         if weights is not None:
             raise ZooError("--weights and --random-weights exclude each other: pick one")
         record = {"sha256": None, "random": True, "seed": RANDOM_SEED, "source": None, "metrics": None}
-        return _for_inference(registry.build(spec, seed=RANDOM_SEED)), record, None
+        return _for_inference(registry.build(spec, seed=RANDOM_SEED)), record, None, None
     path = resolve(spec, weights)
     if path is None:
         raise ZooError(f"no weights for {spec.name}: none shipped in {weights_dir()} and no --weights given. "
@@ -84,7 +88,70 @@ def _load_weights(spec, weights, random_weights: bool):
     card = read_card(path.stem, path.parent)
     record = {"sha256": sha256_file(path), "random": False, "seed": None, "source": path.name,
               "metrics": (card or {}).get("metrics"), "caveat": (card or {}).get("caveat")}
-    return _for_inference(load_model(spec, path)), record, card
+    return _for_inference(load_model(spec, path)), record, card, path
+
+
+def find_weights(model: str, sha256: str | None, source: str | None = None) -> Path | None:
+    """The weights file whose sha256 is `sha256` (the source weights a bundle names), looked for where
+    `zoo export` takes weights from: the shipped weights folder and zoo train's runs/ (and the folders in
+    it), the model's own file and the one named `source` first. A card's recorded sha256 skips the files
+    that cannot match before any is hashed. None when no file there matches."""
+    if not isinstance(sha256, str):
+        return None
+    names = [f"{model}.safetensors"] + ([Path(source).name] if isinstance(source, str) and source else [])
+    folders = [weights_dir(), RUNS, *sorted(p for p in RUNS.glob("*") if p.is_dir())]
+    candidates = [folder / name for folder in folders for name in names]
+    candidates += [p for folder in folders for p in sorted(folder.glob("*.safetensors"))]
+    for path in dict.fromkeys(candidates):
+        if not path.is_file():
+            continue
+        card = path.with_suffix(".json")
+        try:
+            recorded = json.loads(card.read_text()).get("sha256") if card.is_file() else None
+        except (OSError, ValueError, AttributeError):
+            recorded = None
+        if recorded in (None, sha256) and sha256_file(path) == sha256:
+            return path
+    return None
+
+
+def weights_text(record: dict | None, path: Path | None = None) -> str:
+    """A manifest's `weights` record in words: random weights, or the file and the start of its sha256."""
+    if not isinstance(record, dict):
+        return "unknown weights (the manifest cannot be read)"
+    if record.get("random"):
+        return f"random weights (seed {record.get('seed')})"
+    where = str(path) if path is not None else str(record.get("source") or "a weights file")
+    return f"{where} (sha256 {str(record.get('sha256'))[:12]}…)"
+
+
+def same_weights(a: dict, b: dict) -> bool:
+    """Whether two manifests' `weights` records name the same weights (the same file, or the same seed of
+    random weights)."""
+    if a.get("random") or b.get("random"):
+        return bool(a.get("random")) and bool(b.get("random")) and a.get("seed") == b.get("seed")
+    return a.get("sha256") is not None and a.get("sha256") == b.get("sha256")
+
+
+def _replaceable(folder: Path, model: str, weights: dict, source: Path | None, replace: bool) -> bool:
+    """Whether the existing bundle `folder` may be replaced by an export of `weights` (the manifest record;
+    `source`: their file): it is a bundle (has a manifest) exported from the same weights, or `replace` says
+    any bundle may go. A bundle of other weights is a ZooError that names both and says how to proceed; a
+    folder that is no bundle is False."""
+    if not (folder / runtime.MANIFEST_NAME).is_file():
+        return False
+    if replace:
+        return True
+    try:
+        old = runtime.read_manifest(folder).data.get("weights")
+    except runtime.BundleError:
+        old = None
+    if isinstance(old, dict) and same_weights(old, weights):
+        return True
+    found = find_weights(model, old.get("sha256"), old.get("source")) if isinstance(old, dict) else None
+    again = f"re-export those with --weights {found}, " if found is not None else ""
+    raise ZooError(f"{folder} holds an export of {weights_text(old, found)}, not of {weights_text(weights, source)}: "
+                   f"not replacing it; {again}choose another --out, or pass --replace to replace it")
 
 
 @dataclass
@@ -93,6 +160,7 @@ class _Job:
     spec: object
     model: object                  # eager, in eval mode
     weights: dict                  # the manifest's `weights` record
+    source: Path | None            # their file (None: random weights)
     card: dict | None
     preprocess: dict
     real: dict | None              # real samples for the parity matrix (--data)
@@ -104,6 +172,8 @@ class _Job:
     signer: runtime.BundleSigner | None = None   # --sign: signs each finished bundle
     held: _accuracy.HeldOut | None = None   # reduced precisions: calibration and validation samples
     reference: dict | None = None           # eager outputs on the validation samples
+    replace: bool = False                   # replace bundles exported from other weights
+    notes: list | None = None               # what the caller is told besides the bundles (files kept, ...)
 
 
 def _convert(spec, fmt, model):
@@ -140,6 +210,8 @@ def _bundle(job: _Job, fmt: str, converted, exporter: dict, precision: str = "fp
         manifest = _manifest.build(spec, fmt, module.FILE, job.preprocess, job.weights, exporter, record)
         try:
             module.write(artefact, file, runtime.seal_text(manifest))
+        except OSError:
+            raise   # a full disk: reported by the caller
         except Exception as e:  # noqa: BLE001 - onnx.checker's ValidationError and friends
             if interrupted(e):
                 raise KeyboardInterrupt from e
@@ -169,9 +241,13 @@ def _bundle(job: _Job, fmt: str, converted, exporter: dict, precision: str = "fp
         if accuracy is not None:
             manifest["accuracy"] = accuracy
         _manifest.write(staging, manifest)
-        if job.signer is not None:
-            job.signer.sign(staging)
-        swap_into_place(staging, target, lambda folder: (folder / runtime.MANIFEST_NAME).is_file())
+        # a signature covers every file of the finished folder, the user's files carried over included
+        sign = None if job.signer is None else job.signer.sign
+        kept = swap_into_place(staging, target, lambda folder: _replaceable(folder, spec.name, job.weights,
+                                                                             job.source, job.replace),
+                               zoo_writes=BUNDLE_FILES.__contains__, before_rename=sign)
+        if kept and job.notes is not None:
+            job.notes.append(f"{target}: kept {', '.join(kept)} (not written by zoo) from the bundle it replaced")
         return target
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -180,7 +256,8 @@ def _bundle(job: _Job, fmt: str, converted, exporter: dict, precision: str = "fp
 def export(name: str, formats=("onnx",), weights: str | Path | None = None, out: str | Path = "bundles",
            random_weights: bool = False, data: str | Path | None = None, atol: float | None = None,
            rtol: float | None = None, precisions=("fp32",), optimize: bool = False,
-           budget: Budget | None = None, sign: str | Path | None = None) -> list[Path]:
+           budget: Budget | None = None, sign: str | Path | None = None, replace: bool = False,
+           notes: list | None = None) -> list[Path]:
     """Export model `name` to each format ("onnx", "torchscript", "pt2" or "all") as a bundle folder
     `<out>/<name>-<format>/`, measuring parity against eager PyTorch first. Weights: `weights`, else
     the shipped ones; `random_weights=True` exports an untrained model (marked so in the manifest).
@@ -192,6 +269,10 @@ def export(name: str, formats=("onnx",), weights: str | Path | None = None, out:
     Runtime's offline-optimised graph (for onnxruntime on CPU). `sign`: a private key file (`zoo keygen`) that
     signs each bundle (`model.sig`, checked by `zoo.runtime.load(..., trusted_keys=...)`).
 
+    A bundle in `out` exported from other weights is not replaced (a ZooError naming both, before any work)
+    unless `replace`; files a user added to a replaced bundle are carried over. `notes`, when given,
+    collects what to tell the user besides the bundles: files kept, bundles beside them from other weights.
+
     Returns the bundle folders; after writing the bundles that passed, raises ParityError (with
     `.reports`: one per bundle not written) if a bundle failed parity, else PrecisionRefused if a reduced
     precision missed its budget or does not fit the model."""
@@ -202,16 +283,21 @@ def export(name: str, formats=("onnx",), weights: str | Path | None = None, out:
         raise ZooError("--precision and --optimize apply to ONNX bundles: add --format onnx")
     budget = budget or Budget()
     signer = None if sign is None else runtime.BundleSigner(sign)   # a bad key is refused before the work
-    model, weights_record, card = _load_weights(spec, weights, random_weights)
+    model, weights_record, card, source = _load_weights(spec, weights, random_weights)
     preprocess = preprocessing(spec, card, random_weights)
     atol = spec.atol if atol is None else float(atol)
     rtol = spec.rtol if rtol is None else float(rtol)
-    if atol < 0 or rtol < 0:
-        raise ZooError("--atol and --rtol must be >= 0")
+    if not (0 <= atol < math.inf and 0 <= rtol < math.inf):   # nan or inf would pass any difference
+        raise ZooError(f"--atol and --rtol must be finite numbers >= 0, got {atol:g} and {rtol:g}")
     out = writable_folder(out, "--out")
+    for fmt in formats:   # refused before the work (and checked again under the lock when swapped in)
+        for precision in precisions if fmt == "onnx" else ["fp32"]:
+            target = out / bundle_name(spec.name, fmt, precision)
+            if target.exists() and not _replaceable(target, spec.name, weights_record, source, replace):
+                raise ZooError(f"{target} exists and is not what zoo writes there: not replacing it")
     dataset = _load_data(spec, data)
-    job = _Job(spec, model, weights_record, card, preprocess, _real_samples(spec, dataset, preprocess), atol, rtol,
-               out, optimize, budget, signer)
+    job = _Job(spec, model, weights_record, source, card, preprocess, _real_samples(spec, dataset, preprocess),
+               atol, rtol, out, optimize, budget, signer, replace=replace, notes=notes)
     if any(p != "fp32" for p in precisions) and "onnx" in formats:
         job.held = _accuracy.held_out(spec, dataset, preprocess, card, _precision.CALIBRATION_SAMPLES)
         job.reference = _accuracy.eager_outputs(spec, model, job.held.inputs)
@@ -221,6 +307,8 @@ def export(name: str, formats=("onnx",), weights: str | Path | None = None, out:
         for precision in precisions if fmt == "onnx" else ["fp32"]:
             try:
                 paths.append(_bundle(job, fmt, converted, exporter, precision))
+            except OSError as e:   # a full disk: the staging folder is gone, an existing bundle untouched
+                raise ZooError(f"cannot write the {spec.name} {fmt} bundle in {out}: {e.strerror or e}") from None
             except ParityError as e:
                 failures.append(e)
             except PrecisionRefused as e:   # the budget (with its report), or a precision that does not fit
@@ -233,7 +321,27 @@ def export(name: str, formats=("onnx",), weights: str | Path | None = None, out:
         error.reports = [r for e in failures for r in e.reports]
         error.bundles = paths
         raise error
+    if notes is not None:
+        notes.extend(_other_weights_beside(out, spec.name, weights_record, paths))
     return paths
+
+
+def _other_weights_beside(out: Path, model: str, weights: dict, written: list[Path]) -> list[str]:
+    """A line for each bundle of `model` in `out` this export did not write that holds other weights."""
+    lines = []
+    for fmt in FORMATS:
+        for precision in PRECISIONS if fmt == "onnx" else ["fp32"]:
+            folder = out / bundle_name(model, fmt, precision)
+            if folder in written or not (folder / runtime.MANIFEST_NAME).is_file():
+                continue
+            try:
+                old = runtime.read_manifest(folder).data.get("weights") or {}
+            except runtime.BundleError:
+                continue
+            if not same_weights(old, weights):
+                lines.append(f"{folder} beside it still holds {weights_text(old)}: re-export it (zoo bench "
+                             "compares only bundles of the same weights)")
+    return lines
 
 
 def _load_data(spec, data):
@@ -253,9 +361,10 @@ def _real_samples(spec, dataset, preprocess: dict):
 
 
 def _source_weights(spec, manifest: dict, weights) -> Path:
-    """The weights file the bundle was exported from: `weights` (checked), else the shipped file
-    whose sha256 is the manifest's."""
-    wanted = manifest["weights"].get("sha256")
+    """The weights file the bundle was exported from: `weights` (checked), else the file whose sha256 is
+    the manifest's, where export takes weights from (`find_weights`)."""
+    record = manifest["weights"]
+    wanted = record.get("sha256")
     if weights is not None:
         path = Path(weights)
         if not path.is_file():
@@ -265,24 +374,21 @@ def _source_weights(spec, manifest: dict, weights) -> Path:
             raise ZooError(f"{path} (sha256 {actual[:12]}…) is not the weights this bundle was exported from "
                            f"(sha256 {str(wanted)[:12]}…)", exit_code=1)
         return path
-    directory = weights_dir()
-    shipped = directory / f"{spec.name}.safetensors"
-    candidates = [shipped] if shipped.is_file() else []
-    candidates += sorted(p for p in directory.glob("*.safetensors") if p != shipped) if directory.is_dir() else []
-    for path in candidates:
-        if sha256_file(path) == wanted:
-            return path
-    raise ZooError(f"the weights this bundle was exported from (sha256 {str(wanted)[:12]}…) are not among the "
-                   f"shipped weights in {directory}: pass them with --weights PATH")
+    found = find_weights(spec.name, wanted, record.get("source"))
+    if found is None:
+        raise ZooError(f"the weights this bundle was exported from ({weights_text(record)}) are neither among the "
+                       f"shipped weights in {weights_dir()} nor in {RUNS}/: pass them with --weights PATH")
+    return found
 
 
 def verify(bundle: str | Path, weights: str | Path | None = None, data: str | Path | None = None,
            trust_code: bool = False, trusted_keys=None) -> dict:
     """Check an existing bundle: load it as users do (the model file's sha256, the manifest against the
     copy sealed into the file), compare the manifest with the registry and the source weights' card, then
-    re-run the parity matrix against the source weights (found by sha256 among the shipped weights, or
-    `weights`). A reduced-precision bundle's accuracy is measured again (on `data`'s validation split, else
-    the built-in sample when the export used it) and judged against the budget sealed into its manifest.
+    re-run the parity matrix against the source weights (`weights`, else found by sha256 where export
+    takes weights from: the shipped weights and runs/). A reduced-precision bundle's accuracy is measured
+    again (on `data`'s validation split, else the built-in sample when the export used it) and judged
+    against the budget sealed into its manifest.
     Returns the report; raises ZooError (exit 1) for a corrupted or tampered bundle, ParityError when
     parity fails and PrecisionRefused when the accuracy misses the budget. `trust_code` and `trusted_keys`
     as in `zoo.runtime.load` (a TorchScript or pt2 bundle is loaded only with trust_code=True)."""

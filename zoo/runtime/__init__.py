@@ -13,6 +13,7 @@ data contract (`zoo.contract`, the preprocessing) and the errors.
 
 from zoo.runtime._backends import (BackendError, DeviceUnavailable, cuda_problem, default_threads,
                                    preload_cuda_libraries)
+from zoo.runtime._csv import Table, read_csv, read_series
 from zoo.runtime._files import predict_files
 from zoo.runtime._manifest import (FORMAT_VERSION, MANIFEST_NAME, MODEL_FILES, BundleError, Manifest, UnsealedBundle,
                                    read_manifest, seal_text)
@@ -22,4 +23,4 @@ from zoo.runtime._signature import SIGNATURE_NAME, BundleSigner, SignatureError,
 __all__ = ["load", "Session", "Manifest", "read_manifest", "seal_text", "BundleError", "UnsealedBundle", "BackendError",
            "DeviceUnavailable", "cuda_problem", "default_threads", "preload_cuda_libraries", "predict_files", "FORMAT_VERSION", "MANIFEST_NAME", "MODEL_FILES",
            "UntrustedCode", "CODE_BACKENDS", "SignatureError", "SIGNATURE_NAME", "BundleSigner", "verify_signature",
-           "make_key_pair"]
+           "make_key_pair", "Table", "read_csv", "read_series"]

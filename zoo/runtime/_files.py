@@ -2,61 +2,30 @@
 
 from __future__ import annotations
 
-import csv
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
+from zoo.runtime._csv import read_csv, read_series
 from zoo.runtime._session import Session
 
 
-def _read_csv(path: Path) -> list[dict]:
+def _check_file(f: Path, model: str, what: str) -> None:
     try:
-        with path.open(newline="") as f:
-            rows = list(csv.DictReader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise ValueError(f"cannot read CSV {path}: {e}") from None
-    if not rows:
-        raise ValueError(f"{path} has a header but no rows (or is empty)")
-    return rows
-
-
-def _series(path: Path, column: str) -> list[float]:
-    """The CSV's `column` as numbers, in time order: sorted by the `timestamp` column when there is one
-    (as training sorts the readings), else in file order."""
-    rows = _read_csv(path)
-    header = {str(k).strip().lower(): k for k in rows[0]}
-    if column.lower() not in header:
-        raise ValueError(f"{path} has no column {column!r}; found {list(rows[0])}")
-    key = header[column.lower()]
-    values = []
-    for i, row in enumerate(rows):
-        try:
-            values.append(float(row[key]))
-        except (TypeError, ValueError):
-            raise ValueError(f"{path}, row {i + 1}: {column} must be a number, got {row[key]!r}") from None
-    if "timestamp" in header:
-        stamp = header["timestamp"]
-        times = []
-        for i, row in enumerate(rows):
-            try:
-                times.append(datetime.fromisoformat(str(row[stamp]).strip()))
-            except (TypeError, ValueError):
-                raise ValueError(f"{path}, row {i + 1}: timestamp must be an ISO date and time such as "
-                                 f"2024-01-01 00:15:00, got {row[stamp]!r}") from None
-        try:
-            order = sorted(range(len(values)), key=times.__getitem__)   # stable: ties keep file order
-        except TypeError:
-            raise ValueError(f"{path}: timestamps mix time zones and naive times; use one kind") from None
-        values = [values[i] for i in order]
-    return values
+        if f.is_dir():
+            raise ValueError(f"{f} is a folder; {model} takes {what} (for a folder of images, pass its files, "
+                             f"e.g. {f}/*.jpg)")
+        if not f.is_file():
+            raise ValueError(f"input file {f} does not exist")
+    except OSError as e:   # a name longer than the filesystem allows, a folder that cannot be searched
+        raise ValueError(f"input file {f} cannot be read: {e.strerror or e}") from None
 
 
 def predict_files(session: Session, files: list[str | Path], top_k: int = 3,
                   fixed: dict[str, str] | None = None, strict: bool = False) -> list[dict]:
     """Image models: one result per image file. Tabular models: one per CSV row. Series models: one
-    forecast (the value after the CSV's series, its rows sorted by a `timestamp` column when it has one).
+    forecast (the value after the CSV's series, its rows sorted by a `timestamp` column when it has one,
+    with a warning when the timestamps of the readings the model reads have gaps or repeats).
     `fixed` gives the other inputs of a multi-input model as raw values (e.g. {"alphabet": "Latin"}), the same for every file.
 
     Each result: {"input": what it is, "outputs": {name: [{"label", "probability"}, ...] for classifiers,
@@ -76,21 +45,22 @@ def predict_files(session: Session, files: list[str | Path], top_k: int = 3,
         raise ValueError("no input files given")
     what = {"image": "image files", "tabular": "one CSV file", "series": "one CSV file"}.get(kind, "files")
     for f in files:
-        if f.is_dir():
-            raise ValueError(f"{f} is a folder; {session.manifest.model} takes {what} (for a folder of images, "
-                             f"pass its files, e.g. {f}/*.jpg)")
-        if not f.is_file():
-            raise ValueError(f"input file {f} does not exist")
+        _check_file(f, session.manifest.model, what)
+    uneven: list[str] = []   # a series' timestamps: what is uneven about the readings the model reads
     if kind == "image":
         labels, raw = [str(f) for f in files], [str(f) for f in files]
     elif kind in ("tabular", "series"):
         if len(files) != 1:
             raise ValueError(f"a {kind} model takes one CSV file, got {len(files)} files")
         if kind == "tabular":
-            raw = _read_csv(files[0])
+            raw = read_csv(files[0]).records()
+            if not raw:
+                raise ValueError(f"{files[0]} has a header but no rows (or is empty)")
             labels = [f"{files[0].name} row {i + 1}" for i in range(len(raw))]
         else:
-            raw = _series(files[0], pre[name].column)
+            raw, _, uneven = read_series(files[0], pre[name].column, window=pre[name].window)
+            if uneven and strict:
+                raise ValueError(f"{files[0].name}: {uneven[0]}")
             labels = [f"{files[0].name}: next value after {len(raw)} readings"]
     else:
         raise ValueError(f"input {name!r} ({kind}) cannot be read from files; use the Python API")
@@ -101,9 +71,12 @@ def predict_files(session: Session, files: list[str | Path], top_k: int = 3,
     notes: list = []
     if session.manifest.is_classifier:
         ranked = session.classify(inputs, top_k=top_k, warnings=notes, strict=strict)
-        return [{"input": label, "outputs": {out: [{"label": lab, "probability": p} for lab, p in pairs]
-                                             for out, pairs in r.items()}, "warnings": note}
-                for label, r, note in zip(labels, ranked, notes)]
-    outputs = session.predict_raw(inputs, warnings=notes, strict=strict)
-    return [{"input": label, "outputs": {out: np.asarray(v[i]).tolist() for out, v in outputs.items()},
-             "warnings": notes[i]} for i, label in enumerate(labels)]
+        results = [{"input": label, "outputs": {out: [{"label": lab, "probability": p} for lab, p in pairs]
+                                                for out, pairs in r.items()}, "warnings": note}
+                   for label, r, note in zip(labels, ranked, notes)]
+    else:
+        outputs = session.predict_raw(inputs, warnings=notes, strict=strict)
+        results = [{"input": label, "outputs": {out: np.asarray(v[i]).tolist() for out, v in outputs.items()},
+                    "warnings": notes[i]} for i, label in enumerate(labels)]
+    results[0]["warnings"][:0] = uneven
+    return results

@@ -7,14 +7,13 @@ form, a JSON body, a BYTES tensor); `prepare` turns them into the arrays the bat
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import re
 from collections.abc import Mapping
 
 import numpy as np
 
+from zoo.runtime import read_csv
 from zoo.serve._protocol import RAW_SUFFIX
 
 
@@ -62,10 +61,7 @@ def from_csv(session, text: str) -> dict[str, list]:
     names = session.input_names
     if len(names) != 1 or _kind(session, names[0]) != "tabular":
         raise ValueError("CSV bodies are for models with one tabular input; send JSON or an upload instead")
-    try:
-        rows = list(csv.DictReader(io.StringIO(text)))
-    except csv.Error as e:
-        raise ValueError(f"cannot read the CSV body: {e}") from None
+    rows = read_csv(text, "the CSV body").records()   # the reader `zoo predict` uses
     if not rows:
         raise ValueError("the CSV body has no rows under its header")
     return {names[0]: rows}
