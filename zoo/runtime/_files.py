@@ -23,9 +23,14 @@ def _read_csv(path: Path) -> list[dict]:
 
 
 def _series(path: Path, column: str) -> list[float]:
-    """The CSV's `column` as numbers, in time order: sorted by the `timestamp` column when there is one
-    (as training sorts the readings), else in file order."""
-    rows = _read_csv(path)
+    return series_from_rows(_read_csv(path), column, str(path))
+
+
+def series_from_rows(rows: list[dict], column: str, path: str = "the CSV") -> list[float]:
+    """CSV rows' `column` as numbers, in time order: sorted by the `timestamp` column when there is one
+    (as training sorts the readings), else in file order. `path` names the CSV in errors."""
+    if not rows:
+        raise ValueError(f"{path} has a header but no rows (or is empty)")
     header = {str(k).strip().lower(): k for k in rows[0]}
     if column.lower() not in header:
         raise ValueError(f"{path} has no column {column!r}; found {list(rows[0])}")
@@ -53,9 +58,35 @@ def _series(path: Path, column: str) -> list[float]:
     return values
 
 
+def _image_files(folder: Path, notes: list) -> list[Path]:
+    """The image files in `folder` (by the extensions Pillow reads), sorted; what else is there goes in a note."""
+    from PIL import Image
+
+    readable = {ext.lower() for ext in Image.registered_extensions()}
+    entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    images = [p for p in entries if p.is_file() and p.suffix.lower() in readable]
+    others = [p.name + ("/" if p.is_dir() else "") for p in entries if p not in images]
+    if not images:
+        raise ValueError(f"folder {folder} has no image files" + (f" (found {', '.join(others[:5])})" if others else ""))
+    if others:
+        notes.append(f"{folder}: skipped {len(others)} entr{'y' if len(others) == 1 else 'ies'} that "
+                     f"{'is' if len(others) == 1 else 'are'} not an image file: {', '.join(others[:5])}"
+                     + (", ..." if len(others) > 5 else ""))
+    return images
+
+
+def _missing_inputs_hint(session: Session, fixed: dict) -> str:
+    """`--set NAME=VALUE` with a valid example for each category input not given, for the error."""
+    hints = [f"--set {n}={pre.vocabulary[0]} (one of {len(pre.vocabulary)}; `zoo info {session.manifest.model}` "
+             "lists them)" for n, pre in session.manifest.preprocess.items()
+             if n not in fixed and getattr(pre, "kind", None) == "onehot"]
+    return f"; add {' and '.join(hints)}" if hints else ""
+
+
 def predict_files(session: Session, files: list[str | Path], top_k: int = 3,
-                  fixed: dict[str, str] | None = None, strict: bool = False) -> list[dict]:
-    """Image models: one result per image file. Tabular models: one per CSV row. Series models: one
+                  fixed: dict[str, str] | None = None, strict: bool = False, notes: list | None = None) -> list[dict]:
+    """Image models: one result per image file (a folder gives its image files, sorted; anything else in it
+    is skipped with a message in `notes`). Tabular models: one per CSV row. Series models: one
     forecast (the value after the CSV's series, its rows sorted by a `timestamp` column when it has one).
     `fixed` gives the other inputs of a multi-input model as raw values (e.g. {"alphabet": "Latin"}), the same for every file.
 
@@ -69,12 +100,15 @@ def predict_files(session: Session, files: list[str | Path], top_k: int = 3,
     unknown = [n for n in fixed if n not in session.input_names]
     if unknown or len(free) != 1:
         raise ValueError(f"inputs {session.input_names}: give the files for exactly one of them and a value for "
-                         f"each other one, got values for {list(fixed)}")
+                         f"each other one, got values for {list(fixed)}{_missing_inputs_hint(session, fixed)}")
     (name,) = free
     kind = getattr(pre.get(name), "kind", None)
     if not files:
         raise ValueError("no input files given")
     what = {"image": "image files", "tabular": "one CSV file", "series": "one CSV file"}.get(kind, "files")
+    if kind == "image":
+        notes = [] if notes is None else notes
+        files = [image for f in files for image in (_image_files(f, notes) if f.is_dir() else [f])]
     for f in files:
         if f.is_dir():
             raise ValueError(f"{f} is a folder; {session.manifest.model} takes {what} (for a folder of images, "

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from zoo.runtime import series_from_rows
 from zoo.serve._protocol import RAW_SUFFIX
 
 
@@ -58,16 +59,21 @@ def from_json(session, data) -> dict[str, list]:
 
 
 def from_csv(session, text: str) -> dict[str, list]:
-    """A CSV body with a header row: one row per prediction, for a single tabular input."""
+    """A CSV body with a header row, for a model with one tabular input (one prediction per row) or one
+    series input (one forecast: the value after the series column, in the order of a `timestamp` column when
+    there is one, as `zoo predict` reads a series CSV)."""
     names = session.input_names
-    if len(names) != 1 or _kind(session, names[0]) != "tabular":
-        raise ValueError("CSV bodies are for models with one tabular input; send JSON or an upload instead")
+    kind = _kind(session, names[0]) if len(names) == 1 else None
+    if kind not in ("tabular", "series"):
+        raise ValueError("CSV bodies are for models with one tabular or series input; send JSON or an upload instead")
     try:
         rows = list(csv.DictReader(io.StringIO(text)))
     except csv.Error as e:
         raise ValueError(f"cannot read the CSV body: {e}") from None
     if not rows:
         raise ValueError("the CSV body has no rows under its header")
+    if kind == "series":
+        return {names[0]: [series_from_rows(rows, session.manifest.preprocess[names[0]].column, "the CSV body")]}
     return {names[0]: rows}
 
 
