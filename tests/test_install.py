@@ -4,6 +4,7 @@ non-editable install (and the wheel) carries the shipped weights and cards: `zoo
 shows the card, and with the training extra `zoo.create_model(..., pretrained=True)` and `zoo export` use them."""
 
 import json
+import os
 import subprocess
 import sys
 import sysconfig
@@ -13,6 +14,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# pip in a fresh environment must not see the checkout (PYTHONPATH, or a build's zoo.egg-info in the current
+# folder) and take zoo for installed already
+CLEAN_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +24,7 @@ def runtime_venv(tmp_path_factory) -> Path:
     venv = tmp_path_factory.mktemp("runtime-only") / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     result = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", str(ROOT)],
-                            capture_output=True, text=True, timeout=900)
+                            capture_output=True, text=True, timeout=900, cwd=venv.parent, env=CLEAN_ENV)
     if result.returncode != 0:
         pytest.fail(f"pip install of the project failed:\n{result.stderr[-2000:]}")
     return venv
@@ -46,9 +50,10 @@ def train_venv(wheel, tmp_path_factory) -> Path:
     python = venv / "bin" / "python"
     site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           capture_output=True, text=True, check=True).stdout.strip()
-    (Path(site) / "test-environment.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--disable-pip-version-check", str(wheel)],
-                   check=True, capture_output=True, timeout=900)
+                   check=True, capture_output=True, timeout=900, cwd=venv.parent, env=CLEAN_ENV)
+    # after installing: pip would take the test environment's editable zoo for this one
+    (Path(site) / "test-environment.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     return venv
 
 
@@ -65,8 +70,8 @@ def test_the_installed_package_lists_every_models_shipped_weights_and_card(runti
     rows = json.loads(zoo(runtime_venv, "list", "--json", cwd=tmp_path).stdout)
     assert {r["name"] for r in rows} == set(registry.names())
     assert all(r["weights"] not in (None, "none") for r in rows), [r["name"] for r in rows if not r["weights"]]
-    info = " ".join(zoo(runtime_venv, "info", "clouds-cnn", cwd=tmp_path).stdout.split())
-    assert f"weights: sha256 {read_card('clouds-cnn')['sha256']}" in info and "none shipped yet" not in info
+    info = zoo(runtime_venv, "info", "clouds-cnn", cwd=tmp_path).stdout
+    assert "weights: sha256" in info and read_card("clouds-cnn")["sha256"] in info and "none shipped yet" not in info
 
 
 def test_the_wheel_carries_each_models_weights_and_card(wheel):
@@ -94,7 +99,7 @@ def test_with_the_training_extra_an_installed_zoo_loads_and_exports_the_shipped_
               "with zoo.runtime.load(sys.argv[1]) as s: onnx = s.predict_raw(sys.argv[2:])['logits'].argmax(1).tolist()\n"
               "print(json.dumps({'weights': str(model.info.weights), 'zoo': zoo.__file__, 'eager': eager, 'onnx': onnx}))")
     out = subprocess.run([str(train_venv / "bin" / "python"), "-c", script, str(tmp_path / "bundles" / "clouds-cnn-onnx"),
-                          *images], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+                          *images], capture_output=True, text=True, cwd=tmp_path, timeout=300, env=CLEAN_ENV)
     assert out.returncode == 0, out.stderr[-2000:]
     answer = json.loads(out.stdout)
     assert answer["zoo"].startswith(str(train_venv)), "the installed package, not the checkout"

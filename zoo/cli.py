@@ -73,6 +73,7 @@ def command(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        err_console.said_interrupted = False   # per command (tests run many in one process)
         try:
             return fn(*args, **kwargs)
         except KeyboardInterrupt:
