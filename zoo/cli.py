@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperCommand, TyperGroup
 
 import zoo
 from zoo import registry
@@ -31,11 +32,11 @@ class _FlagsWithoutType:
         return params
 
 
-class _Command(_FlagsWithoutType, typer.core.TyperCommand):
+class _Command(_FlagsWithoutType, TyperCommand):
     pass
 
 
-class _Group(_FlagsWithoutType, typer.core.TyperGroup):
+class _Group(_FlagsWithoutType, TyperGroup):
     pass
 
 
@@ -604,9 +605,9 @@ def predict(
         if not sep:
             raise ZooError(f"--set expects NAME=VALUE, got {item!r}")
         fixed[key] = value
+    notes: builtins.list[str] = []   # e.g. the files of a folder that are not images
     try:
         with zoo.runtime.load(bundle, device=device, backend=backend, verify=verify) as session:
-            notes: builtins.list[str] = []
             results = zoo.runtime.predict_files(session, inputs, top_k=top_k, fixed=fixed, strict=strict,
                                                 notes=notes)
     except ValueError as e:
