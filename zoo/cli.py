@@ -592,8 +592,8 @@ def predict(
 ):
     """Run a bundle on files: the top classes with probabilities, or the predicted values. A folder gives its
     image files (sorted; other files are skipped with a note). ONNX bundles start in about a second; TorchScript
-    and pt2 bundles import torch first, which takes several seconds (10-30 s on a busy machine) before the
-    first prediction."""
+    and pt2 bundles import torch first, which adds several seconds (more on a busy machine) before the first
+    prediction."""
     import zoo.runtime
 
     zoo.runtime.read_manifest(bundle)   # a bad bundle, then a missing input: both said before torch is imported
