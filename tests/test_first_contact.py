@@ -129,7 +129,8 @@ def test_evaluate_writes_into_runs_and_warns_when_scoring_the_training_data(tmp_
     text = words(result.output)
     assert result.exit_code == 0, result.output
     assert "warning: circles-mlp.safetensors was trained on this very data" in text
-    assert "wrote runs/circles-mlp.test-confusion.png" in text and (tmp_path / "runs" / "circles-mlp.test-confusion.png").is_file()
+    assert "wrote runs/circles-mlp.test-confusion.png" in text
+    assert (tmp_path / "runs" / "circles-mlp.test-confusion.png").is_file()
     held_out = runner.invoke(app, ["evaluate", "circles-mlp", "--weights", weights, "--json"])
     assert held_out.exit_code == 0 and json.loads(held_out.stdout)["warnings"] == []
 
@@ -156,7 +157,8 @@ def test_a_series_csv_is_classified_as_zoo_predict_reads_it(bundle, tmp_path):
                 answer = json.loads(response.read())
             np.testing.assert_allclose(answer["predictions"][0]["outputs"]["next_value"], expected, rtol=1e-6)
         request = urllib.request.Request(f"{server.http}/v2/models/electricity-gru/classify",
-                                         data=b"timestamp,reading\n2024-01-01,1\n", headers={"Content-Type": "text/csv"})
+                                         data=b"timestamp,reading\n2024-01-01,1\n",
+                                         headers={"Content-Type": "text/csv"})
         with pytest.raises(urllib.error.HTTPError) as error:
             urllib.request.urlopen(request, timeout=60)
         assert error.value.code == 400 and "has no column 'consumption'" in json.loads(error.value.read())["error"]

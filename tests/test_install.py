@@ -96,10 +96,13 @@ def test_with_the_training_extra_an_installed_zoo_loads_and_exports_the_shipped_
     script = ("import json, sys, torch, zoo, zoo.runtime\n"
               "model = zoo.create_model('clouds-cnn', pretrained=True)\n"
               "with torch.no_grad(): eager = model(model.info.transform(sys.argv[2:])).argmax(1).tolist()\n"
-              "with zoo.runtime.load(sys.argv[1]) as s: onnx = s.predict_raw(sys.argv[2:])['logits'].argmax(1).tolist()\n"
-              "print(json.dumps({'weights': str(model.info.weights), 'zoo': zoo.__file__, 'eager': eager, 'onnx': onnx}))")
-    out = subprocess.run([str(train_venv / "bin" / "python"), "-c", script, str(tmp_path / "bundles" / "clouds-cnn-onnx"),
-                          *images], capture_output=True, text=True, cwd=tmp_path, timeout=300, env=CLEAN_ENV)
+              "with zoo.runtime.load(sys.argv[1]) as s:\n"
+              "    onnx = s.predict_raw(sys.argv[2:])['logits'].argmax(1).tolist()\n"
+              "print(json.dumps({'weights': str(model.info.weights), 'zoo': zoo.__file__, 'eager': eager,\n"
+              "                  'onnx': onnx}))")
+    bundle = tmp_path / "bundles" / "clouds-cnn-onnx"
+    out = subprocess.run([str(train_venv / "bin" / "python"), "-c", script, str(bundle), *images], capture_output=True,
+                         text=True, cwd=tmp_path, timeout=300, env=CLEAN_ENV)
     assert out.returncode == 0, out.stderr[-2000:]
     answer = json.loads(out.stdout)
     assert answer["zoo"].startswith(str(train_venv)), "the installed package, not the checkout"

@@ -161,8 +161,8 @@ def test_every_readme_example_runs(tmp_path):
     from zoo.data import builtin
 
     pytest.importorskip("tritonclient.http", reason="the serving example's client: pip install -e '.[test]'")
-    values = {"clouds_train": builtin.materialize("clouds", "train"), "clouds_test": builtin.materialize("clouds", "test"),
-              "port": free_port(), "master_port": free_port()}
+    values = {"clouds_train": builtin.materialize("clouds", "train"),
+              "clouds_test": builtin.materialize("clouds", "test"), "port": free_port(), "master_port": free_port()}
     env = _sandbox(tmp_path)
     server = None
     try:
@@ -180,7 +180,7 @@ def test_every_readme_example_runs(tmp_path):
             result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
             output = result.stdout + result.stderr
             assert result.returncode == 0, f"README example failed:\n{code}\n--- output:\n{output[-3000:]}"
-            assert example.expect in output, f"README example does not show {example.expect!r}:\n{code}\n{output[-3000:]}"
+            assert example.expect in output, f"README example lacks {example.expect!r}:\n{code}\n{output[-3000:]}"
     finally:
         if server is not None:
             server.send_signal(signal.SIGTERM)

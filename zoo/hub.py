@@ -137,7 +137,8 @@ def _replace_head(model, spec: registry.ModelSpec, num_classes: int) -> str:
         raise ZooError(f"{spec.name}: cannot tell which layer is its classifier head (its output does not come "
                        "from a Linear layer of that width), so num_classes cannot replace it")
     parent_name, _, attr = next(n for n, m in model.named_modules() if m is head).rpartition(".")
-    setattr(model.get_submodule(parent_name), attr, nn.Linear(head.in_features, num_classes, bias=head.bias is not None))
+    new_head = nn.Linear(head.in_features, num_classes, bias=head.bias is not None)
+    setattr(model.get_submodule(parent_name), attr, new_head)
     with torch.no_grad():
         after = model(*_example_inputs(spec))
     if tuple(after.shape) != (before.shape[0], num_classes):

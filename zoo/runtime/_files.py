@@ -67,7 +67,8 @@ def _image_files(folder: Path, notes: list) -> list[Path]:
     images = [p for p in entries if p.is_file() and p.suffix.lower() in readable]
     others = [p.name + ("/" if p.is_dir() else "") for p in entries if p not in images]
     if not images:
-        raise ValueError(f"folder {folder} has no image files" + (f" (found {', '.join(others[:5])})" if others else ""))
+        found = f" (found {', '.join(others[:5])})" if others else ""
+        raise ValueError(f"folder {folder} has no image files{found}")
     if others:
         notes.append(f"{folder}: skipped {len(others)} entr{'y' if len(others) == 1 else 'ies'} that "
                      f"{'is' if len(others) == 1 else 'are'} not an image file: {', '.join(others[:5])}"

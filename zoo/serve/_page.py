@@ -52,8 +52,10 @@ def _title(name: str, labels) -> str:
     own = "" if name.lower() in GENERIC_OUTPUTS else _words(name)
     if labels and len(labels) == 2:
         return f"{labels[0]} or {labels[1]}?"
+    if labels and own:
+        return f"{own.capitalize()}: the most likely of {len(labels)}"
     if labels:
-        return f"{own.capitalize()}: the most likely of {len(labels)}" if own else f"The most likely of {len(labels)} classes"
+        return f"The most likely of {len(labels)} classes"
     return f"Predicted {own or 'value'}"
 
 
