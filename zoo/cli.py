@@ -7,21 +7,56 @@ import functools
 import json
 import re
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperCommand, TyperGroup
 
+import zoo
 from zoo import registry
 from zoo.errors import ZooError, interrupted
 from zoo.weights import headline, read_card
 
-app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+
+class _FlagsWithoutType:
+    """Typer shows every flag as `--flag <bool>`, as if it took a value: a flag gets no type column."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for param in params:
+            if getattr(param, "is_flag", False):
+                param.metavar = ""
+        return params
+
+
+class _Command(_FlagsWithoutType, TyperCommand):
+    pass
+
+
+class _Group(_FlagsWithoutType, TyperGroup):
+    pass
+
+
+class _ErrConsole(Console):
+    """stderr, remembering whether "interrupted" was said: the trainer says it (naming its checkpoint) before
+    the command's own handler would, and a second Ctrl-C during exit would say it again."""
+
+    said_interrupted = False
+
+    def print(self, *objects, **kwargs):
+        if objects and str(objects[0]).startswith("interrupted"):
+            self.said_interrupted = True
+        super().print(*objects, **kwargs)
+
+
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False, cls=_Group,
                   help="The classic PyTorch course models: train, export with parity, predict, serve, bench.")
 console = Console()
-err_console = Console(stderr=True)
+err_console = _ErrConsole(stderr=True)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
 TrustCodeFlag = Annotated[bool, typer.Option("--trust-code", help="Load TorchScript / pt2 bundles, whose files can "
@@ -46,6 +81,7 @@ def command(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        err_console.said_interrupted = False   # per command (tests run many in one process)
         try:
             return fn(*args, **kwargs)
         except KeyboardInterrupt:
@@ -69,14 +105,15 @@ def command(fn):
                 raise typer.Exit(2) from None
             raise
 
-    return app.command()(wrapper)
+    return app.command(cls=_Command)(wrapper)
 
 
 def _interrupted() -> int:
-    """Say so and give exit status 130. CPython marks a Ctrl-C that passed through exec()/eval() of a string
-    (under torch.export, sympy's parser and torch.fx do) as never handled and kills the process with SIGINT at exit,
-    even after it was caught; running any string clears that mark."""
-    err_console.print("interrupted")
+    """Say so (once) and give exit status 130. CPython marks a Ctrl-C that passed through exec()/eval() of a
+    string (under torch.export, sympy's parser and torch.fx do) as never handled and kills the process with
+    SIGINT at exit, even after it was caught; running any string clears that mark."""
+    if not err_console.said_interrupted:
+        err_console.print("interrupted")
     exec("None")
     return 130
 
@@ -96,6 +133,33 @@ def plain(text) -> str:
 def printable(text) -> str:
     """`plain(text)` with its rich markup escaped: what goes into rich's print and tables."""
     return escape(plain(text))
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        print(f"zoo {zoo.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True,
+                                                help="Print the version and exit.")] = False):
+    pass   # the app's options; its help is the Typer's
+
+
+def _check_early(name: str | None = None, data: str | None = None, weights: str | None = None,
+                 inputs: builtins.list[str] = ()) -> None:
+    """What can be checked without torch, checked before a command imports it (seconds): an unknown model
+    name or a missing path is one line at once, in the words the library would use."""
+    if name is not None:
+        registry.get(name)
+    if data is not None and not Path(data).expanduser().exists():
+        raise ZooError(f"--data {data}: no such file or folder")
+    if weights is not None and not Path(weights).is_file():
+        raise ZooError(f"weights file {weights} does not exist")
+    for item in inputs:
+        if not Path(item).exists():
+            raise ZooError(f"input file {item} does not exist")
 
 
 def print_json(data) -> None:
@@ -228,8 +292,9 @@ def train(
 ):
     """Train a model on its dataset (or the built-in sample) and write weights, card, history and plots
     to runs/ (or --out); the shipped weights are never replaced without --replace-shipped."""
-    from pathlib import Path
-
+    _check_early(name, data)
+    if data_root is not None and not Path(data_root).is_dir():
+        raise ZooError(f"--data-root {data_root}: no such folder")
     from zoo.training import train as train_model
 
     if nproc is not None:
@@ -264,14 +329,16 @@ def evaluate(
     data: Annotated[str | None, typer.Option(help="The test split in the dataset's format.",
                                              show_default="the built-in test sample, for weights trained on it")] = None,
     weights: Annotated[str | None, typer.Option(help="Weights file.", show_default="the shipped weights")] = None,
-    out: Annotated[str, typer.Option(help="Folder for the confusion-matrix PNG.")] = ".",
+    out: Annotated[str, typer.Option(help="Folder for the confusion-matrix PNG.")] = "runs",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "cpu",
     builtin: Annotated[bool, typer.Option("--builtin", help="Score weights trained on real data on the built-in "
                                           "synthetic sample anyway.")] = False,
     strict: Annotated[bool, typer.Option(help="Stop at an unreadable image instead of skipping it.")] = False,
     json_: JsonFlag = False,
 ):
-    """Score weights on a test split: the metrics table, and a confusion matrix PNG for classifiers."""
+    """Score weights on a test split: the metrics table, and a confusion matrix PNG for classifiers (in runs/,
+    or --out). Scoring weights on the data they were trained on gets a warning."""
+    _check_early(name, data, weights)
     from zoo.training import evaluate as evaluate_model
 
     result = evaluate_model(name, data, weights=weights, out=out, device=device, builtin=builtin, strict=strict)
@@ -285,9 +352,11 @@ def evaluate(
             table.add_row(key, f"{value:.4f}")
     console.print(table)
     for note in result["notes"]:
-        console.print(f"note: {printable(note)}")
+        console.print(f"note: {printable(note)}", highlight=False)
+    for warning in result.get("warnings", []):
+        err_console.print(f"[yellow]warning:[/] {printable(warning)}", highlight=False, soft_wrap=True)
     for plot in result.get("plots", []):
-        console.print(f"wrote {printable(plot)}")
+        console.print(f"wrote {printable(plot)}", highlight=False)
 
 
 def _print_parity(title: str, report: dict) -> None:
@@ -372,8 +441,7 @@ def export(
     Reduced ONNX precisions are judged by their accuracy on held-out data (the validation split of --data,
     else the built-in sample) against a budget. --format triton adds the model to the Triton model repository
     <out>/triton/. Without a name: the model last trained into runs/ (zoo train's default), with those weights."""
-    from pathlib import Path
-
+    _check_early(name, data, weights)
     from zoo.errors import ParityError, PrecisionRefused
     from zoo.export import FORMATS, PRECISIONS, Budget, choices, export as export_model
     from zoo.outputs import RUNS, writable_folder
@@ -481,6 +549,7 @@ def verify(
     json_: JsonFlag = False,
 ):
     """Re-check a bundle: model file checksum, manifest against the model, parity against the source weights."""
+    _check_early(data=data, weights=weights)
     from zoo.errors import ParityError, PrecisionRefused
     from zoo.export import verify as verify_bundle
 
@@ -552,7 +621,7 @@ def _csv_list(value: str, allowed: tuple, what: str) -> builtins.list[str]:
 def predict(
     bundle: Annotated[str, typer.Argument(help="Bundle folder written by `zoo export`.")],
     inputs: Annotated[builtins.list[str], typer.Argument(
-        help="Image files for image models; one CSV for tabular and series models.")],
+        help="Image files or folders of images for image models; one CSV for tabular and series models.")],
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="Classes shown per input (classifiers).")] = 3,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     backend: Annotated[str | None, typer.Option(help="onnxruntime, torchscript or pt2.",
@@ -568,8 +637,14 @@ def predict(
     trusted_key: TrustedKeys = None,
     json_: JsonFlag = False,
 ):
-    """Run a bundle on files: the top classes with probabilities, or the predicted values."""
+    """Run a bundle on files: the top classes with probabilities, or the predicted values. A folder gives its
+    image files (sorted; other files are skipped with a note). ONNX bundles start in about a second; TorchScript
+    and pt2 bundles import torch first, which adds several seconds (more on a busy machine) before the first
+    prediction."""
     import zoo.runtime
+
+    zoo.runtime.read_manifest(bundle)   # a bad bundle, then a missing input: both said before torch is imported
+    _check_early(inputs=inputs)
 
     fixed = {}
     for item in set_ or []:
@@ -577,12 +652,16 @@ def predict(
         if not sep:
             raise ZooError(f"--set expects NAME=VALUE, got {item!r}")
         fixed[key] = value
+    notes: builtins.list[str] = []   # e.g. the files of a folder that are not images
     try:
         with zoo.runtime.load(bundle, device=device, backend=backend, verify=verify, trust_code=trust_code,
                               trusted_keys=trusted_key) as session:
-            results = zoo.runtime.predict_files(session, inputs, top_k=top_k, fixed=fixed, strict=strict)
+            results = zoo.runtime.predict_files(session, inputs, top_k=top_k, fixed=fixed, strict=strict,
+                                                notes=notes)
     except ValueError as e:
         raise ZooError(str(e)) from None
+    for note in notes:
+        err_console.print(f"note: {escape(note)}", highlight=False)
     if json_:
         return print_json(results)
     table = Table(title=printable(f"{session.manifest.model} ({session.backend} on {session.device})"))
@@ -700,7 +779,8 @@ def doctor(
 
     if device not in (None, "cpu", "cuda"):
         raise ZooError(f"--device {device!r}: expected cpu or cuda")
-    report = diagnose(device)
+    with err_console.status("zoo doctor") as status:   # a spinner on a terminal only
+        report = diagnose(device, progress=lambda step: status.update(f"zoo doctor: {step}"))
     if json_:
         print_json(report)
     else:

@@ -20,9 +20,16 @@ __all__ = ["weights_dir", "card_for", "read_card", "sha256_file", "load_model", 
 
 
 def weights_dir() -> Path:
-    """`$ZOO_WEIGHTS` if set, else the repository's `weights/` folder."""
+    """`$ZOO_WEIGHTS` if set; else, in a checkout, the repository's `weights/` folder; else the copy an
+    installed package carries (setup.py puts it in `zoo/shipped_weights/` when the package is built)."""
     env = os.environ.get("ZOO_WEIGHTS")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "weights"
+    if env:
+        return Path(env)
+    package = Path(__file__).resolve().parent
+    checkout = package.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / "weights").is_dir():
+        return checkout / "weights"
+    return package / "shipped_weights"
 
 
 def sha256_file(path: Path) -> str:

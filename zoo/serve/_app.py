@@ -15,7 +15,6 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from starlette.applications import Starlette
@@ -26,14 +25,13 @@ from starlette.routing import Route
 
 import zoo.runtime
 from zoo.errors import ZooError
-from zoo.serve import _raw
+from zoo.serve import _page, _raw
 from zoo.serve._batching import Batcher, Closed, rows_of
 from zoo.serve._metrics import UNKNOWN, Metrics
 from zoo.serve._protocol import VERSION, RequestError, encode_infer, model_metadata, parse_infer, split_body
 from zoo.serve._triton_repo import model_config
 
 log = logging.getLogger("zoo.serve")
-PAGE = Path(__file__).with_name("page.html")
 MAX_TOP_K = 1000
 
 
@@ -242,9 +240,7 @@ def create_app(sessions: list, options: Options = Options()) -> Starlette:
         return Response(status_code=200)
 
     async def page(request: Request) -> Response:
-        listing = [_page_entry(m) for m in models.values()]
-        text = PAGE.read_text().replace("__MODELS__", json.dumps(listing).replace("</", "<\\/"))
-        return HTMLResponse(text)
+        return HTMLResponse(_page.render([_page_entry(m) for m in models.values()]))
 
     async def metrics_route(request: Request) -> Response:
         return Response(metrics.text(), media_type=metrics.content_type)
@@ -288,20 +284,7 @@ def create_app(sessions: list, options: Options = Options()) -> Starlette:
 
 def _page_entry(model: _Model) -> dict:
     """What the page needs to build a model's form."""
-    manifest = model.session.manifest
-    inputs = []
-    for t in manifest.inputs:
-        pre = manifest.preprocess.get(t.name)
-        entry = {"name": t.name, "kind": getattr(pre, "kind", None)}
-        if entry["kind"] == "tabular":
-            entry["columns"] = list(pre.columns)
-            entry["categories"] = {k: list(v) for k, v in pre.categories.items()}
-        elif entry["kind"] == "onehot":
-            entry["vocabulary"] = list(pre.vocabulary)
-        elif entry["kind"] == "series":
-            entry["window"] = pre.window
-        inputs.append(entry)
-    return {"name": model.name, "task": manifest.task, "inputs": inputs, "classifier": manifest.is_classifier}
+    return _page.entry(model.name, model.session.manifest)
 
 
 def serve(sessions: list, host: str = "127.0.0.1", port: int = 8000, options: Options = Options(),

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from zoo.runtime import read_csv
+from zoo.runtime import read_csv, read_series
 from zoo.serve._protocol import RAW_SUFFIX
 
 
@@ -57,11 +57,18 @@ def from_json(session, data) -> dict[str, list]:
 
 
 def from_csv(session, text: str) -> dict[str, list]:
-    """A CSV body with a header row: one row per prediction, for a single tabular input."""
+    """A CSV body with a header row, for a model with one tabular input (one prediction per row) or one
+    series input (one forecast: the value after the series column, in the order of a `timestamp` column when
+    there is one, as `zoo predict` reads a series CSV)."""
     names = session.input_names
-    if len(names) != 1 or _kind(session, names[0]) != "tabular":
-        raise ValueError("CSV bodies are for models with one tabular input; send JSON or an upload instead")
-    rows = read_csv(text, "the CSV body").records()   # the reader `zoo predict` uses
+    kind = _kind(session, names[0]) if len(names) == 1 else None
+    if kind not in ("tabular", "series"):
+        raise ValueError("CSV bodies are for models with one tabular or series input; send JSON or an upload instead")
+    table = read_csv(text, "the CSV body")   # the reader `zoo predict` uses
+    if kind == "series":
+        pre = session.manifest.preprocess[names[0]]
+        return {names[0]: [read_series(table, pre.column, window=pre.window)[0]]}
+    rows = table.records()
     if not rows:
         raise ValueError("the CSV body has no rows under its header")
     return {names[0]: rows}
