@@ -15,7 +15,8 @@ from zoo.runtime._backends import (BackendError, DeviceUnavailable, cuda_problem
 from zoo.runtime._files import predict_files
 from zoo.runtime._manifest import (FORMAT_VERSION, MANIFEST_NAME, MODEL_FILES, BundleError, Manifest, UnsealedBundle,
                                    read_manifest, seal_text)
+from zoo.runtime._raw import KEY as RAW_KEY, RawInputs
 from zoo.runtime._session import Session, load
 
 __all__ = ["load", "Session", "Manifest", "read_manifest", "seal_text", "BundleError", "UnsealedBundle", "BackendError",
-           "DeviceUnavailable", "cuda_problem", "default_threads", "preload_cuda_libraries", "predict_files", "FORMAT_VERSION", "MANIFEST_NAME", "MODEL_FILES"]
+           "DeviceUnavailable", "cuda_problem", "default_threads", "preload_cuda_libraries", "predict_files", "FORMAT_VERSION", "MANIFEST_NAME", "MODEL_FILES", "RAW_KEY", "RawInputs"]
