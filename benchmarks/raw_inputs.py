@@ -9,8 +9,9 @@ the datasets that only exist built in): the largest output difference.
 
 Speed, per image at batch 1 and one thread, on the same photos: the raw-input model in bare onnxruntime, fed
 the pixels Pillow decodes (decode + run), against `zoo.runtime`'s `predict_raw` on the fp32 bundle (decode,
-resize, normalise, run). The two alternate in rounds (each round: every photo through one path, then through
-the other), so load from other processes hits both alike; medians per image are compared.
+resize, normalise, run), and the raw-input model alone on pixels decoded beforehand. The paths alternate in
+rounds (each round: every photo through one path, then through the next), so load from other processes hits
+them alike; medians per image are compared.
 
     flock /tmp/zoo-bench.lock python benchmarks/raw_inputs.py --data ../shared/data --bundles bundles \\
         [--per-dataset 20] [--rounds 5] [--json benchmarks/raw_inputs.json]
@@ -62,7 +63,7 @@ def bundles_for(name: str, folder: Path) -> tuple[Path, Path]:
 
 
 def agreement_images(reference, session, images, spec) -> dict:
-    inputs = {"image": images}
+    inputs = {spec.inputs[0].name: images}
     if "alphabet" in session.manifest.preprocess:
         inputs["alphabet"] = ["Latin"] * len(images)
     ref, got = reference.predict_raw(inputs), session.predict_raw(inputs)
@@ -106,13 +107,20 @@ def speed(reference, session, images: list, rounds: int) -> dict:
         return bare.run(None, {name: pixels[None], **extra})
 
     def runtime(image):
-        return reference.predict_raw({"image": [image], **fixed} if fixed else [image])
+        return reference.predict_raw({name: [image], **fixed} if fixed else [image])
 
-    times = {"raw-input model": [], "zoo.runtime": []}
+    decoded = {id(image): pre.pixels(image)[None] for image in images}
+
+    def run_only(image):   # the graph alone, on pixels decoded beforehand
+        return bare.run(None, {name: decoded[id(image)], **extra})
+
+    paths = (("raw-input model", graph), ("zoo.runtime", runtime), ("raw-input model, run only", run_only))
+    times = {label: [] for label, _ in paths}
     for image in images[:5]:   # warm-up
-        graph(image), runtime(image)
+        for _, call in paths:
+            call(image)
     for _ in range(rounds):
-        for label, call in (("raw-input model", graph), ("zoo.runtime", runtime)):
+        for label, call in paths:
             for image in images:
                 t0 = time.perf_counter()
                 call(image)

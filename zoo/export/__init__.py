@@ -168,12 +168,11 @@ def _test_data(job: _Job, folder: Path, session, precision: str) -> dict:
 
 
 def _bundle(job: _Job, fmt: str, converted, exporter: dict, precision: str = "fp32") -> Path:
-    spec = job.spec
-    artefact, record, exporter = converted, None, dict(exporter)
+    spec, exporter = job.spec, dict(exporter)
     label = f"{spec.name} {fmt}" + ("" if precision == "fp32" else f" {precision}")
 
     def build(staging: Path) -> None:
-        nonlocal artefact, record
+        artefact, record = converted, None
         if precision != "fp32":
             about = {"source": job.held.about["source"], "fingerprint": job.held.about["fingerprint"],
                      "split": job.held.about["calibration"]}
