@@ -142,8 +142,9 @@ def main():
     names = [s.name for s in registry.specs() if resolve(s, None)] if args.models == "all" else args.models.split(",")
     images = photos(root, args.per_dataset)
     sizes = sorted({Image.open(i if isinstance(i, Path) else io.BytesIO(i)).size for i in images})
+    flags = {"json_file": "json", "per_dataset": "per-dataset"}
     result = {"command": "flock /tmp/zoo-bench.lock python benchmarks/raw_inputs.py " + " ".join(
-                  f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None),
+                  f"--{flags.get(k, k)} {v}" for k, v in vars(args).items() if v is not None),
               "photos": len(images), "sizes": [list(s) for s in sizes], "threads": 1,
               "load_average_start": os.getloadavg(), "models": {}}
     print(f"{len(images)} photos, {len(sizes)} sizes; load average {os.getloadavg()}", flush=True)

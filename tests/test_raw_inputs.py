@@ -101,7 +101,7 @@ def test_images_of_odd_sizes_answer_as_the_runtime(bundles, name, tmp_path):
 
 def test_the_resize_is_the_one_measured_closest_to_pillow(tmp_path):
     """The Resize settings of the graph give Pillow's BILINEAR values for at least 98.5 % of the resized
-    values (measured: 99.0 %), never more than 2 levels apart; without exclude_outside the border is far off."""
+    values (benchmarks/resize_modes.py: 99.1 %), never more than 2 levels apart; without exclude_outside the border is far off."""
     from onnx import TensorProto, helper
 
     def resize(settings):
