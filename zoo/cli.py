@@ -373,11 +373,35 @@ def _print_parity(title: str, report: dict) -> None:
     _print_checks(report)
 
 
+def _print_table(title: str, columns, rows, left: tuple[str, ...], width: int = 110) -> None:
+    """A report table: `left` columns left-aligned, the rest right; rows whose result is FAIL in red."""
+    table = Table(title=printable(title), title_justify="left")
+    for col in columns:
+        table.add_column(col, justify="left" if col in left else "right")
+    for row in rows:
+        table.add_row(*row, style="red" if row[-1] == "FAIL" else None)
+    Console(width=max(console.width, width)).print(table)
+
+
+def _print_raw_parity(title: str, report: dict) -> None:
+    """A raw-input bundle's parity against zoo.runtime: per output, agreement and the largest differences."""
+    from zoo.export import RAW_PARITY_COLUMNS, raw_parity_rows
+
+    samples = report["samples"]
+    _print_table(f"{title}: vs {report['reference']}; {samples['count']} raw samples ({samples['source']}), "
+                 f"{report['backend']}", RAW_PARITY_COLUMNS, raw_parity_rows(report), ("output", "result"))
+    budget = report["budget"]
+    console.print("budget: " + (f"probabilities within {budget['max_probability_difference']:g}; top-1 {budget['top1']}"
+                                if "max_probability_difference" in budget else
+                                f"outputs within atol {budget['atol']:g} + rtol {budget['rtol']:g}"), highlight=False)
+    _print_checks(report)
+
+
 def _print_checks(report: dict) -> None:
     """The structural checks and any failure of a parity report, without its table."""
     checks = ", ".join(f"{c['check']} {({True: 'ok', False: 'FAIL', None: 'n/a'})[c['passed']]}"
                        for c in report["checks"])
-    ran = "" if report["tolerance"] else f"; ran {len(report['cases'])} input cases"
+    ran = "" if report.get("tolerance") or "budget" in report else f"; ran {len(report['cases'])} input cases"
     console.print(f"checks: {checks}{ran}", markup=False, highlight=False)
     for failure in report["failures"]:
         console.print(f"[red]FAIL[/] {printable(failure)}", highlight=False)
@@ -387,13 +411,8 @@ def _print_accuracy(title: str, report: dict) -> None:
     from zoo.export import ACCURACY_COLUMNS, accuracy_rows
 
     data = report["data"]
-    table = Table(title=printable(f"{title}: {data['validation_samples']} validation samples ({data['source']}), "
-                                  f"{report['backend']}"), title_justify="left")
-    for col in ACCURACY_COLUMNS:
-        table.add_column(col, justify="left" if col in ("measure", "result") else "right")
-    for row in accuracy_rows(report):
-        table.add_row(*row, style="red" if row[-1] == "FAIL" else None)
-    Console(width=max(console.width, 110)).print(table)
+    _print_table(f"{title}: {data['validation_samples']} validation samples ({data['source']}), {report['backend']}",
+                 ACCURACY_COLUMNS, accuracy_rows(report), ("measure", "result"))
     if data.get("note"):
         console.print(f"[yellow]note:[/] {printable(data['note'])}", highlight=False)
 
@@ -430,6 +449,10 @@ def export(
                                                  "(0.01 = 1 point of accuracy).")] = 0.01,
     max_mse_increase: Annotated[float, typer.Option(help="Budget, regression and series: relative MSE increase "
                                                          "allowed (0.02 = 2 %).")] = 0.02,
+    raw_inputs: Annotated[bool, typer.Option("--raw-inputs", help="Also write <name>-onnx-raw/: the fp32 ONNX model "
+                                             "with its preprocessing in the graph, taking decoded pixels (uint8, any "
+                                             "size), CSV values and category names; any ONNX Runtime binding runs it "
+                                             "without zoo.")] = False,
     all_: Annotated[bool, typer.Option("--all", help="Export every model that has shipped weights.")] = False,
     sign: Annotated[str | None, typer.Option(metavar="KEY", help="Sign each bundle with this private key (zoo "
                                              "keygen): model.sig, checked by --trusted-key.")] = None,
@@ -478,36 +501,40 @@ def export(
                 paths = export_model(model, formats, weights=model_weights, out=out,
                                      random_weights=random_weights, data=data, atol=atol, rtol=rtol,
                                      precisions=_comma_list(precision), optimize=optimize, budget=budget,
-                                     sign=sign, replace=replace, notes=notes)
+                                     sign=sign, replace=replace, notes=notes, raw_inputs=raw_inputs)
             except (ParityError, PrecisionRefused) as e:
                 paths = getattr(e, "bundles", [])
                 failed.append(e)
                 for r in e.reports:
                     refused = "reason" in r
                     results.append({"model": r["model"], "format": r["format"], "precision": r["precision"],
-                                    "bundle": None, "passed": False, "parity": None if refused else r,
-                                    "accuracy": r.get("accuracy"), "reason": r.get("reason")})
+                                    "raw_inputs": r.get("raw_inputs", False), "bundle": None, "passed": False,
+                                    "parity": None if refused else r, "accuracy": r.get("accuracy"),
+                                    "reason": r.get("reason")})
         manifests = [read_manifest(Path(p)) for p in paths]
         for manifest in manifests:
             m = manifest.data
-            results.append({"model": m["model"], "format": m["format"],
+            results.append({"model": m["model"], "format": m["format"], "raw_inputs": manifest.raw is not None,
                             "precision": manifest.precision, "bundle": str(manifest.bundle),
                             "passed": True, "exporter": m["exporter"], "parity": m["parity"],
                             "accuracy": m.get("accuracy"), "reason": None})
         if triton:
             from zoo.serve import export_repository
 
-            onnx = [m for m in manifests if m.format == "onnx"]
+            onnx = [m for m in manifests if m.format == "onnx" and m.raw is None]
             repositories += [{"format": "triton", "repository": str(Path(out) / "triton"), "model": m.model,
                               "models": [str(f) for f in export_repository([m], Path(out) / "triton")]} for m in onnx]
     order = {p: i for i, p in enumerate(PRECISIONS)}
-    results.sort(key=lambda r: (r["model"], r["format"], order[r["precision"]]))
+    results.sort(key=lambda r: (r["model"], r["format"], r["raw_inputs"], order[r["precision"]]))
     if json_:
         print_json(results + repositories)
     else:
         for r in results:
             title = f"{r['model']} {r['format']}" + ("" if r["precision"] == "fp32" else f" {r['precision']}")
-            if r["parity"] is not None and r["precision"] == "fp32":
+            title += " raw inputs" if r["raw_inputs"] else ""
+            if r["parity"] is not None and r["raw_inputs"]:
+                _print_raw_parity(title, r["parity"])
+            elif r["parity"] is not None and r["precision"] == "fp32":
                 _print_parity(title, r["parity"])
             elif r["parity"] is not None:   # reduced: the structure and shapes checked, the values judged below
                 _print_checks(r["parity"])
@@ -515,7 +542,8 @@ def export(
                 _print_accuracy(title, r["accuracy"])
             if r["passed"]:
                 console.print(printable(f"wrote {r['bundle']} ({r['exporter']['name']}"
-                                        + ("" if r["precision"] == "fp32" else f", {r['precision']}") + ")"),
+                                        + ("" if r["precision"] == "fp32" else f", {r['precision']}")
+                                        + (", preprocessing in the graph" if r["raw_inputs"] else "") + ")"),
                               highlight=False)
             elif r["reason"]:
                 console.print(f"[red]refused:[/] {printable(r['reason'])}", highlight=False)
@@ -559,6 +587,8 @@ def verify(
         for report in getattr(e, "reports", []):
             if json_:
                 print_json({"bundle": bundle, "passed": False, "parity": report})
+            elif report.get("raw_inputs"):
+                _print_raw_parity(bundle, report)
             else:
                 _print_parity(bundle, report)
         raise ParityError(f"{bundle}: parity against the source weights failed") from None
@@ -571,7 +601,9 @@ def verify(
         raise
     if json_:
         return print_json(result)
-    if result["parity"] and result["precision"] == "fp32":
+    if result["parity"] and result["raw_inputs"]:
+        _print_raw_parity(bundle, result["parity"])
+    elif result["parity"] and result["precision"] == "fp32":
         _print_parity(bundle, result["parity"])
     elif result["parity"]:
         _print_checks(result["parity"])
@@ -581,6 +613,13 @@ def verify(
         console.print(f"checks: {checks}", markup=False, highlight=False)
     if result["accuracy"]:
         _print_accuracy(bundle, result["accuracy"])
+    tests = result.get("test_data")
+    if tests:
+        golden = f", {tests['golden']['cases']} golden cases" if tests["golden"] else ""
+        console.print(f"test vectors: {tests['vectors']['sets']} sets reproduced by bare onnxruntime{golden}",
+                      highlight=False)
+    elif result["format"] == "onnx":
+        console.print("[yellow]note:[/] no test vectors (exported before zoo wrote them)", highlight=False)
     if result["note"]:
         console.print(f"[yellow]note:[/] {printable(result['note'])}", highlight=False)
     checked = ("" if not result["parity"] else ", parity passed" if result["precision"] == "fp32"
@@ -721,6 +760,7 @@ def bench(
         raise ZooError(f"--batch: expected comma-separated integers, got {batch!r}") from None
     if json_file:
         writable_file(json_file, "--json")
+    _refuse_raw_inputs(target, "zoo bench")
     with err_console.status("benchmarking") as status:
         result = zbench.run(target, backends, devices, batches, iters, warmup, threads,
                             progress=lambda m: status.update(f"benchmarking {m}"), precisions=precisions,
@@ -819,6 +859,19 @@ def doctor(
         raise typer.Exit(1)
 
 
+def _refuse_raw_inputs(target, command: str) -> None:
+    """Raw-input bundles take pixels, CSV columns and category names, not the network's tensors that `command`
+    is built on: one line saying what to use instead."""
+    from pathlib import Path
+
+    import zoo.runtime
+
+    if (Path(target) / zoo.runtime.MANIFEST_NAME).is_file() and zoo.runtime.read_manifest(target).raw is not None:
+        raise ZooError(f"{target} is a raw-input bundle (preprocessing in the graph); {command} takes the model's "
+                       "tensors: give it the <name>-onnx bundle" + (" (benchmarks/raw_inputs.py measures raw-input "
+                                                                     "bundles)" if command == "zoo bench" else ""))
+
+
 def _bundle_for(target: str, out: str = "bundles"):
     """A bundle folder as given, or a model name: bundles/<name>-onnx, exported first (with the shipped
     weights) when it is missing and the training extra is installed."""
@@ -912,6 +965,8 @@ def serve(
         raise ZooError(f"--device must be cpu or cuda, got {device!r}")
     bundles = [_bundle_for(t) for t in targets]
     trust = {"trust_code": trust_code, "trusted_keys": trusted_key}
+    for bundle in bundles:
+        _refuse_raw_inputs(bundle, "zoo serve")
     if engine == "triton":
         return _serve_triton(bundles, host, port, grpc_port, metrics_port, triton_env, repository, device,
                              max_batch_size, max_queue_delay_ms, instances, threads, drain_seconds, trust)

@@ -28,6 +28,7 @@ __all__ = ["TensorSpec", "ImagePreprocess", "TabularPreprocess", "SeriesPreproce
            "RANGE_SLACK", "LIMITS", "decimal_comma"]
 
 RANGE_SLACK = 0.1  # a value more than this share of the training range outside it gets a warning
+STRING = "string"  # the dtype of a tensor of text (category names fed to a raw-input model); not a numpy name
 
 # What a card or manifest may declare, so that a hostile or corrupted one is refused when it is read instead of
 # allocating without bound at the first prediction. Each is many times what the largest course model uses
@@ -112,7 +113,8 @@ def _out_of_range(value: float, low: float, high: float) -> bool:
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """One model input or output. `shape` includes the batch axis; a string names a dynamic axis."""
+    """One model input or output. `shape` includes the batch axis; a string names a dynamic axis. `dtype`: a
+    numeric numpy dtype name, or "string" for text (a raw-input model's category names)."""
     name: str
     shape: tuple[int | str, ...]
     dtype: str = "float32"
@@ -148,10 +150,11 @@ class TensorSpec:
                                "product of the fixed axes)", shape)
         dtype = d.get("dtype", "float32")
         try:
-            if not isinstance(dtype, str) or np.dtype(dtype).kind not in "iuf":
+            if not isinstance(dtype, str) or (dtype != STRING and np.dtype(dtype).kind not in "iuf"):
                 raise TypeError
         except TypeError:
-            raise InvalidField(f"{where}.dtype", 'a numeric numpy dtype name such as "float32"', dtype) from None
+            raise InvalidField(f"{where}.dtype", f'a numeric numpy dtype name such as "float32", or "{STRING}"',
+                               dtype) from None
         return cls(d["name"], tuple(shape), dtype)
 
     @classmethod
@@ -192,9 +195,9 @@ class ImagePreprocess:
         h, w = self.size[0] + 2 * self.pad, self.size[1] + 2 * self.pad
         return (self.channels * h * w,) if self.flatten else (self.channels, h, w)
 
-    def decode(self, source, warn: Warn = None, index: int = 0) -> np.ndarray:
-        """Image file path, encoded bytes, PIL image or uint8 array (H, W) / (H, W, C) -> uint8 (C, H, W)
-        in `mode` and `size`. 16-bit images are scaled to 8 bits; images the model cannot take as they
+    def image(self, source, warn: Warn = None, index: int = 0):
+        """Image file path, encoded bytes, PIL image or uint8 array (H, W) / (H, W, C) -> PIL image in `mode`,
+        8 bits, at its own size. 16-bit images are scaled to 8 bits; images the model cannot take as they
         are (16/32-bit, transparency) are still decoded, with a warning through `warn`."""
         from PIL import Image, UnidentifiedImageError
 
@@ -218,8 +221,18 @@ class ImagePreprocess:
         else:
             raise ValueError(f"expected an image path, image bytes, PIL image or uint8 array, got {type(source).__name__}")
         image = self._to_8bit(image, warn, index)
-        if image.mode != self.mode:
-            image = image.convert(self.mode)
+        return image if image.mode == self.mode else image.convert(self.mode)
+
+    def pixels(self, source, warn: Warn = None, index: int = 0) -> np.ndarray:
+        """What a raw-input model takes: `image`'s pixels, uint8 (H, W, channels), not resized."""
+        array = np.asarray(self.image(source, warn, index), dtype=np.uint8)
+        return array[..., None] if array.ndim == 2 else array
+
+    def decode(self, source, warn: Warn = None, index: int = 0) -> np.ndarray:
+        """`image`, resized to `size` as `resize` says -> uint8 (C, H, W)."""
+        from PIL import Image
+
+        image = self.image(source, warn, index)
         height, width = self.size
         if self.resize == "crop" and image.size != (width, height):
             scale = max(width / image.width, height / image.height)
@@ -381,9 +394,10 @@ class TabularPreprocess:
     def model_shape(self) -> tuple:
         return (len(self.features),)
 
-    def encode(self, rows, warn: Warn = None, labels: Sequence[str] | None = None) -> np.ndarray:
-        """A row (mapping keyed by column name, matched case-insensitively) or a list of rows -> float64
-        (N, F). `labels` name the rows in error messages (default "row 1", "row 2", ...)."""
+    def values(self, rows, warn: Warn = None, labels: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """A row (mapping keyed by column name, matched case-insensitively) or a list of rows -> per column
+        (N,): float64 numbers, or int64 indices into the column's categories (names matched case-insensitively,
+        surrounding spaces ignored). `labels` name the rows in error messages (default "row 1", "row 2", ...)."""
         if isinstance(rows, Mapping):
             rows = [rows]
         if not isinstance(rows, Sequence) or isinstance(rows, (str, bytes)) or not all(isinstance(r, Mapping) for r in rows):
@@ -391,29 +405,21 @@ class TabularPreprocess:
                              f"got a {type(rows).__name__}")
         if not rows:
             raise ValueError("expected at least one row, got none")
-        out = np.empty((len(rows), len(self.features)), np.float64)
+        out = {c: np.empty(len(rows), np.int64 if c in self.categories else np.float64) for c in self.columns}
         lookup = {c: {v.lower(): i for i, v in enumerate(vs)} for c, vs in self.categories.items()}
         for i, row in enumerate(rows):
             where = labels[i] if labels else f"row {i + 1}"
             lower = {str(k).strip().lower(): v for k, v in row.items()}
-            j = 0
             for column in self.columns:
                 if column.lower() not in lower:
                     raise ValueError(f"{where} has no column {column!r}; expected columns {list(self.columns)}")
                 value = lower[column.lower()]
                 if column in self.categories:
                     index = lookup[column].get(str(value).strip().lower())
-                    values = self.categories[column]
                     if index is None:
                         raise ValueError(f"{where}, column {column!r}: unknown category {value!r}; expected one of "
-                                         f"{', '.join(values)}")
-                    if len(values) == 2:
-                        out[i, j] = index
-                        j += 1
-                    else:
-                        out[i, j:j + len(values)] = 0.0
-                        out[i, j + index] = 1.0
-                        j += len(values)
+                                         f"{', '.join(self.categories[column])}")
+                    out[column][i] = index
                     continue
                 try:
                     number = float(value)
@@ -425,9 +431,21 @@ class TabularPreprocess:
                 if warn and self.ranges and column in self.ranges and _out_of_range(number, *self.ranges[column]):
                     low, high = self.ranges[column]
                     warn(i, f"{column} = {number:g} is outside the training range {low:g} to {high:g}")
-                out[i, j] = number
-                j += 1
+                out[column][i] = number
         return out
+
+    def encode(self, rows, warn: Warn = None, labels: Sequence[str] | None = None) -> np.ndarray:
+        """`values`, encoded -> float64 (N, F): numbers as they are; a column of two categories as 0/1 (1 for
+        the second), of more as one-hot columns."""
+        columns = self.values(rows, warn, labels)
+        parts = []
+        for column in self.columns:
+            values, names = columns[column], self.categories.get(column)
+            if names is None or len(names) == 2:
+                parts.append(values.astype(np.float64)[:, None])
+            else:
+                parts.append(np.eye(len(names), dtype=np.float64)[values])
+        return np.concatenate(parts, axis=1)
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         if not self.fitted:

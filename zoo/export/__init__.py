@@ -11,16 +11,20 @@ runtime but its public API."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import re
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import zoo.runtime as runtime
 from zoo import registry
-from zoo.errors import ParityError, PrecisionRefused, ZooError, interrupted
-from zoo.export import _accuracy, _manifest, _onnx, _parity, _precision, _pt2, _torchscript
+from zoo.errors import ParityError, PrecisionRefused, RawInputsRefused, ZooError, interrupted
+from zoo.export import (_accuracy, _manifest, _onnx, _parity, _precision, _pt2, _raw, _rawparity, _torchscript,
+                        _vectors)
 from zoo.export._accuracy import Budget
 from zoo.export._common import EXAMPLE_SIZES, first_line, quiet
 from zoo.export._precision import PRECISIONS
@@ -28,15 +32,26 @@ from zoo.outputs import RUNS, clean_stale_staging, staging_folder, swap_into_pla
 from zoo.weights import load_model, preprocessing, read_card, resolve, sha256_file, weights_dir
 
 __all__ = ["export", "verify", "bundle_name", "find_weights", "weights_text", "same_weights", "FORMATS", "PRECISIONS",
-           "Budget", "PARITY_COLUMNS", "parity_rows", "ACCURACY_COLUMNS", "accuracy_rows"]
+           "Budget", "RAW", "PARITY_COLUMNS", "parity_rows", "ACCURACY_COLUMNS", "accuracy_rows", "RAW_PARITY_COLUMNS",
+           "raw_parity_rows"]
 
 FORMATS = {"onnx": _onnx, "torchscript": _torchscript, "pt2": _pt2}
 PARITY_COLUMNS = _parity.COLUMNS
 parity_rows = _parity.rows
 ACCURACY_COLUMNS = _accuracy.COLUMNS
 accuracy_rows = _accuracy.rows
+RAW_PARITY_COLUMNS = _rawparity.COLUMNS
+raw_parity_rows = _rawparity.rows
 RANDOM_SEED = 0   # the seed `--random-weights` builds the model with
+RAW = "raw"       # the raw-input bundle's suffix: <model>-onnx-raw/
+RAW_SAMPLES = 16  # raw samples read for the raw-input parity and every ONNX bundle's test vectors
 BUNDLE_FILES = frozenset({runtime.MANIFEST_NAME, runtime.SIGNATURE_NAME, *runtime.MODEL_FILES.values()})   # what zoo writes in a bundle
+
+
+def zoo_writes(name: str) -> bool:
+    """Whether an entry of a bundle folder is one zoo writes (model, manifest, signature, test vectors,
+    golden cases), as opposed to a file a user added, which a re-export keeps."""
+    return name in BUNDLE_FILES or name == "golden" or re.fullmatch(r"test_data_set_\d+", name) is not None
 
 
 def choices(values, allowed, what: str) -> list[str]:
@@ -60,7 +75,8 @@ def _precisions(precisions) -> list[str]:
 
 
 def bundle_name(model: str, fmt: str, precision: str = "fp32") -> str:
-    """`<model>-<format>`, and `<model>-onnx-<precision>` for a reduced precision."""
+    """`<model>-<format>`, `<model>-onnx-<precision>` for a reduced precision, `<model>-onnx-raw` (precision
+    RAW) for the raw-input bundle."""
     return f"{model}-{fmt}" if precision == "fp32" else f"{model}-{fmt}-{precision}"
 
 
@@ -174,6 +190,8 @@ class _Job:
     reference: dict | None = None           # eager outputs on the validation samples
     replace: bool = False                   # replace bundles exported from other weights
     notes: list | None = None               # what the caller is told besides the bundles (files kept, ...)
+    samples: list | None = None             # raw samples (zoo.data.raw): test vectors, raw-input parity
+    samples_about: dict | None = None
 
 
 def _convert(spec, fmt, model):
@@ -187,16 +205,60 @@ def _convert(spec, fmt, model):
     return converted, exporter
 
 
-def _bundle(job: _Job, fmt: str, converted, exporter: dict, precision: str = "fp32") -> Path:
-    spec, module = job.spec, FORMATS[fmt]
-    target = job.out / bundle_name(spec.name, fmt, precision)
+def _write_model(spec, fmt: str, artefact, folder: Path, manifest: dict) -> None:
+    """Seal `manifest` into the model file, write it and the manifest (with the file's sha256) into `folder`."""
+    file = folder / FORMATS[fmt].FILE
+    try:
+        FORMATS[fmt].write(artefact, file, runtime.seal_text(manifest))
+    except OSError:
+        raise   # a full disk: reported by export() in one line
+    except Exception as e:  # noqa: BLE001 - onnx.checker's ValidationError and friends
+        if interrupted(e):
+            raise KeyboardInterrupt from e
+        raise ZooError(f"{spec.name}: the {fmt} file fails its checks: {first_line(e)}") from e
+    manifest["file_sha256"] = sha256_file(file)
+    _manifest.write(folder, manifest)
+
+
+def _staged(job: _Job, name: str, build) -> Path:
+    """Build bundle `name` with `build(staging folder)` beside its target (same filesystem, so the final rename
+    is atomic), in a dot-folder no one mistakes for a bundle, removed whatever happens; then swap it in."""
+    target = job.out / name
     clean_stale_staging(job.out, target.name)   # what killed exports of this bundle left behind
-    # built beside the target (same filesystem, so the final rename is atomic); a dot-name that
-    # no one mistakes for a bundle, removed whatever happens
     staging = staging_folder(job.out, target.name)
     try:
-        file = staging / module.FILE
-        artefact, record, exporter = converted, None, dict(exporter)
+        build(staging)
+        # a signature covers every file of the finished folder, the user's files carried over included
+        sign = None if job.signer is None else job.signer.sign
+        kept = swap_into_place(staging, target, lambda folder: _replaceable(folder, job.spec.name, job.weights,
+                                                                             job.source, job.replace),
+                               zoo_writes=zoo_writes, before_rename=sign)
+        if kept and job.notes is not None:
+            job.notes.append(f"{target}: kept {', '.join(kept)} (not written by zoo) from the bundle it replaced")
+        return target
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _test_data(job: _Job, folder: Path, session, precision: str) -> dict:
+    """Write the bundle's test vectors (and golden cases) through `session`, then check that bare onnxruntime
+    reproduces them and the runtime its golden cases: a bundle whose own vectors fail is not written."""
+    record = _vectors.write(folder, job.spec, session, job.samples, job.samples_about, precision)
+    checks = [_vectors.check_vectors(folder, session.manifest.file, record)]
+    if "golden" in record:
+        checks.append(_vectors.check_golden(folder, record, session))
+    failures = [f for c in checks for f in c["failures"]]
+    if failures:
+        raise ParityError(f"{job.spec.name}: the bundle does not reproduce its own test vectors: {'; '.join(failures)}")
+    return record
+
+
+def _bundle(job: _Job, fmt: str, converted, exporter: dict, precision: str = "fp32") -> Path:
+    spec, exporter = job.spec, dict(exporter)
+    label = f"{spec.name} {fmt}" + ("" if precision == "fp32" else f" {precision}")
+
+    def build(staging: Path) -> None:
+        artefact, record = converted, None
         if precision != "fp32":
             about = {"source": job.held.about["source"], "fingerprint": job.held.about["fingerprint"],
                      "split": job.held.about["calibration"]}
@@ -207,27 +269,19 @@ def _bundle(job: _Job, fmt: str, converted, exporter: dict, precision: str = "fp
             exporter["optimized"] = None
             if job.optimize:
                 artefact, exporter["optimized"] = _precision.optimize(artefact)
-        manifest = _manifest.build(spec, fmt, module.FILE, job.preprocess, job.weights, exporter, record)
-        try:
-            module.write(artefact, file, runtime.seal_text(manifest))
-        except OSError:
-            raise   # a full disk: reported by the caller
-        except Exception as e:  # noqa: BLE001 - onnx.checker's ValidationError and friends
-            if interrupted(e):
-                raise KeyboardInterrupt from e
-            raise ZooError(f"{spec.name}: the {fmt} file fails its checks: {first_line(e)}") from e
-        manifest["file_sha256"] = sha256_file(file)
-        _manifest.write(staging, manifest)
-        label = f"{spec.name} {fmt}" + ("" if precision == "fp32" else f" {precision}")
+        manifest = _manifest.build(spec, fmt, FORMATS[fmt].FILE, job.preprocess, job.weights, exporter, record)
+        _write_model(spec, fmt, artefact, staging, manifest)
+        accuracy = test_data = None
         # as users load it (checksum and seal verified); its code is trusted: this process wrote it just now
         with quiet(), runtime.load(staging, trust_code=True) as session:
             report = _parity.measure(spec, job.model, session, job.preprocess, job.atol, job.rtol, job.real,
                                      judge=precision == "fp32")
-            accuracy = None
             if precision != "fp32":
                 produced = _accuracy.bundle_outputs(spec, session, job.held.inputs)
                 accuracy = {"backend": report["backend"], **_accuracy.measure(
                     spec, job.reference, produced, job.held, job.budget, job.card)}
+            if fmt == "onnx" and report["passed"] and (accuracy is None or accuracy["passed"]):
+                test_data = _test_data(job, staging, session, precision)
         if not report["passed"]:
             error = ParityError(_parity.text_table(report, f"{label}: parity failed, no bundle written"))
             error.reports = [{"model": spec.name, "format": fmt, "precision": precision, **report}]
@@ -240,24 +294,66 @@ def _bundle(job: _Job, fmt: str, converted, exporter: dict, precision: str = "fp
         manifest["parity"] = report
         if accuracy is not None:
             manifest["accuracy"] = accuracy
+        if test_data is not None:
+            manifest["test_data"] = test_data
         _manifest.write(staging, manifest)
-        # a signature covers every file of the finished folder, the user's files carried over included
-        sign = None if job.signer is None else job.signer.sign
-        kept = swap_into_place(staging, target, lambda folder: _replaceable(folder, spec.name, job.weights,
-                                                                             job.source, job.replace),
-                               zoo_writes=BUNDLE_FILES.__contains__, before_rename=sign)
-        if kept and job.notes is not None:
-            job.notes.append(f"{target}: kept {', '.join(kept)} (not written by zoo) from the bundle it replaced")
-        return target
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+
+    return _staged(job, bundle_name(spec.name, fmt, precision), build)
+
+
+@contextlib.contextmanager
+def _reference(spec, converted, exporter: dict, preprocess: dict, weights: dict):
+    """zoo.runtime on the fp32 network with the manifest's preprocessing: what `zoo predict` answers with the
+    fp32 ONNX bundle, staged in a temporary folder. The raw-input bundle's parity is measured against it."""
+    with tempfile.TemporaryDirectory(prefix="zoo-reference-") as tmp:
+        manifest = _manifest.build(spec, "onnx", _onnx.FILE, preprocess, weights, dict(exporter, optimized=None))
+        _write_model(spec, "onnx", converted, Path(tmp), manifest)
+        with runtime.load(tmp) as session:
+            yield session
+
+
+def _raw_manifest(spec, converted, exporter: dict, preprocess: dict, weights: dict):
+    """(the raw-input model, its manifest before what is measured on it), or RawInputsRefused in one line."""
+    try:
+        proto, tensors, raw = _raw.compose(spec, converted, preprocess)
+    except ZooError as e:
+        raise RawInputsRefused(f"{e}; no raw-input bundle written") from None
+    manifest = _manifest.build(spec, "onnx", _onnx.FILE, preprocess, weights, dict(exporter, optimized=None))
+    manifest.update(tensors)
+    manifest[runtime.RAW_KEY] = raw
+    return proto, manifest
+
+
+def _raw_bundle(job: _Job, converted, exporter: dict) -> Path:
+    """`<name>-onnx-raw/`: the fp32 network with its preprocessing in the graph, written when its answers on
+    raw samples stay within `_rawparity`'s budget against zoo.runtime on the fp32 network."""
+    spec = job.spec
+    proto, manifest = _raw_manifest(spec, converted, exporter, job.preprocess, job.weights)
+
+    def build(staging: Path) -> None:
+        _write_model(spec, "onnx", proto, staging, manifest)
+        test_data = None
+        with quiet(), _reference(spec, converted, exporter, job.preprocess, job.weights) as reference, \
+                runtime.load(staging) as session:
+            report = _rawparity.measure(spec, reference, session, job.samples, job.samples_about)
+            if report["passed"]:
+                test_data = _test_data(job, staging, session, "fp32")
+        if not report["passed"]:
+            error = ParityError(_rawparity.text(report, f"{spec.name} onnx {RAW}: parity with zoo.runtime failed, "
+                                                        "no bundle written"))
+            error.reports = [{"model": spec.name, "format": "onnx", "precision": "fp32", "raw_inputs": True, **report}]
+            raise error
+        manifest.update(parity=report, test_data=test_data)
+        _manifest.write(staging, manifest)
+
+    return _staged(job, bundle_name(spec.name, "onnx", RAW), build)
 
 
 def export(name: str, formats=("onnx",), weights: str | Path | None = None, out: str | Path = "bundles",
            random_weights: bool = False, data: str | Path | None = None, atol: float | None = None,
            rtol: float | None = None, precisions=("fp32",), optimize: bool = False,
            budget: Budget | None = None, sign: str | Path | None = None, replace: bool = False,
-           notes: list | None = None) -> list[Path]:
+           notes: list | None = None, raw_inputs: bool = False) -> list[Path]:
     """Export model `name` to each format ("onnx", "torchscript", "pt2" or "all") as a bundle folder
     `<out>/<name>-<format>/`, measuring parity against eager PyTorch first. Weights: `weights`, else
     the shipped ones; `random_weights=True` exports an untrained model (marked so in the manifest).
@@ -273,6 +369,11 @@ def export(name: str, formats=("onnx",), weights: str | Path | None = None, out:
     unless `replace`; files a user added to a replaced bundle are carried over. `notes`, when given,
     collects what to tell the user besides the bundles: files kept, bundles beside them from other weights.
 
+    `raw_inputs` also writes
+    `<out>/<name>-onnx-raw/`: the fp32 network with its preprocessing in the graph (`_raw`), written when its
+    answers on raw samples stay within budget against zoo.runtime (`_rawparity`). Every ONNX bundle gets test
+    vectors (`_vectors`) made from the raw samples of `data`, else of the built-in sample.
+
     Returns the bundle folders; after writing the bundles that passed, raises ParityError (with
     `.reports`: one per bundle not written) if a bundle failed parity, else PrecisionRefused if a reduced
     precision missed its budget or does not fit the model."""
@@ -281,6 +382,8 @@ def export(name: str, formats=("onnx",), weights: str | Path | None = None, out:
     precisions = _precisions(precisions)
     if "onnx" not in formats and (precisions != ["fp32"] or optimize):
         raise ZooError("--precision and --optimize apply to ONNX bundles: add --format onnx")
+    if "onnx" not in formats and raw_inputs:
+        raise ZooError("--raw-inputs makes an ONNX bundle: add --format onnx")
     budget = budget or Budget()
     signer = None if sign is None else runtime.BundleSigner(sign)   # a bad key is refused before the work
     model, weights_record, card, source = _load_weights(spec, weights, random_weights)
@@ -291,7 +394,7 @@ def export(name: str, formats=("onnx",), weights: str | Path | None = None, out:
         raise ZooError(f"--atol and --rtol must be finite numbers >= 0, got {atol:g} and {rtol:g}")
     out = writable_folder(out, "--out")
     for fmt in formats:   # refused before the work (and checked again under the lock when swapped in)
-        for precision in precisions if fmt == "onnx" else ["fp32"]:
+        for precision in [*precisions, *([RAW] if raw_inputs else [])] if fmt == "onnx" else ["fp32"]:
             target = out / bundle_name(spec.name, fmt, precision)
             if target.exists() and not _replaceable(target, spec.name, weights_record, source, replace):
                 raise ZooError(f"{target} exists and is not what zoo writes there: not replacing it")
@@ -301,19 +404,26 @@ def export(name: str, formats=("onnx",), weights: str | Path | None = None, out:
     if any(p != "fp32" for p in precisions) and "onnx" in formats:
         job.held = _accuracy.held_out(spec, dataset, preprocess, card, _precision.CALIBRATION_SAMPLES)
         job.reference = _accuracy.eager_outputs(spec, model, job.held.inputs)
+    if "onnx" in formats:
+        from zoo.data.raw import raw_samples
+
+        job.samples, job.samples_about = raw_samples(spec, data, RAW_SAMPLES)
     paths, failures = [], []
     for fmt in formats:
         converted, exporter = _convert(spec, fmt, model)
-        for precision in precisions if fmt == "onnx" else ["fp32"]:
+        variants = [*precisions, *([RAW] if raw_inputs else [])] if fmt == "onnx" else ["fp32"]
+        for precision in variants:
             try:
-                paths.append(_bundle(job, fmt, converted, exporter, precision))
+                paths.append(_raw_bundle(job, converted, exporter) if precision == RAW
+                             else _bundle(job, fmt, converted, exporter, precision))
             except OSError as e:   # a full disk: the staging folder is gone, an existing bundle untouched
                 raise ZooError(f"cannot write the {spec.name} {fmt} bundle in {out}: {e.strerror or e}") from None
             except ParityError as e:
                 failures.append(e)
             except PrecisionRefused as e:   # the budget (with its report), or a precision that does not fit
-                e.reports = getattr(e, "reports", None) or [{"model": spec.name, "format": fmt, "precision": precision,
-                                                             "accuracy": None, "reason": str(e)}]
+                e.reports = getattr(e, "reports", None) or [{"model": spec.name, "format": fmt, "precision": "fp32"
+                                                             if precision == RAW else precision, "accuracy": None,
+                                                             "raw_inputs": precision == RAW, "reason": str(e)}]
                 failures.append(e)
     if failures:
         kind = ParityError if any(isinstance(e, ParityError) for e in failures) else PrecisionRefused
@@ -415,10 +525,24 @@ def verify(bundle: str | Path, weights: str | Path | None = None, data: str | Pa
     return result
 
 
-def _verify_loaded(bundle: Path, manifest, session, spec, weights, data) -> dict:
-    for side in ("inputs", "outputs"):
-        given, expected = getattr(manifest, side), getattr(spec, side)
-        if given != expected:
+def _declared(bundle: Path, manifest, spec) -> dict:
+    """The manifest's inputs and outputs against the model's (for a raw-input bundle, the graph's that the
+    spec and its preprocessing give), its task, output kind and labels; returns the declared tensors."""
+    if manifest.raw is None:
+        inputs, outputs, raw = spec.inputs, spec.outputs, None
+    else:
+        inputs, outputs, raw = _raw.tensors(spec, spec.preprocess)
+        if manifest.raw.network_inputs != spec.inputs:
+            raise ZooError(f"{bundle}: manifest raw_inputs.network_inputs {_io_text(manifest.raw.network_inputs)} "
+                           f"don't match {spec.name}'s {_io_text(spec.inputs)}", exit_code=1)
+        given = manifest.raw.to_dict()
+        for key in ("sources", "probabilities"):
+            if given[key] != raw[key]:
+                raise ZooError(f"{bundle}: manifest raw_inputs.{key} {_short(given[key])} is not "
+                               f"{_short(raw[key])}", exit_code=1)
+    for side, expected in (("inputs", inputs), ("outputs", outputs)):
+        given = getattr(manifest, side)
+        if given != tuple(expected):
             raise ZooError(f"{bundle}: manifest {side} {_io_text(given)} don't match {spec.name}'s "
                            f"{_io_text(expected)}", exit_code=1)
     for key, expected in (("task", spec.task), ("output_kind", spec.output_kind)):
@@ -428,6 +552,28 @@ def _verify_loaded(bundle: Path, manifest, session, spec, weights, data) -> dict
     if manifest.labels != {k: list(v) for k, v in spec.labels.items()}:
         raise ZooError(f"{bundle}: manifest labels {_short(manifest.labels)} are not {spec.name}'s "
                        f"{_short({k: list(v) for k, v in spec.labels.items()})}", exit_code=1)
+    return {"inputs": [t.to_dict() for t in inputs], "outputs": [t.to_dict() for t in outputs]}
+
+
+def _check_test_data(bundle: Path, manifest, session) -> dict | None:
+    """The bundle's test vectors with bare onnxruntime, and its golden cases through the runtime; None for a
+    bundle without them (exported before zoo wrote them). Raises ZooError (exit 1) when they fail."""
+    record = manifest.data.get("test_data")
+    if record is None:
+        return None
+    if not isinstance(record, dict):
+        raise ZooError(f"{bundle}: manifest test_data is not an object", exit_code=1)
+    report = {"vectors": _vectors.check_vectors(bundle, manifest.file, record), "golden": None}
+    if manifest.raw is not None:
+        report["golden"] = _vectors.check_golden(bundle, record, session)
+    failures = [f for part in report.values() if part for f in part["failures"]]
+    if failures:
+        raise ZooError(f"{bundle}: its test vectors are not reproduced: {'; '.join(failures[:3])}", exit_code=1)
+    return report
+
+
+def _verify_loaded(bundle: Path, manifest, session, spec, weights, data) -> dict:
+    declared = _declared(bundle, manifest, spec)
     random = manifest.random_weights
     path = None if random else _source_weights(spec, manifest.data, weights)
     card = None if path is None else read_card(path.stem, path.parent)
@@ -436,22 +582,27 @@ def _verify_loaded(bundle: Path, manifest, session, spec, weights, data) -> dict
         if manifest.preprocess.get(name) != expected.get(name):
             what = f"{spec.name} with the card of {path.name}" if path else spec.name
             raise ZooError(f"{bundle}: manifest preprocess.{name} is not the preprocessing of {what}", exit_code=1)
-    declared = {"inputs": [t.to_dict() for t in spec.inputs], "outputs": [t.to_dict() for t in spec.outputs]}
     checks = _parity.check_structure(session.signature(), declared["inputs"], declared["outputs"])
     bad = [f"{c['check']}: {c['detail']}" for c in checks if c["passed"] is False]
     if bad:
         raise ZooError(f"{bundle}: the manifest does not match {manifest.file.name}: {'; '.join(bad)}", exit_code=1)
     precision = manifest.precision
     result = {"bundle": str(bundle), "model": spec.name, "format": manifest.format, "precision": precision,
-              "file_sha256": manifest.data["file_sha256"], "checks": checks, "weights": None, "parity": None,
-              "accuracy": None, "note": None, "passed": True}
+              "raw_inputs": manifest.raw is not None, "file_sha256": manifest.data["file_sha256"], "checks": checks,
+              "weights": None, "parity": None, "accuracy": None, "test_data": None, "note": None, "passed": True}
+    if manifest.format == "onnx":
+        result["test_data"] = _check_test_data(bundle, manifest, session)
     if random:
-        _probe(spec, session, manifest, bundle)
+        if manifest.raw is None:
+            _probe(spec, session, manifest, bundle)
         result["note"] = ("exported with --random-weights: there are no source weights to re-run parity "
                           "against; checked the file's sha256, the sealed manifest, the manifest against the "
                           "model and a test run")
         return result
     model = _for_inference(load_model(spec, path))
+    result["weights"] = str(path)
+    if manifest.raw is not None:
+        return _reverify_raw(bundle, spec, model, session, manifest, data, result)
     tolerance = (manifest.data.get("parity") or {}).get("tolerance") or {}
     dataset = _load_data(spec, data)
     report = _parity.measure(spec, model, session, manifest.preprocess,
@@ -470,6 +621,23 @@ def _verify_loaded(bundle: Path, manifest, session, spec, weights, data) -> dict
             error.reports = [{"model": spec.name, "format": manifest.format, "precision": precision,
                               "accuracy": result["accuracy"], "reason": str(error)}]
             raise error
+    return result
+
+
+def _reverify_raw(bundle: Path, spec, model, session, manifest, data, result: dict) -> dict:
+    """A raw-input bundle's parity against zoo.runtime on the fp32 network converted again from the source
+    weights, on the raw samples of `data` (else the built-in sample), judged by the same budget."""
+    from zoo.data.raw import raw_samples
+
+    converted, exporter = _convert(spec, "onnx", model)
+    samples, about = raw_samples(spec, data, RAW_SAMPLES)
+    with quiet(), _reference(spec, converted, exporter, manifest.preprocess, manifest.data["weights"]) as reference:
+        report = _rawparity.measure(spec, reference, session, samples, about)
+    result.update(parity=report, passed=report["passed"])
+    if not report["passed"]:
+        error = ParityError(_rawparity.text(report, f"{bundle}: parity with zoo.runtime failed"))
+        error.reports = [{"model": spec.name, "format": "onnx", "precision": "fp32", "raw_inputs": True, **report}]
+        raise error
     return result
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from zoo.contract import InvalidField, Preprocess, TensorSpec, preprocessing_from_dict
 from zoo.errors import ZooError
+from zoo.runtime._raw import KEY as RAW_KEY, RawInputs
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 3
@@ -23,7 +24,7 @@ MODEL_FILES = {"onnx": "model.onnx", "torchscript": "model.ts", "pt2": "model.pt
 TASKS = ("binary", "multiclass", "regression", "multi-output")
 OUTPUT_KINDS = ("logits", "logit", "probability", "value")
 REQUIRED = ("format_version", "model", "task", "output_kind", "format", "file", "inputs", "outputs")
-UNSEALED = ("file_sha256", "parity", "accuracy")   # measured on the finished model file, so not sealed into it
+UNSEALED = ("file_sha256", "parity", "accuracy", "test_data")   # measured on the finished model file, not sealed
 SEAL_KEY = "zoo.manifest"                          # the sealed copy's name inside the model file
 
 
@@ -58,6 +59,12 @@ class Manifest:
     preprocess: dict[str, Preprocess]  # input name -> preprocessing, fitted
     labels: dict[str, list[str]]       # output name -> class names
     data: dict                         # the whole manifest, as read
+    raw: RawInputs | None = None       # raw-input bundles: the preprocessing is in the graph
+
+    @property
+    def network_inputs(self) -> tuple[TensorSpec, ...]:
+        """The tensors the network takes: `inputs` itself, except in a raw-input bundle."""
+        return self.inputs if self.raw is None else self.raw.network_inputs
 
     @property
     def random_weights(self) -> bool:
@@ -167,7 +174,10 @@ def read_manifest(bundle: str | Path, require: tuple[str, ...] = ()) -> Manifest
         _check_top(data)
         inputs = TensorSpec.list_from_dicts(data["inputs"], "inputs")
         outputs = TensorSpec.list_from_dicts(data["outputs"], "outputs")
-        preprocess = preprocessing_from_dict(data.get("preprocess"), inputs)
+        raw = RawInputs.from_dict(data[RAW_KEY], inputs, outputs) if RAW_KEY in data else None
+        if raw is not None and data["format"] != "onnx":
+            raise InvalidField(RAW_KEY, "raw inputs only in an onnx bundle", data["format"])
+        preprocess = preprocessing_from_dict(data.get("preprocess"), inputs if raw is None else raw.network_inputs)
         labels = _labels(data, outputs)
     except InvalidField as e:
         raise BundleError(f"{path}: {e}", exit_code=1) from None
@@ -176,7 +186,7 @@ def read_manifest(bundle: str | Path, require: tuple[str, ...] = ()) -> Manifest
         raise BundleError(f"{bundle}: the model file {data['file']} named by {MANIFEST_NAME} is missing", exit_code=1)
     return Manifest(bundle=bundle, model=data["model"], task=data["task"], output_kind=data["output_kind"],
                     format=data["format"], file=file, inputs=inputs, outputs=outputs, preprocess=preprocess,
-                    labels=labels, data=data)
+                    labels=labels, data=data, raw=raw)
 
 
 def _read_json(path: Path):

@@ -11,6 +11,7 @@ from zoo.runtime._backends import BackendError, OrtBackend, TorchBackend
 from zoo.runtime._inputs import InputChecker
 from zoo.runtime._integrity import check_files
 from zoo.runtime._manifest import BundleError, Manifest, check_seal, read_manifest
+from zoo.runtime._raw import batches, graph_values, scatter
 from zoo.runtime._signature import verify_signature
 
 BACKEND_FORMATS = {"onnxruntime": "onnx", "torchscript": "torchscript", "pt2": "pt2"}
@@ -160,19 +161,30 @@ class Session:
         onehot: a category name or a list of names.
         What the preprocessing finds unusual (a value outside the training range, a 16-bit or transparent
         image) is put in `warnings`, when given, as one list of messages per sample; with `strict` it is a
-        ValueError instead."""
-        if len(self.input_names) == 1 and not (isinstance(raw, Mapping) and set(raw) == set(self.input_names)):
-            raw = {self.input_names[0]: raw}
+        ValueError instead. A raw-input bundle (preprocessing in the graph) gets the checked raw values as its
+        graph takes them: uint8 pixels at their own size, columns, category names; images of different sizes
+        cannot be one tensor there: `predict_raw` and `classify` run each size separately."""
+        count, runs = self._prepared(raw, warnings, strict)
+        if len(runs) > 1:
+            raise ValueError(f"{count} images of {len(runs)} different sizes cannot be one batch of a raw-input "
+                             "model: use predict_raw() or classify(), which run each size separately")
+        return runs[0][1]
+
+    def _prepared(self, raw, warnings: list | None, strict: bool) -> tuple[int, list[tuple[np.ndarray, dict]]]:
+        """`prepare`'s work: (samples, [(sample indices, arrays)]), one run except for raw-input bundles."""
+        names = [t.name for t in self.manifest.network_inputs]
+        if len(names) == 1 and not (isinstance(raw, Mapping) and set(raw) == set(names)):
+            raw = {names[0]: raw}
         if not isinstance(raw, Mapping):
-            raise ValueError(f"this model has inputs {self.input_names}: pass a dict of raw values keyed by "
+            raise ValueError(f"this model has inputs {names}: pass a dict of raw values keyed by "
                              f"them, got a {type(raw).__name__}")
-        missing = [n for n in self.input_names if n not in raw]
-        unknown = [str(k) for k in raw if k not in self.input_names]
+        missing = [n for n in names if n not in raw]
+        unknown = [str(k) for k in raw if k not in names]
         if missing or unknown:
-            raise ValueError(f"raw inputs: expected keys {self.input_names}, got {[str(k) for k in raw]}")
+            raise ValueError(f"raw inputs: expected keys {names}, got {[str(k) for k in raw]}")
         found: dict[int, list[str]] = {}
         arrays = {}
-        for name in self.input_names:
+        for name in names:
             pre = self.manifest.preprocess.get(name)
             if pre is None:
                 raise BundleError(f"the manifest has no preprocessing for input {name!r}; pass arrays to predict()")
@@ -182,25 +194,34 @@ class Session:
                     raise ValueError(f"{message} (sample {index + 1}; refused because strict)")
                 found.setdefault(index, []).append(f"input {name!r}: {message}")
             try:
-                arrays[name] = pre.apply(pre.encode(raw[name], warn))
+                if self.manifest.raw is None:
+                    arrays[name] = pre.apply(pre.encode(raw[name], warn))
+                else:
+                    arrays.update(graph_values(name, pre, raw[name], warn))
             except ValueError as e:
                 raise ValueError(f"input {name!r}: {e}") from None
+        count = len(next(iter(arrays.values())))
         if warnings is not None:
-            warnings[:] = [found.get(i, []) for i in range(len(next(iter(arrays.values()))))]
-        return arrays
+            warnings[:] = [found.get(i, []) for i in range(count)]
+        runs = [(np.arange(count), arrays)] if self.manifest.raw is None else batches(arrays)
+        return count, runs
 
     def predict_raw(self, raw, top_k: int | None = None, warnings: list | None = None, strict: bool = False):
         """Raw inputs (see `prepare`) -> named outputs, or with `top_k` the labelled classes (see `classify`)."""
         if top_k is not None:
             return self.classify(raw, top_k, warnings=warnings, strict=strict)
-        return self.predict(self.prepare(raw, warnings, strict))
+        count, runs = self._prepared(raw, warnings, strict)
+        return scatter(count, [(index, self.predict(arrays)) for index, arrays in runs])
 
     def probabilities(self, outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Class probabilities for each labelled output, per the manifest's output_kind
-        (logits: softmax, logit: sigmoid, probability: as is; binary: columns [negative, positive])."""
+        (logits: softmax, logit: sigmoid, probability: as is; binary: columns [negative, positive]); a
+        raw-input bundle's graph computes them itself, and its own outputs are used."""
         if not self.manifest.is_classifier:
             raise ValueError(f"{self.manifest.model} is a {self.manifest.task} model: it has no class labels")
-        return {name: _probabilities(outputs[name], self.manifest.output_kind)
+        computed = {} if self.manifest.raw is None else self.manifest.raw.probabilities
+        return {name: (outputs[computed[name]].astype(np.float64) if name in computed
+                       else _probabilities(outputs[name], self.manifest.output_kind))
                 for name in self.output_names if name in self.manifest.labels}
 
     def classify(self, raw, top_k: int = 1, arrays: bool = False, warnings: list | None = None,
@@ -209,7 +230,7 @@ class Session:
         (label, probability) pairs, most likely first. `warnings` and `strict` as in `prepare`."""
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
-        return self.rank(self.predict(raw if arrays else self.prepare(raw, warnings, strict)), top_k)
+        return self.rank(self.predict(raw) if arrays else self.predict_raw(raw, warnings=warnings, strict=strict), top_k)
 
     def rank(self, outputs: Mapping[str, np.ndarray], top_k: int) -> list[dict[str, list[tuple[str, float]]]]:
         """Model outputs -> per sample, per labelled output, the `top_k` (label, probability) pairs."""
