@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from zoo.contract import MAX_IMAGE_PIXELS, ImageTooLarge
 from zoo.runtime._backends import BackendError, OrtBackend, TorchBackend
 from zoo.runtime._inputs import InputChecker
 from zoo.runtime._manifest import BundleError, Manifest, check_seal, read_manifest
@@ -135,7 +136,8 @@ class Session:
 
     # --- raw inputs ---------------------------------------------------------------------------------
 
-    def prepare(self, raw, warnings: list | None = None, strict: bool = False) -> dict[str, np.ndarray]:
+    def prepare(self, raw, warnings: list | None = None, strict: bool = False,
+                max_pixels: int | None = MAX_IMAGE_PIXELS) -> dict[str, np.ndarray]:
         """Raw inputs -> model arrays, with the manifest's preprocessing.
 
         Single-input models take the raw value itself; several inputs take {input name: raw value}.
@@ -144,8 +146,10 @@ class Session:
         series: a 1-D sequence of numbers (the model forecasts the value after it);
         onehot: a category name or a list of names.
         What the preprocessing finds unusual (a value outside the training range, a 16-bit or transparent
-        image) is put in `warnings`, when given, as one list of messages per sample; with `strict` it is a
-        ValueError instead."""
+        image, an animation, an image of one flat colour) is put in `warnings`, when given, as one list of
+        messages per sample; with `strict` it is a ValueError instead. An image file or bytes of more than
+        `max_pixels` pixels (default 64 Mpx; None: Pillow's own limit) is refused before it is decoded, with
+        ImageTooLarge (a ValueError)."""
         if len(self.input_names) == 1 and not (isinstance(raw, Mapping) and set(raw) == set(self.input_names)):
             raw = {self.input_names[0]: raw}
         if not isinstance(raw, Mapping):
@@ -167,18 +171,23 @@ class Session:
                     raise ValueError(f"{message} (sample {index + 1}; refused because strict)")
                 found.setdefault(index, []).append(f"input {name!r}: {message}")
             try:
-                arrays[name] = pre.apply(pre.encode(raw[name], warn))
+                encoded = (pre.encode(raw[name], warn, max_pixels) if pre.kind == "image" else
+                           pre.encode(raw[name], warn))
+                arrays[name] = pre.apply(encoded)
+            except ImageTooLarge as e:
+                raise ImageTooLarge(f"input {name!r}: {e}") from None
             except ValueError as e:
                 raise ValueError(f"input {name!r}: {e}") from None
         if warnings is not None:
             warnings[:] = [found.get(i, []) for i in range(len(next(iter(arrays.values()))))]
         return arrays
 
-    def predict_raw(self, raw, top_k: int | None = None, warnings: list | None = None, strict: bool = False):
+    def predict_raw(self, raw, top_k: int | None = None, warnings: list | None = None, strict: bool = False,
+                    max_pixels: int | None = MAX_IMAGE_PIXELS):
         """Raw inputs (see `prepare`) -> named outputs, or with `top_k` the labelled classes (see `classify`)."""
         if top_k is not None:
-            return self.classify(raw, top_k, warnings=warnings, strict=strict)
-        return self.predict(self.prepare(raw, warnings, strict))
+            return self.classify(raw, top_k, warnings=warnings, strict=strict, max_pixels=max_pixels)
+        return self.predict(self.prepare(raw, warnings, strict, max_pixels))
 
     def probabilities(self, outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Class probabilities for each labelled output, per the manifest's output_kind
@@ -189,12 +198,12 @@ class Session:
                 for name in self.output_names if name in self.manifest.labels}
 
     def classify(self, raw, top_k: int = 1, arrays: bool = False, warnings: list | None = None,
-                 strict: bool = False) -> list[dict[str, list[tuple[str, float]]]]:
+                 strict: bool = False, max_pixels: int | None = MAX_IMAGE_PIXELS) -> list[dict[str, list[tuple[str, float]]]]:
         """Raw inputs (or model arrays with `arrays=True`) -> per sample, per labelled output, the `top_k`
-        (label, probability) pairs, most likely first. `warnings` and `strict` as in `prepare`."""
+        (label, probability) pairs, most likely first. `warnings`, `strict` and `max_pixels` as in `prepare`."""
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
-        return self.rank(self.predict(raw if arrays else self.prepare(raw, warnings, strict)), top_k)
+        return self.rank(self.predict(raw if arrays else self.prepare(raw, warnings, strict, max_pixels)), top_k)
 
     def rank(self, outputs: Mapping[str, np.ndarray], top_k: int) -> list[dict[str, list[tuple[str, float]]]]:
         """Model outputs -> per sample, per labelled output, the `top_k` (label, probability) pairs."""
