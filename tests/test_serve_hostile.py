@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 import zoo.runtime as rt
 import zoo.serve
 from servers import ROOT, Server
-from test_serve import run_batcher
+from test_serve import run_batcher, water  # noqa: F401 - water: a fixture
 from zoo.contract import ImagePreprocess, ImageTooLarge
 
 SKY = ROOT / "examples" / "images" / "sky.jpg"
@@ -130,12 +130,6 @@ def test_an_animation_and_a_flat_image_get_warnings(bundle):
 
 
 # --- parsing: no request reaches the catch-all -----------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def water(bundle):
-    with rt.load(bundle("water-mlp"), threads=1) as session:
-        yield session
-
 
 @pytest.fixture(scope="module")
 def clouds(bundle):
@@ -359,7 +353,8 @@ def test_request_heads_over_the_limit_get_431(server):
     just_over = live + b"X-Big: " + b"a" * (17 * 1024) + b"\r\n\r\n"   # in one read: measured when it ends
     for request in (many, huge, just_over):
         status, answer, _ = exchange(server.port, request)
-        assert status == 431 and "this server takes at most 16384 bytes (--max-header-kb)" in json.loads(answer)["error"]
+        error = json.loads(answer)["error"]
+        assert status == 431 and "this server takes at most 16384 bytes (--max-header-kb)" in error
     assert exchange(server.port, live + b"X-Big: " + b"a" * (15 * 1024) + b"\r\n\r\n")[0] == 200
     assert peak_rss_mb(server.process.pid) - before < 50   # was +320 MB for a 256 MB header
 

@@ -165,7 +165,8 @@ class ImagePreprocess:
         h, w = self.size[0] + 2 * self.pad, self.size[1] + 2 * self.pad
         return (self.channels * h * w,) if self.flatten else (self.channels, h, w)
 
-    def decode(self, source, warn: Warn = None, index: int = 0, max_pixels: int | None = MAX_IMAGE_PIXELS) -> np.ndarray:
+    def decode(self, source, warn: Warn = None, index: int = 0,
+               max_pixels: int | None = MAX_IMAGE_PIXELS) -> np.ndarray:
         """Image file path, encoded bytes, PIL image or uint8 array (H, W) / (H, W, C) -> uint8 (C, H, W)
         in `mode` and `size`. A file or bytes of more than `max_pixels` pixels is refused (ImageTooLarge)
         before it is decoded (None: only Pillow's own limit, 179 Mpx). 16-bit images are scaled to 8 bits;
@@ -187,8 +188,8 @@ class ImagePreprocess:
             except ImageTooLarge:
                 raise
             except Image.DecompressionBombError:
-                raise ImageTooLarge(f"image {what} has more than Pillow's limit of {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} "
-                                    "Mpx") from None
+                limit = 2 * Image.MAX_IMAGE_PIXELS / 1e6
+                raise ImageTooLarge(f"image {what} has more than Pillow's limit of {limit:.0f} Mpx") from None
             except Exception as e:  # noqa: BLE001 - Pillow's decoders raise many types on hostile files
                 reason = str(e) or type(e).__name__
                 if isinstance(source, bytes) and " <_io.BytesIO" in reason:   # PIL names the buffer object

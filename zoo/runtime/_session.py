@@ -198,7 +198,8 @@ class Session:
                 for name in self.output_names if name in self.manifest.labels}
 
     def classify(self, raw, top_k: int = 1, arrays: bool = False, warnings: list | None = None,
-                 strict: bool = False, max_pixels: int | None = MAX_IMAGE_PIXELS) -> list[dict[str, list[tuple[str, float]]]]:
+                 strict: bool = False,
+                 max_pixels: int | None = MAX_IMAGE_PIXELS) -> list[dict[str, list[tuple[str, float]]]]:
         """Raw inputs (or model arrays with `arrays=True`) -> per sample, per labelled output, the `top_k`
         (label, probability) pairs, most likely first. `warnings`, `strict` and `max_pixels` as in `prepare`."""
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
