@@ -2,9 +2,10 @@
 
 Starts, on the same bundles with the same flags, `zoo serve` from a source tree without the limits (`--before`,
 e.g. the commit before them: `git archive 3750fbd | tar -x -C /tmp/before`), `zoo serve` from this tree (the
-connection guard on httptools: head size and head/body timeouts), and this tree's app on uvicorn's pure-Python
-h11 protocol with its own head limit (`h11_max_incomplete_event_size`, the alternative: it has a head limit but
-no timeouts). Then it runs the same bounded load (serve_load.py: every answer checked) on each in turn,
+connection guard on httptools: head size and head/body timeouts), the same with the guard swapped for uvicorn's
+plain httptools protocol (what the guard alone costs, apart from the app's changes), and this tree's app on
+uvicorn's pure-Python h11 protocol with its own head limit (`h11_max_incomplete_event_size`, the alternative:
+a head limit but no timeouts). Then it runs the same bounded load (serve_load.py: every answer checked) on each in turn,
 rotating which goes first, for `--repeats` passes, and reports the median throughput and p50 of each. First
 it times the guard alone, in this process: one keep-alive connection's requests fed to uvicorn's httptools
 protocol and to the guarded one, on uvloop, with an app that answers at once (CPU µs per request, alternating).
@@ -43,6 +44,15 @@ bundles, port = sys.argv[1:-1], int(sys.argv[-1])
 app = zoo.serve.create_app([zoo.runtime.load(b, threads=1) for b in bundles])
 uvicorn.run(app, host="127.0.0.1", port=port, http="h11", h11_max_incomplete_event_size=64 * 1024,
             log_level="warning", lifespan="on")
+"""
+UNGUARDED = """
+import sys
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+import zoo.serve._guard
+zoo.serve._guard.GuardedProtocol.with_limits = classmethod(lambda cls, *limits: HttpToolsProtocol)
+from zoo.cli import main
+sys.argv[0] = "zoo"
+main()
 """
 
 
@@ -194,14 +204,17 @@ def main():
     parser.add_argument("--json", dest="json_file", default="benchmarks/serve_limits.json")
     args = parser.parse_args()
     bundles = [args.bundles / f"{m}-onnx" for m in ("water-mlp", "clouds-cnn")]
-    serve = [sys.executable, "-m", "zoo.cli", "serve", *map(str, bundles), "--threads", "1"]
+    serve = ["serve", *map(str, bundles), "--threads", "1"]
     logs = Path(tempfile.mkdtemp(prefix="zoo-serve-limits-"))
-    result = {"variants": ["before", "after", "h11"], "repeats": args.repeats, "loadavg": {"start": os.getloadavg()}}
+    result = {"variants": ["before", "after", "unguarded", "h11"], "repeats": args.repeats,
+              "loadavg": {"start": os.getloadavg()}}
     print(f"load average at start: {os.getloadavg()}", flush=True)
     result["protocol_us_per_request"] = protocol_cost(2 * args.repeats + 1)
     print(json.dumps(result["protocol_us_per_request"]), flush=True)
-    variants = [Variant("before", serve, args.before.resolve(), logs / "before.log"),
-                Variant("after", serve, HERE, logs / "after.log"),
+    zoo_cli = [sys.executable, "-m", "zoo.cli", *serve]
+    variants = [Variant("before", zoo_cli, args.before.resolve(), logs / "before.log"),
+                Variant("after", zoo_cli, HERE, logs / "after.log"),
+                Variant("unguarded", [sys.executable, "-c", UNGUARDED, *serve], HERE, logs / "unguarded.log"),
                 Variant("h11", [sys.executable, "-c", H11, *map(str, bundles)], HERE, logs / "h11.log")]
     rows = []
     try:

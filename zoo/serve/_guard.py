@@ -8,7 +8,7 @@ received within `head_timeout` seconds of the connection or of its first byte, o
 within `body_timeout` seconds of its head, with 408, and closes the connection; a connection that sent
 nothing is closed without an answer. The answers are JSON like the app's. Deadlines are checked by one
 timer per connection, every second (or a quarter of the shorter timeout), not one per request: the guard
-adds about 3 µs to a request (benchmarks/RESULTS.md, serving limits)."""
+adds 1–2 µs of CPU to a request (benchmarks/RESULTS.md, serving limits)."""
 
 from __future__ import annotations
 
