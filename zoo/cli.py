@@ -942,7 +942,15 @@ def serve(
     max_body_mb: Annotated[float, typer.Option(min=0.001, help="Larger request bodies get 413 (zoo engine; "
                                                          "Triton has its own limits).")] = 32,
     drain_seconds: Annotated[float, typer.Option(min=0, help="On SIGTERM, how long in-flight requests may "
-                                                 "take to finish.")] = 30,
+                                                 "take to finish (those still running then get 503).")] = 30,
+    max_image_mpx: Annotated[float, typer.Option(min=0.001, help="Larger images (megapixels) get 413 before "
+                                                 "they are decoded (zoo engine).")] = 16,
+    max_header_kb: Annotated[float, typer.Option(min=1, help="A larger request line + headers gets 431 (zoo "
+                                                 "engine).")] = 64,
+    head_timeout: Annotated[float, typer.Option(min=0.1, help="Seconds a client may take to send a request's "
+                                                "head; slower ones get 408 and are disconnected (zoo engine).")] = 10,
+    body_timeout: Annotated[float, typer.Option(min=0.1, help="Seconds a client may take to send a request's "
+                                                "body after its head; the same (zoo engine).")] = 60,
     grpc_port: Annotated[int | None, typer.Option(min=1, max=65535, help="Triton's gRPC port.",
                                                   show_default="--port + 1")] = None,
     metrics_port: Annotated[int | None, typer.Option(min=1, max=65535, help="Triton's metrics port.",
@@ -978,7 +986,9 @@ def serve(
         for bundle in bundles:
             sessions.append(zoo.runtime.load(bundle, device=device, threads=threads, **trust))
         options = zoo.serve.Options(max_batch_size=max_batch_size, max_queue_delay_ms=max_queue_delay_ms,
-                                    instances=instances, max_body_bytes=int(max_body_mb * 2**20))
+                                    instances=instances, max_body_bytes=int(max_body_mb * 2**20),
+                                    max_image_pixels=int(max_image_mpx * 1e6), max_head_bytes=int(max_header_kb * 1024),
+                                    head_timeout=head_timeout, body_timeout=body_timeout)
         try:
             zoo.serve.serve(sessions, host, port, options, drain_seconds=drain_seconds, access_log=access_log,
                             announce=lambda line: print(plain(line), flush=True))
