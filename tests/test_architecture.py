@@ -10,17 +10,18 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("errors", "contract", "registry", "catalog", "weights", "hub", "runtime", "data", "training", "export",
-            "bench", "serve", "cli")
+PACKAGES = ("errors", "contract", "specs", "catalog", "registry", "weights", "hub", "runtime", "data", "training",
+            "export", "bench", "serve", "cli")
 # what each package may load of zoo (besides itself and the empty `zoo` package), and whether torch
 ALLOWED = {
     "errors": (set(), False),
     "contract": ({"errors"}, False),
-    "registry": ({"errors", "contract"}, False),
+    "specs": ({"errors", "contract"}, False),
+    "catalog": ({"errors", "contract", "specs"}, False),
+    "registry": ({"errors", "contract", "specs", "catalog"}, False),
     "runtime": ({"errors", "contract"}, False),
-    "weights": ({"errors", "contract", "registry"}, False),
-    "catalog": ({"errors", "contract", "registry"}, False),
-    "hub": ({"errors", "contract", "registry", "weights"}, False),
+    "weights": ({"errors", "contract", "specs", "catalog", "registry"}, False),
+    "hub": ({"errors", "contract", "specs", "catalog", "registry", "weights"}, False),
     "serve": ({"errors", "contract", "runtime", "outputs"}, False),
 }
 SERVE_MAY_USE = ("serve", "runtime", "contract", "errors", "outputs")
@@ -115,3 +116,92 @@ def test_nothing_reaches_into_private_attributes_of_other_objects():
                     and node.attr not in allowed):
                 offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}: .{node.attr}")
     assert not offenders, offenders
+
+
+def _modules() -> dict[str, Path]:
+    """Every module of zoo by dotted name (a package by its own name)."""
+    out = {}
+    for path in (ROOT / "zoo").rglob("*.py"):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return out
+
+
+def _module_level_imports(name: str, path: Path, modules: dict) -> set[str]:
+    """The zoo modules that `name` imports when it is imported: its module-level import statements (in `if` and
+    `try` blocks too; not in functions or classes, nor under TYPE_CHECKING). `from P import m` depends on the
+    module P.m when m is one (as `import P.m` does), else on P."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found, todo = set(), list(ast.parse(path.read_text()).body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            continue
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            todo += node.orelse
+            continue
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parent + ([base] if base else []))
+            submodules = {f"{base}.{a.name}" for a in node.names} & set(modules)
+            found |= submodules or {base}
+            if len(submodules) < len(node.names):
+                found.add(base)
+        todo += ast.iter_child_nodes(node)
+    return {m for m in found if m in modules and m != name}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import cycles of `graph`: its strongly connected components of more than one module (Tarjan)."""
+    index, low, stack, on_stack, out = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while not component or component[-1] != v:
+                component.append(stack.pop())
+                on_stack.discard(component[-1])
+            if len(component) > 1:
+                out.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_cycles():
+    """No module of zoo imports, at module level, one that imports it back (directly or through others)."""
+    modules = _modules()
+    graph = {name: _module_level_imports(name, path, modules) for name, path in modules.items()}
+    assert graph["zoo.registry"] >= {"zoo.catalog", "zoo.specs"}   # the parser sees what it must
+    assert not _cycles(graph), _cycles(graph)
+
+
+def test_the_cycle_check_finds_a_cycle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_zoo_modules_are_found_by_name_not_loaded_dynamically():
+    """importlib.import_module on a zoo module hides an import from the cycle check (the registry once loaded
+    the catalog so, and the catalog imported the registry back): only user-given "module:attr" strings are."""
+    for path in (ROOT / "zoo").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and ast.unparse(node.func).endswith("import_module") and node.args:
+                argument = node.args[0]
+                assert not (isinstance(argument, ast.Constant) and str(argument.value).startswith("zoo")), \
+                    f"{path.relative_to(ROOT)}:{node.lineno} imports {argument.value} dynamically"

@@ -1,10 +1,10 @@
-"""Every course model and dataset, declared once. Shapes, labels, preprocessing, recipes and where each
-dataset comes from live here only."""
+"""Every course model and dataset, declared once (`MODELS`, `DATASETS`, read by zoo/registry.py). Shapes,
+labels, preprocessing, recipes and where each dataset comes from live here only."""
 
 import dataclasses
 
-from zoo.registry import (DatasetSpec, ImagePreprocess, ModelSpec, OneHotPreprocess, Pretrained, Recipe,
-                          SeriesPreprocess, TabularPreprocess, TensorSpec, register, register_dataset)
+from zoo.contract import ImagePreprocess, OneHotPreprocess, SeriesPreprocess, TabularPreprocess, TensorSpec
+from zoo.specs import DatasetSpec, ModelSpec, Pretrained, Recipe
 
 INTERMEDIATE = "Intermediate Deep Learning with PyTorch (DataCamp)"
 BLITZ = "Deep Learning with PyTorch: A 60 Minute Blitz"
@@ -52,7 +52,7 @@ _DIGIT_FORMATS = ("gzip tar of <digit>/*.png (train/ and test/ members), ImageFo
                   "(train-/t10k-images-idx3-ubyte[.gz] + labels), or a CSV of 784 pixels + label")
 _CIFAR_FORMATS = ("gzip tar of <class>/*.jpg, ImageFolder tree (train/, test/ or the class folders), or "
                   "torchvision's cifar-10-batches-py/ folder")
-for _dataset in (
+DATASETS = (
     DatasetSpec("clouds", "clouds", "zoo.data.clouds:load", "zoo.data.clouds:write_sample", CLOUD_TYPES,
                 formats="ImageFolder tree of the 7 cloud-type folders (or a folder holding clouds_train/, clouds_test/)",
                 source="DataCamp's course data; a copy is in github.com/SimeonHristov99/ML_24-25 (DATA/clouds)"),
@@ -121,8 +121,8 @@ for _dataset in (
     DatasetSpec("circles", None, "zoo.data.tabular:load_circles", "zoo.data.tabular:write_circles_sample",
                 ("outer circle", "inner circle"), columns=("x1", "x2", "label"), course_data=True, formats="CSV x1,x2,label",
                 source="make_circles(1000, noise=0.03, random_state=42) as in the notes (built in)"),
-):
-    register_dataset(_dataset)
+)
+MODELS: list[ModelSpec] = []   # in the order they are declared; the registry lists them by name
 
 
 def image(name="image", channels=3, size=32):
@@ -135,7 +135,7 @@ def vector(name, width):
 
 # --- Intermediate Deep Learning with PyTorch (DataCamp) -------------------------------------------
 
-register(ModelSpec(
+MODELS.append(ModelSpec(
     name="water-mlp", course=INTERMEDIATE, task="binary",
     build="zoo.models.intermediate:WaterMLP", params=353,
     inputs=(vector("features", 9),), outputs=(vector("probability", 1),), output_kind="probability",
@@ -153,7 +153,7 @@ register(ModelSpec(
     ),
 ))
 
-register(ModelSpec(
+MODELS.append(ModelSpec(
     name="clouds-cnn", course=INTERMEDIATE, task="multiclass",
     build="zoo.models.intermediate:CloudsCNN", params=134_087,
     inputs=(image("image", 3, 64),), outputs=(vector("logits", 7),),
@@ -177,7 +177,7 @@ register(ModelSpec(
 ))
 
 for _cell, _params in (("rnn", 3_265), ("lstm", 12_961), ("gru", 9_729)):
-    register(ModelSpec(
+    MODELS.append(ModelSpec(
         name=f"electricity-{_cell}", course=INTERMEDIATE, task="regression",
         build=f"zoo.models.intermediate:electricity_{_cell}", params=_params,
         inputs=(TensorSpec("series", ("batch", "sequence", 1)),), outputs=(vector("next_value", 1),),
@@ -205,7 +205,7 @@ for _cell, _params in (("rnn", 3_265), ("lstm", 12_961), ("gru", 9_729)):
         ),
     ))
 
-register(ModelSpec(
+MODELS.append(ModelSpec(
     name="omniglot-two-input", course=INTERMEDIATE, task="multiclass",
     build="zoo.models.intermediate:OmniglotTwoInput", params=2_229_756,
     inputs=(image("image", 1, 64), vector("alphabet", 30)), outputs=(vector("character", 964),),
@@ -228,7 +228,7 @@ register(ModelSpec(
     ),
 ))
 
-register(ModelSpec(
+MODELS.append(ModelSpec(
     name="omniglot-two-output", course=INTERMEDIATE, task="multi-output",
     build="zoo.models.intermediate:OmniglotTwoOutput", params=2_225_666,
     inputs=(image("image", 1, 64),), outputs=(vector("alphabet", 30), vector("character", 964)),
@@ -255,7 +255,7 @@ register(ModelSpec(
 
 # --- PyTorch 60-minute blitz ----------------------------------------------------------------------
 
-register(ModelSpec(
+MODELS.append(ModelSpec(
     name="lenet-mnist", course=BLITZ, task="multiclass",
     build="zoo.models.blitz:LeNet", params=81_194,
     inputs=(image("image", 1, 32),), outputs=(vector("logits", 10),),
@@ -273,7 +273,7 @@ register(ModelSpec(
     ),
 ))
 
-register(ModelSpec(
+MODELS.append(ModelSpec(
     name="cifar10-net", course=BLITZ, task="multiclass",
     build="zoo.models.blitz:CifarNet", params=62_006,
     inputs=(image("image", 3, 32),), outputs=(vector("logits", 10),),
@@ -295,7 +295,7 @@ register(ModelSpec(
 # --- fast.ai lesson 4 -----------------------------------------------------------------------------
 
 _MNIST_FLAT = ImagePreprocess(size=(28, 28), mode="L", flatten=True)
-register(ModelSpec(
+MODELS.append(ModelSpec(
     name="mnist-3v7-linear", course=FASTAI, task="binary",
     build="zoo.models.fastai:mnist_linear", params=785,
     inputs=(vector("pixels", 784),), outputs=(vector("logit", 1),), output_kind="logit",
@@ -312,7 +312,7 @@ register(ModelSpec(
     ),
 ))
 
-register(ModelSpec(
+MODELS.append(ModelSpec(
     name="mnist-3v7-simplenet", course=FASTAI, task="binary",
     build="zoo.models.fastai:simple_net", params=23_581,
     inputs=(vector("pixels", 784),), outputs=(vector("logit", 1),), output_kind="logit",
@@ -331,7 +331,7 @@ register(ModelSpec(
 # --- Deep Learning with PyTorch (book) ------------------------------------------------------------
 
 _THERMO = {"reading": TabularPreprocess(columns=("t_u",), scale=0.1)}
-register(ModelSpec(
+MODELS.append(ModelSpec(
     name="thermometer-linear", course=BOOK, task="regression",
     build="zoo.models.book:thermometer_linear", params=2,
     inputs=(vector("reading", 1),), outputs=(vector("celsius", 1),), output_kind="value",
@@ -346,7 +346,7 @@ register(ModelSpec(
     ),
 ))
 
-register(ModelSpec(
+MODELS.append(ModelSpec(
     name="thermometer-mlp", course=BOOK, task="regression",
     build="zoo.models.book:thermometer_mlp", params=40,
     inputs=(vector("reading", 1),), outputs=(vector("celsius", 1),), output_kind="value",
@@ -393,10 +393,10 @@ for _name, _build, _params, _desc in (
             "epochs), gradient clipping at 1.0, weight decay 5e-4, batch 64, 12 epochs with random crop and "
             "flip, instead of plain SGD lr 3e-3 for 100 epochs; 10 independent blocks (the book's code shares "
             "one); normalised with the CIFAR-10 mean/std as in the book.")
-    register(ModelSpec(name=_name, build=f"zoo.models.book:{_build}", params=_params, description=_desc,
+    MODELS.append(ModelSpec(name=_name, build=f"zoo.models.book:{_build}", params=_params, description=_desc,
                        **options))
 
-register(ModelSpec(
+MODELS.append(ModelSpec(
     name="cifar2-fc", course=BOOK, task="multiclass",
     build="zoo.models.book:cifar2_fc", params=1_574_402,
     inputs=(image("image", 3, 32),), outputs=(vector("logits", 2),),
@@ -413,7 +413,7 @@ register(ModelSpec(
 
 # --- Deep-learning fundamentals notes -------------------------------------------------------------
 
-register(ModelSpec(
+MODELS.append(ModelSpec(
     name="circles-mlp", course=FUNDAMENTALS, task="binary",
     build="zoo.models.fundamentals:circles_mlp", params=151,
     inputs=(vector("point", 2),), outputs=(vector("probability", 1),), output_kind="probability",
@@ -430,7 +430,7 @@ register(ModelSpec(
     ),
 ))
 
-register(ModelSpec(
+MODELS.append(ModelSpec(
     name="fashion-mnist-mlp", course=FUNDAMENTALS, task="multiclass",
     build="zoo.models.fundamentals:fashion_mlp", params=52_650,
     inputs=(image("image", 1, 28),), outputs=(vector("logits", 10),),
@@ -447,7 +447,7 @@ register(ModelSpec(
     ),
 ))
 
-register(ModelSpec(
+MODELS.append(ModelSpec(
     name="tinyvgg-pizza-steak", course=FUNDAMENTALS, task="binary",
     build="zoo.models.fundamentals:TinyVGG", params=31_101,
     inputs=(image("image", 3, 224),), outputs=(vector("probability", 1),), output_kind="probability",
@@ -468,7 +468,7 @@ register(ModelSpec(
     ),
 ))
 
-register(ModelSpec(
+MODELS.append(ModelSpec(
     name="insurance-mlp", course=FUNDAMENTALS, task="regression",
     build="zoo.models.fundamentals:insurance_mlp", params=2_021,
     inputs=(vector("features", 9),), outputs=(vector("charges", 1),), output_kind="value",
@@ -489,7 +489,7 @@ register(ModelSpec(
     ),
 ))
 
-register(ModelSpec(
+MODELS.append(ModelSpec(
     name="boston-housing-mlp", course=FUNDAMENTALS, task="regression",
     build="zoo.models.fundamentals:boston_mlp", params=12_521,
     inputs=(vector("features", 13),), outputs=(vector("medv", 1),), output_kind="value",
@@ -518,7 +518,7 @@ register(ModelSpec(
 ))
 
 
-register(ModelSpec(
+MODELS.append(ModelSpec(
     name="food10-mobilenetv2", course=FUNDAMENTALS, task="multiclass",
     build="zoo.models.fundamentals:food10_mobilenetv2", params=2_236_682,
     inputs=(image("image", 3, 224),), outputs=(vector("logits", 10),),
