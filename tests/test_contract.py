@@ -6,6 +6,7 @@ import gzip
 import io
 import json
 import tarfile
+from dataclasses import replace as dataclass_replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,8 +17,8 @@ from PIL import Image
 
 import zoo.runtime as rt
 from zoo import data as zdata, registry
-from zoo.contract import (ImagePreprocess, InvalidField, OneHotPreprocess, SeriesPreprocess, TabularPreprocess,
-                          TensorSpec, preprocess_from_dict, preprocessing_from_dict)
+from zoo.contract import (ImagePreprocess, InvalidField, OneHotPreprocess, SeriesPreprocess, Signature,
+                          TabularPreprocess, TensorSpec, preprocess_from_dict, preprocessing_from_dict)
 from zoo.training._trainer import fit_preprocessing
 
 N = 6  # samples compared per model
@@ -205,3 +206,69 @@ def test_series_and_onehot():
     np.testing.assert_array_equal(onehot.apply(onehot.encode(["b", "a"])), [[0, 1], [1, 0]])
     with pytest.raises(ValueError, match="unknown category 'c'"):
         onehot.encode("c")
+
+
+# --- the Signature --------------------------------------------------------------------------------
+
+def _signature(kind: str, width: int, task: str = "binary") -> Signature:
+    labels = {"y": tuple(f"c{i}" for i in range(Signature.classes(width)))} if task != "regression" else {}
+    return Signature(task, kind, (TensorSpec("x", ("batch", 3)),), (TensorSpec("y", ("batch", width)),), labels)
+
+
+@pytest.mark.parametrize("kind, width", [("logits", 4), ("logits", 1), ("logit", 1), ("logit", 3),
+                                         ("probability", 1), ("probability", 3)])
+def test_top1_is_the_class_of_the_largest_probability(kind, width):
+    signature = _signature(kind, width)
+    raw = np.random.default_rng(0).standard_normal((50, width)).astype(np.float32)
+    if kind == "probability":
+        raw = 1 / (1 + np.exp(-raw))
+    probabilities = signature.probabilities("y", raw)
+    assert probabilities.shape == (50, max(width, 2)) and np.all((0 <= probabilities) & (probabilities <= 1))
+    if kind == "logits" and width > 1:
+        np.testing.assert_allclose(probabilities.sum(1), 1)
+    np.testing.assert_array_equal(np.asarray(signature.top1(raw)).astype(int), probabilities.argmax(1))
+    tensor = signature.top1(torch.from_numpy(raw))   # the trainer's metrics take torch tensors
+    np.testing.assert_array_equal(tensor.numpy().astype(int), probabilities.argmax(1))
+
+
+def test_a_binary_output_of_width_one_has_negative_and_positive():
+    probabilities = _signature("logit", 1).probabilities("y", np.array([[0.0], [np.log(3)]]))
+    np.testing.assert_allclose(probabilities, [[0.5, 0.5], [0.25, 0.75]])
+    with pytest.raises(InvalidField, match=r"expected 2 class names.*\[negative, positive\]"):
+        Signature.from_dict(dict(_signature("logit", 1).to_dict(), labels={"y": ["yes"]}))
+
+
+def test_regressors_have_no_probabilities_and_classifiers_need_labels():
+    with pytest.raises(ValueError, match="no class probabilities"):
+        _signature("value", 1, "regression").probabilities("y", np.zeros((1, 1)))
+    with pytest.raises(InvalidField, match="`labels.y`: expected the class names of every output of a classifier"):
+        Signature.from_dict(dict(_signature("logits", 3).to_dict(), labels={}))
+
+
+@pytest.mark.parametrize("name", registry.names())
+def test_every_spec_signature_reads_back_as_it_was_written(name):
+    signature = registry.get(name).signature
+    assert Signature.from_dict(signature.to_dict()) == signature
+    assert signature.difference(Signature.from_dict(signature.to_dict())) is None
+
+
+def test_the_first_difference_of_two_signatures_is_what_changes_answers_first():
+    spec = registry.get("clouds-cnn").signature
+    fitted = spec.with_preprocess({"image": dataclass_replace(spec.preprocess["image"], mean=(0.5,) * 3,
+                                                              std=(0.2,) * 3)})
+    relabelled = dataclass_replace(fitted, labels={"logits": ("a",) * 7})
+    assert fitted.difference(spec) == ("preprocess.image.mean", [0.5] * 3, None)
+    assert relabelled.difference(spec)[0] == "preprocess.image.mean"   # preprocessing before labels
+    assert relabelled.difference(fitted) == ("labels.logits[0]", "a", "cirriform clouds")
+    assert dataclass_replace(spec, task="binary").difference(relabelled)[0] == "task"
+
+
+def test_random_inputs_are_in_the_range_the_preprocessing_gives():
+    signature = registry.get("omniglot-two-input").signature
+    rng = np.random.default_rng(0)
+    arrays = signature.random_inputs(5, 1, rng)
+    image, alphabet = arrays["image"], arrays["alphabet"]
+    assert image.shape == (5, 1, 64, 64) and image.dtype == np.float32 and 0 <= image.min() and image.max() <= 1
+    assert alphabet.shape == (5, 30) and np.all(alphabet.sum(1) == 1) and set(np.unique(alphabet)) == {0, 1}
+    series = registry.get("electricity-gru").signature.random_inputs(2, 7, rng)["series"]
+    assert series.shape == (2, 7, 1)

@@ -15,7 +15,6 @@ from typer.testing import CliRunner
 
 from zoo import registry
 from zoo.catalog import CIFAR10_CLASSES, OMNIGLOT_ALPHABETS, OMNIGLOT_CHARACTERS
-from zoo.contract import prepare
 from zoo.data import DataError, builtin, load, model_inputs
 from zoo.data._imagefiles import write_tar
 from zoo.data.digits import write_idx
@@ -120,7 +119,7 @@ def test_training_decoding_equals_runtime_preprocessing(name, tmp_path):
     if s.dataset == "fashion_mnist":  # IDX: the runtime gets the stored arrays
         with gzip.open(path / "train-images-idx3-ubyte.gz") as f:
             raw = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)
-        runtime = prepare(pre, list(raw))
+        runtime = pre.prepare(list(raw))
         index = torch.arange(len(raw))
     else:
         if path.is_file():  # a tar: the runtime gets the member files; they come first in label order
@@ -131,7 +130,7 @@ def test_training_decoding_equals_runtime_preprocessing(name, tmp_path):
             if s.dataset == "mnist_sample":  # labels ("7", "3"): the adapter reads "7" first
                 files = sorted(files, key=lambda p: (p.parent.name != "7", p.name))
             files, index = files[:12], torch.arange(12)
-        runtime = prepare(pre, [str(f) for f in files])
+        runtime = pre.prepare([str(f) for f in files])
     batch = data.subset(index)
     training = model_inputs(batch.preprocess, {key: batch.inputs[key]})[key].numpy()
     assert training.shape == runtime.shape and np.array_equal(training, runtime)

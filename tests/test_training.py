@@ -17,7 +17,6 @@ from typer.testing import CliRunner
 import zoo
 from zoo import data as zdata, registry
 from zoo.cli import app
-from zoo.contract import prepare
 from zoo.errors import ZooError
 from zoo.training._checkpoint import read_checkpoint_state
 from zoo.weights import load_model, sha256_file
@@ -115,7 +114,7 @@ def test_training_preprocessing_equals_runtime_preprocessing():
     assert dataset.preprocess["image"].mean is not None
     folder = zdata.builtin.materialize("clouds")
     files = sorted(p for c in spec.labels["logits"] for p in (folder / c).glob("*.jpg"))[:5]
-    served = prepare(dataset.preprocess["image"], [str(f) for f in files])
+    served = dataset.preprocess["image"].prepare([str(f) for f in files])
     trained = zdata.model_inputs(dataset.preprocess, {"image": dataset.inputs["image"][:5]})["image"]
     np.testing.assert_array_equal(trained.numpy(), served)
 

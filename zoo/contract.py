@@ -1,4 +1,6 @@
-"""A model's data contract: the tensors it takes and gives, and the preprocessing that makes them.
+"""A model's data contract: the tensors it takes and gives, the preprocessing that makes them, and the
+`Signature` that holds both with the model's task, output kind and labels, and the rules that read them
+(class probabilities, top-1 classes, random inputs, comparison).
 
 `TensorSpec` describes one input or output. One preprocessing object per input does all the
 preprocessing there is, for every stage: `from_dict` reads and validates it (the only reader of a
@@ -25,7 +27,8 @@ import numpy as np
 
 __all__ = ["TensorSpec", "ImagePreprocess", "TabularPreprocess", "SeriesPreprocess", "OneHotPreprocess",
            "Preprocess", "InvalidField", "preprocess_from_dict", "preprocessing_from_dict", "preprocessing_to_dict",
-           "RANGE_SLACK", "LIMITS", "decimal_comma", "MAX_IMAGE_PIXELS", "ImageTooLarge"]
+           "RANGE_SLACK", "LIMITS", "decimal_comma", "MAX_IMAGE_PIXELS", "ImageTooLarge", "Signature", "TASKS",
+           "CLASSIFIER_TASKS", "OUTPUT_KINDS", "first_difference"]
 
 RANGE_SLACK = 0.1  # a value more than this share of the training range outside it gets a warning
 MAX_IMAGE_PIXELS = 64_000_000   # image files and bytes with more pixels are refused before decoding (8000 x 8000)
@@ -180,10 +183,37 @@ def _warn_if_flat(array: np.ndarray, warn: Warn, index: int) -> None:
                     "for the model to recognise, so its answer means little")
 
 
+# --- what every kind of preprocessing does ----------------------------------------------------------
+
+class _Kind:
+    """What every kind of preprocessing offers every stage, with what most kinds do; a kind overrides where it
+    differs, so that no stage asks which kind it holds."""
+
+    kind: ClassVar[str]
+
+    def prepare(self, raw, warn: Warn = None, max_pixels: int | None = MAX_IMAGE_PIXELS) -> np.ndarray:
+        """Raw inputs -> the float32 model input: `encode`, then `apply` (`max_pixels`: images only, see `decode`)."""
+        return self.apply(self.encode(raw, warn))
+
+    def random_input(self, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+        """Seeded model input of `shape` (batch first) in the range the preprocessing gives: standard normal, or
+        made from random raw values where the kind's range is narrower."""
+        return rng.standard_normal(shape).astype(np.float32)
+
+    def raw_tensors(self, name: str) -> tuple[TensorSpec, ...]:
+        """The inputs of a raw-input model (the preprocessing in its graph) that make its network input `name`."""
+        raise NotImplementedError
+
+    def raw_values(self, name: str, raw, warn: Warn = None, max_pixels: int | None = MAX_IMAGE_PIXELS) -> dict:
+        """Raw value(s) for network input `name` -> the values of `raw_tensors`, batch first, checked as `encode`
+        checks them (images: one uint8 (H, W, C) array per sample, since their sizes may differ)."""
+        raise NotImplementedError
+
+
 # --- images --------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class ImagePreprocess:
+class ImagePreprocess(_Kind):
     """Image -> float32 (C, H, W): convert to `mode`, resize to `size`, /255, pad, normalise, flatten."""
     kind: ClassVar[str] = "image"
     size: tuple[int, int]                      # (height, width) after resizing
@@ -300,13 +330,31 @@ class ImagePreprocess:
                 warn(index, f"{int((alpha < 255).sum())} transparent pixel(s): the alpha channel was dropped")
         return image
 
-    def encode(self, items, warn: Warn = None, max_pixels: int | None = MAX_IMAGE_PIXELS) -> np.ndarray:
-        """One image or a list of them -> uint8 (N, C, H, W); `max_pixels` as in `decode`."""
-        many = isinstance(items, (list, tuple)) or (isinstance(items, np.ndarray) and items.ndim == 4)
-        items = list(items) if many else [items]
+    @staticmethod
+    def _items(images) -> list:
+        """One image or a list of them (a 4-D array is a batch) -> a list of at least one."""
+        many = isinstance(images, (list, tuple)) or (isinstance(images, np.ndarray) and images.ndim == 4)
+        items = list(images) if many else [images]
         if not items:
             raise ValueError("expected at least one image, got none")
-        return np.stack([self.decode(item, warn, i, max_pixels) for i, item in enumerate(items)])
+        return items
+
+    def encode(self, items, warn: Warn = None, max_pixels: int | None = MAX_IMAGE_PIXELS) -> np.ndarray:
+        """One image or a list of them -> uint8 (N, C, H, W); `max_pixels` as in `decode`."""
+        return np.stack([self.decode(item, warn, i, max_pixels) for i, item in enumerate(self._items(items))])
+
+    def prepare(self, raw, warn: Warn = None, max_pixels: int | None = MAX_IMAGE_PIXELS) -> np.ndarray:
+        return self.apply(self.encode(raw, warn, max_pixels))
+
+    def random_input(self, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+        """Random uint8 pixels through `apply`."""
+        return self.apply(rng.integers(0, 256, (shape[0], self.channels, *self.size), dtype=np.uint8))
+
+    def raw_tensors(self, name: str) -> tuple[TensorSpec, ...]:
+        return (TensorSpec(name, ("batch", "height", "width", self.channels), "uint8"),)
+
+    def raw_values(self, name: str, raw, warn: Warn = None, max_pixels: int | None = MAX_IMAGE_PIXELS) -> dict:
+        return {name: [self.pixels(item, warn, i, max_pixels) for i, item in enumerate(self._items(raw))]}
 
     def apply(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 (N, C, H, W) -> float32 model input."""
@@ -389,7 +437,7 @@ def _fmt(values) -> str:
 # --- tabular -------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class TabularPreprocess:
+class TabularPreprocess(_Kind):
     """CSV rows -> float32 (N, F): numeric columns as numbers, categorical columns encoded (two
     categories: one column, 1 for the second; more: one-hot), times `scale`, then standardised or
     min-max scaled with statistics fitted on the training split."""
@@ -478,6 +526,14 @@ class TabularPreprocess:
             else:
                 parts.append(np.eye(len(names), dtype=np.float64)[values])
         return np.concatenate(parts, axis=1)
+
+    def raw_tensors(self, name: str) -> tuple[TensorSpec, ...]:
+        """One per column: numbers as float64, category names as strings."""
+        return tuple(TensorSpec(c, ("batch",), STRING if c in self.categories else "float64") for c in self.columns)
+
+    def raw_values(self, name: str, raw, warn: Warn = None, max_pixels: int | None = MAX_IMAGE_PIXELS) -> dict:
+        return {c: (np.asarray(self.categories[c], dtype=object)[v] if c in self.categories else v)
+                for c, v in self.values(raw, warn).items()}
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         if not self.fitted:
@@ -588,7 +644,7 @@ class TabularPreprocess:
 # --- series and categories ------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class SeriesPreprocess:
+class SeriesPreprocess(_Kind):
     """A 1-D series -> its last `window` values as float32 (1, window, 1); the model predicts the next one."""
     kind: ClassVar[str] = "series"
     column: str                                  # the CSV column holding the readings
@@ -622,6 +678,12 @@ class SeriesPreprocess:
     def apply(self, windows: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(windows, dtype=np.float32)
 
+    def raw_tensors(self, name: str) -> tuple[TensorSpec, ...]:
+        return (TensorSpec(name, ("batch", "sequence"), "float32"),)
+
+    def raw_values(self, name: str, raw, warn: Warn = None, max_pixels: int | None = MAX_IMAGE_PIXELS) -> dict:
+        return {name: self.encode(raw, warn).reshape(1, -1)}   # the checked window; the graph takes any length >= it
+
     def fit(self, windows: np.ndarray) -> "SeriesPreprocess":
         values = np.asarray(windows)
         return dataclasses.replace(self, range=(float(values.min()), float(values.max())))
@@ -652,7 +714,7 @@ class SeriesPreprocess:
 
 
 @dataclass(frozen=True)
-class OneHotPreprocess:
+class OneHotPreprocess(_Kind):
     """Category names -> float32 one-hot (N, len(vocabulary)); stored as int64 indices."""
     kind: ClassVar[str] = "onehot"
     vocabulary: tuple[str, ...]
@@ -675,6 +737,16 @@ class OneHotPreprocess:
 
     def apply(self, indices: np.ndarray) -> np.ndarray:
         return np.eye(len(self.vocabulary), dtype=np.float32)[np.asarray(indices, np.int64)]
+
+    def random_input(self, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+        """Random categories through `apply`."""
+        return self.apply(rng.integers(0, len(self.vocabulary), shape[0]))
+
+    def raw_tensors(self, name: str) -> tuple[TensorSpec, ...]:
+        return (TensorSpec(name, ("batch",), STRING),)
+
+    def raw_values(self, name: str, raw, warn: Warn = None, max_pixels: int | None = MAX_IMAGE_PIXELS) -> dict:
+        return {name: np.asarray(self.vocabulary, dtype=object)[self.encode(raw, warn)]}
 
     def fit(self, indices) -> "OneHotPreprocess":
         return self
@@ -701,11 +773,6 @@ class OneHotPreprocess:
 
 Preprocess = ImagePreprocess | TabularPreprocess | SeriesPreprocess | OneHotPreprocess
 KINDS = {c.kind: c for c in (ImagePreprocess, TabularPreprocess, SeriesPreprocess, OneHotPreprocess)}
-
-
-def prepare(pre: Preprocess, raw, warn: Warn = None) -> np.ndarray:
-    """Raw inputs -> the float32 model input: `encode`, then `apply`."""
-    return pre.apply(pre.encode(raw, warn))
 
 
 def preprocess_from_dict(d, where: str) -> Preprocess:
@@ -740,3 +807,166 @@ def preprocessing_from_dict(data, inputs: Sequence[TensorSpec], where: str = "pr
 
 def preprocessing_to_dict(preprocessing: Mapping[str, Preprocess]) -> dict:
     return {name: pre.to_dict() for name, pre in preprocessing.items()}
+
+
+# --- the model's I/O contract ---------------------------------------------------------------------
+
+TASKS = ("binary", "multiclass", "regression", "multi-output")
+CLASSIFIER_TASKS = ("binary", "multiclass", "multi-output")
+OUTPUT_KINDS = ("logits", "logit", "probability", "value")
+# the order differences are reported in: what changes answers first, bookkeeping last
+FIELD_ORDER = ("model", "task", "output_kind", "format", "file", "inputs", "outputs", "preprocess", "labels", "weights")
+
+
+@dataclass(frozen=True)
+class Signature:
+    """A model's I/O contract: its task, what its outputs hold (`output_kind`: logits, a logit, a probability or
+    values), the tensors it takes and gives, each classifier output's class names and each input's
+    preprocessing. A spec declares it (`ModelSpec.signature`), the weights' card fits its preprocessing, a
+    bundle's manifest carries it (`Manifest.signature`); the rules that read it are its methods, so training,
+    export, the runtime and serving apply the same ones."""
+    task: str                                                            # binary | multiclass | regression | ...
+    output_kind: str                                                     # logits | logit | probability | value
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    labels: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # output name -> class names
+    preprocess: Mapping[str, Preprocess] = field(default_factory=dict)   # input name -> preprocessing
+
+    @property
+    def is_classifier(self) -> bool:
+        """Its outputs are classes (every output then has labels: `from_dict` refuses one without)."""
+        return self.task in CLASSIFIER_TASKS
+
+    @property
+    def is_sequence(self) -> bool:
+        return any("sequence" in t.shape for t in self.inputs)
+
+    @property
+    def takes_images(self) -> bool:
+        return any(pre.kind == "image" for pre in self.preprocess.values())
+
+    def output(self, name: str) -> TensorSpec:
+        return next(t for t in self.outputs if t.name == name)
+
+    @staticmethod
+    def classes(width) -> int:
+        """How many classes an output of `width` columns tells apart: a binary output of width 1 has two,
+        [negative, positive]."""
+        return 2 if width == 1 else width
+
+    def activation(self, name: str) -> str | None:
+        """What turns output `name`'s raw values into class probabilities: "softmax" (logits of several classes),
+        "sigmoid" (logits of one column, or a logit per column) or None (they are probabilities)."""
+        if not self.is_classifier or self.output_kind == "value":
+            raise ValueError(f"a {self.task} model's {self.output_kind} outputs have no class probabilities")
+        if self.output_kind == "logits" and self.output(name).shape[-1] != 1:
+            return "softmax"
+        return "sigmoid" if self.output_kind in ("logit", "logits") else None
+
+    def probabilities(self, name: str, values) -> np.ndarray:
+        """Output `name`'s raw values (N, K) -> class probabilities (N, `classes(K)`), float64, as `activation`
+        says; one binary column becomes [negative, positive]."""
+        activation = self.activation(name)
+        values = np.asarray(values, np.float64)
+        if activation == "softmax":
+            shifted = np.exp(values - values.max(axis=-1, keepdims=True))
+            values = shifted / shifted.sum(axis=-1, keepdims=True)
+        elif activation == "sigmoid":
+            values = 1.0 / (1.0 + np.exp(-values))
+        return np.concatenate([1.0 - values, values], axis=-1) if values.shape[-1] == 1 else values
+
+    def top1(self, values):
+        """Raw outputs (N, K) -> each row's most likely class: the largest of several columns; one binary column:
+        whether it is over the decision threshold (a probability over 0.5, a logit over 0). The class of the
+        largest probability, without computing them; numpy arrays and torch tensors alike."""
+        if values.shape[-1] != 1:
+            return values.argmax(-1)
+        return values.reshape(len(values), -1)[:, 0] > (0.5 if self.output_kind == "probability" else 0.0)
+
+    def random_inputs(self, batch: int, sequence: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Seeded model inputs by name, `batch` samples of `sequence` steps, in the range each input's
+        preprocessing gives (`random_input`; standard normal for an input without one)."""
+        arrays = {}
+        for t in self.inputs:
+            shape = t.example_shape(batch=batch, sequence=sequence)
+            pre = self.preprocess.get(t.name)
+            x = pre.random_input(shape, rng) if pre is not None else rng.standard_normal(shape).astype(np.float32)
+            if x.shape != shape:
+                raise AssertionError(f"the preprocessing gives {x.shape} for input {t.name}, the signature {shape}")
+            arrays[t.name] = np.ascontiguousarray(x)
+        return arrays
+
+    def with_preprocess(self, preprocess: Mapping[str, Preprocess]) -> "Signature":
+        """The same contract with other (e.g. fitted) preprocessing."""
+        return dataclasses.replace(self, preprocess=dict(preprocess))
+
+    def difference(self, other: "Signature") -> tuple[str, object, object] | None:
+        """The first field where this signature and `other` differ, as (dotted field, value here, value there)
+        in their `to_dict` form, what changes answers first; None when they are the same."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        return None if mine == theirs else first_difference(mine, theirs)
+
+    def to_dict(self) -> dict:
+        """The manifest's fields task, output_kind, inputs, outputs, preprocess and labels."""
+        return {"task": self.task, "output_kind": self.output_kind, "inputs": [t.to_dict() for t in self.inputs],
+                "outputs": [t.to_dict() for t in self.outputs], "preprocess": preprocessing_to_dict(self.preprocess),
+                "labels": {k: list(v) for k, v in self.labels.items()}}
+
+    @classmethod
+    def from_dict(cls, d: Mapping, inputs: tuple[TensorSpec, ...] | None = None,
+                  outputs: tuple[TensorSpec, ...] | None = None, where: str = "") -> "Signature":
+        """Read and check the fields `to_dict` writes. `inputs` / `outputs`: the tensors, already read, instead
+        of the fields (a raw-input bundle's network). A problem is an InvalidField naming the dotted field
+        (under `where`, when given)."""
+        def key(name: str) -> str:
+            return f"{where}.{name}" if where else name
+
+        for name, allowed in (("task", TASKS), ("output_kind", OUTPUT_KINDS)):
+            if d.get(name) not in allowed:
+                raise InvalidField(key(name), " | ".join(allowed), d.get(name))
+        inputs = TensorSpec.list_from_dicts(d.get("inputs"), key("inputs")) if inputs is None else tuple(inputs)
+        outputs = TensorSpec.list_from_dicts(d.get("outputs"), key("outputs")) if outputs is None else tuple(outputs)
+        preprocess = preprocessing_from_dict(d.get("preprocess"), inputs, key("preprocess"))
+        labels = _labels(d.get("labels"), outputs, d["task"] in CLASSIFIER_TASKS, key)
+        return cls(d["task"], d["output_kind"], inputs, outputs, labels, preprocess)
+
+
+def _labels(labels, outputs: tuple[TensorSpec, ...], classifier: bool, key) -> dict[str, tuple[str, ...]]:
+    """{output name: class names}, one per class of the output (`Signature.classes`); every output of a
+    classifier has them."""
+    labels = {} if labels is None else labels
+    if not isinstance(labels, Mapping):
+        raise InvalidField(key("labels"), "an object {output name: [class names]}", labels)
+    widths = {t.name: t.shape[-1] for t in outputs}
+    for name, values in labels.items():
+        if name not in widths:
+            raise InvalidField(key(f"labels.{name}"), f"labels for an output ({', '.join(widths)})", name)
+        width = widths[name]
+        if not isinstance(width, int):
+            raise InvalidField(key(f"outputs.{name}.shape"), "a fixed last dimension for a labelled output", width)
+        want = Signature.classes(width)
+        if not isinstance(values, (list, tuple)) or not all(isinstance(v, str) for v in values):
+            raise InvalidField(key(f"labels.{name}"), f"a list of {want} class names", values)
+        if len(values) != want:
+            what = " (a binary output of width 1 has [negative, positive])" if width == 1 else ""
+            raise InvalidField(key(f"labels.{name}"), f"{want} class names, one per column of the output{what}",
+                               f"{len(values)} names")
+    unlabelled = [name for name in widths if name not in labels]
+    if classifier and unlabelled:
+        raise InvalidField(key(f"labels.{unlabelled[0]}"), "the class names of every output of a classifier", None)
+    return {name: tuple(values) for name, values in labels.items()}
+
+
+def first_difference(a, b, path: str = "") -> tuple[str, object, object]:
+    """(dotted key, value in a, value in b) of the first place where two JSON values differ, the top-level keys
+    in FIELD_ORDER."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        rank = {key: i for i, key in enumerate(FIELD_ORDER)} if not path else {}
+        for key in sorted(set(a) | set(b), key=lambda k: (rank.get(k, len(rank)), str(k))):
+            if a.get(key) != b.get(key) or (key in a) != (key in b):
+                return first_difference(a.get(key), b.get(key), f"{path}.{key}" if path else str(key))
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            if x != y:
+                return first_difference(x, y, f"{path}[{i}]")
+    return path or "(the whole record)", a, b

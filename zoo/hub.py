@@ -57,7 +57,7 @@ class ModelInfo:
 
             def warn(index: int, message: str, name=name) -> None:
                 warnings.warn(f"{self.name}, input {name!r}, sample {index + 1}: {message}", stacklevel=4)
-            tensors.append(torch.from_numpy(pre.apply(pre.encode(given[name], warn))))
+            tensors.append(torch.from_numpy(pre.prepare(given[name], warn)))
         return tensors[0] if len(tensors) == 1 else tuple(tensors)
 
 

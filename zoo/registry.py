@@ -8,8 +8,8 @@ import difflib
 import importlib
 
 from zoo import catalog
-from zoo.contract import (ImagePreprocess, OneHotPreprocess, SeriesPreprocess, TabularPreprocess, TensorSpec,
-                          preprocessing_from_dict, preprocessing_to_dict)
+from zoo.contract import (ImagePreprocess, InvalidField, OneHotPreprocess, SeriesPreprocess, Signature,
+                          TabularPreprocess, TensorSpec)
 from zoo.errors import ZooError
 from zoo.specs import DatasetSpec, ModelSpec, Pretrained, Recipe
 
@@ -36,10 +36,10 @@ def register(spec: ModelSpec) -> ModelSpec:
         raise ValueError(f"model {spec.name!r} is registered twice")
     if spec.dataset not in _DATASETS:
         raise ValueError(f"model {spec.name!r}: unknown dataset {spec.dataset!r}; register it with register_dataset")
-    unknown = [k for k in spec.labels if k not in {t.name for t in spec.outputs}]
-    if unknown:
-        raise ValueError(f"model {spec.name!r}: labels for unknown outputs {unknown}")
-    preprocessing_from_dict(preprocessing_to_dict(spec.preprocess), spec.inputs, f"{spec.name}.preprocess")
+    try:   # read back as a manifest would be: tensors, labels against the outputs, preprocessing against the inputs
+        Signature.from_dict(spec.signature.to_dict(), where=spec.name)
+    except InvalidField as e:
+        raise ValueError(f"model {spec.name!r}: {e}") from None
     _MODELS[spec.name] = spec
     return spec
 

@@ -8,9 +8,10 @@ dataset spec names its adapter and sample writer the same way, so `zoo list` / `
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 
-from zoo.contract import Preprocess, TensorSpec, preprocessing_to_dict
+from zoo.contract import Preprocess, Signature, TensorSpec
 
 __all__ = ["DatasetSpec", "Pretrained", "Recipe", "ModelSpec"]
 
@@ -98,13 +99,19 @@ class ModelSpec:
     course_result: str = ""                    # the course's own figure, for comparison
     recipe_notes: str = ""                     # what the zoo's recipe changes from the course's, and why
 
+    @functools.cached_property
+    def signature(self) -> Signature:
+        """The model's I/O contract, with the spec's (unfitted) preprocessing: the rules every stage reads it by."""
+        return Signature(self.task, self.output_kind, self.inputs, self.outputs, dict(self.labels),
+                         dict(self.preprocess))
+
     @property
     def is_sequence(self) -> bool:
-        return any("sequence" in t.shape for t in self.inputs)
+        return self.signature.is_sequence
 
     @property
     def is_classifier(self) -> bool:
-        return self.task in ("binary", "multiclass", "multi-output")
+        return self.signature.is_classifier
 
     def summary_io(self) -> str:
         def fmt(ts):
@@ -114,12 +121,8 @@ class ModelSpec:
 
     def to_dict(self) -> dict:
         return {
-            "name": self.name, "course": self.course, "task": self.task, "build": self.build, "params": self.params,
-            "inputs": [t.to_dict() for t in self.inputs],
-            "outputs": [t.to_dict() for t in self.outputs],
-            "preprocess": preprocessing_to_dict(self.preprocess),
-            "labels": {k: list(v) for k, v in self.labels.items()},
-            "output_kind": self.output_kind, "dataset": self.dataset,
+            "name": self.name, "course": self.course, "build": self.build, "params": self.params,
+            **self.signature.to_dict(), "dataset": self.dataset,
             "recipe": dataclasses.asdict(self.recipe), "monitor": self.monitor,
             "tolerance": {"atol": self.atol, "rtol": self.rtol},
             "description": self.description, "course_result": self.course_result,
