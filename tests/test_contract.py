@@ -74,9 +74,8 @@ def raw_inputs(spec, split="train") -> dict[str, list]:
 
 def runtime_session(spec, preprocess) -> rt.Session:
     """A runtime Session whose manifest carries `preprocess`; prepare() needs no model file."""
-    manifest = rt.Manifest(bundle=Path("."), model=spec.name, task=spec.task, output_kind=spec.output_kind,
-                           format="onnx", file=Path("model.onnx"), inputs=spec.inputs, outputs=spec.outputs,
-                           preprocess=preprocess, labels={k: list(v) for k, v in spec.labels.items()}, data={})
+    manifest = rt.Manifest(bundle=Path("."), model=spec.name, format="onnx", file=Path("model.onnx"),
+                           signature=spec.signature.with_preprocess(preprocess), data={})
     no_model = SimpleNamespace(run=None)   # prepare() never runs the model
     return rt.Session(manifest, engine=no_model, backend="onnxruntime", device="cpu")
 

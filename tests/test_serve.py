@@ -356,9 +356,8 @@ def test_the_triton_engine_without_tritonserver_says_what_to_install(bundle, tmp
 
 def manifest_of(spec) -> rt.Manifest:
     """The manifest an export of `spec` would have, without exporting (for the configuration only)."""
-    return rt.Manifest(bundle=Path("."), model=spec.name, task=spec.task, output_kind=spec.output_kind, format="onnx",
-                       file=Path("model.onnx"), inputs=spec.inputs, outputs=spec.outputs, preprocess=spec.preprocess,
-                       labels={k: list(v) for k, v in spec.labels.items()}, data={})
+    return rt.Manifest(bundle=Path("."), model=spec.name, format="onnx", file=Path("model.onnx"),
+                       signature=spec.signature, data={})
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "python"])

@@ -15,7 +15,7 @@ import numpy as np
 from zoo.errors import ZooError
 from zoo.runtime._manifest import SEAL_KEY
 
-__all__ = ["DeviceUnavailable", "BackendError", "default_threads", "cuda_problem", "preload_cuda_libraries",
+__all__ = ["DeviceUnavailable", "BackendError", "default_threads", "package_version", "cuda_problem", "preload_cuda_libraries",
            "OrtBackend", "TorchBackend"]
 
 
@@ -38,6 +38,16 @@ def default_threads() -> int:
     except (OSError, ValueError):
         pass
     return max(1, cores)
+
+
+def package_version(distribution: str) -> str | None:
+    """The installed version of a distribution (e.g. "onnxruntime-gpu", "zoo"), or None when it is not installed."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def _visible_devices() -> str:

@@ -47,6 +47,47 @@ def _missing_inputs_hint(session: Session, fixed: dict) -> str:
     return f"; add {' and '.join(hints)}" if hints else ""
 
 
+def _check_files(files: list[Path], model: str, what: str) -> None:
+    for f in files:
+        _check_file(f, model, what)
+
+
+def _image_inputs(files: list[Path], pre, model: str, notes: list, strict: bool) -> tuple[list, list, list]:
+    """Image files (a folder gives its image files, sorted) -> (labels, raw values, notes on the first sample)."""
+    files = [image for f in files for image in (_image_files(f, notes) if f.is_dir() else [f])]
+    _check_files(files, model, "image files")
+    return [str(f) for f in files], [str(f) for f in files], []
+
+
+def _one_csv(files: list[Path], model: str, kind: str) -> Path:
+    _check_files(files, model, "one CSV file")
+    if len(files) != 1:
+        raise ValueError(f"a {kind} model takes one CSV file, got {len(files)} files")
+    return files[0]
+
+
+def _table_inputs(files: list[Path], pre, model: str, notes: list, strict: bool) -> tuple[list, list, list]:
+    """One CSV -> one sample per row."""
+    path = _one_csv(files, model, "tabular")
+    raw = read_csv(path).records()
+    if not raw:
+        raise ValueError(f"{path} has a header but no rows (or is empty)")
+    return [f"{path.name} row {i + 1}" for i in range(len(raw))], raw, []
+
+
+def _series_inputs(files: list[Path], pre, model: str, notes: list, strict: bool) -> tuple[list, list, list]:
+    """One CSV -> one forecast: the value after its series (in timestamp order, with a note when the readings the
+    model reads have gaps or repeats)."""
+    path = _one_csv(files, model, "series")
+    raw, _, uneven = read_series(path, pre.column, window=pre.window)
+    if uneven and strict:
+        raise ValueError(f"{path.name}: {uneven[0]}")
+    return [f"{path.name}: next value after {len(raw)} readings"], raw, uneven
+
+
+FILE_INPUTS = {"image": _image_inputs, "tabular": _table_inputs, "series": _series_inputs}   # by preprocessing kind
+
+
 def predict_files(session: Session, files: list[str | Path], top_k: int = 3,
                   fixed: dict[str, str] | None = None, strict: bool = False, notes: list | None = None) -> list[dict]:
     """Image models: one result per image file (a folder gives its image files, sorted; anything else in it
@@ -58,46 +99,22 @@ def predict_files(session: Session, files: list[str | Path], top_k: int = 3,
     Each result: {"input": what it is, "outputs": {name: [{"label", "probability"}, ...] for classifiers,
     or [values] for regressors}, "warnings": [what the preprocessing found unusual about this input]};
     with `strict`, such a finding is a ValueError instead."""
-    files = [Path(f) for f in files]
     fixed = dict(fixed or {})
-    pre = session.manifest.preprocess
     free = [n for n in session.input_names if n not in fixed]
     unknown = [n for n in fixed if n not in session.input_names]
     if unknown or len(free) != 1:
         raise ValueError(f"inputs {session.input_names}: give the files for exactly one of them and a value for "
                          f"each other one, got values for {list(fixed)}{_missing_inputs_hint(session, fixed)}")
     (name,) = free
-    kind = getattr(pre.get(name), "kind", None)
+    pre = session.manifest.preprocess.get(name)
+    read = FILE_INPUTS.get(getattr(pre, "kind", None))
+    if read is None:
+        raise ValueError(f"input {name!r} ({getattr(pre, 'kind', None)}) cannot be read from files; use the Python API")
     if not files:
         raise ValueError("no input files given")
-    what = {"image": "image files", "tabular": "one CSV file", "series": "one CSV file"}.get(kind, "files")
-    if kind == "image":
-        notes = [] if notes is None else notes
-        files = [image for f in files for image in (_image_files(f, notes) if f.is_dir() else [f])]
-    for f in files:
-        _check_file(f, session.manifest.model, what)
-    uneven: list[str] = []   # a series' timestamps: what is uneven about the readings the model reads
-    if kind == "image":
-        labels, raw = [str(f) for f in files], [str(f) for f in files]
-    elif kind in ("tabular", "series"):
-        if len(files) != 1:
-            raise ValueError(f"a {kind} model takes one CSV file, got {len(files)} files")
-        if kind == "tabular":
-            raw = read_csv(files[0]).records()
-            if not raw:
-                raise ValueError(f"{files[0]} has a header but no rows (or is empty)")
-            labels = [f"{files[0].name} row {i + 1}" for i in range(len(raw))]
-        else:
-            raw, _, uneven = read_series(files[0], pre[name].column, window=pre[name].window)
-            if uneven and strict:
-                raise ValueError(f"{files[0].name}: {uneven[0]}")
-            labels = [f"{files[0].name}: next value after {len(raw)} readings"]
-    else:
-        raise ValueError(f"input {name!r} ({kind}) cannot be read from files; use the Python API")
-    batch = len(labels)
-    inputs = {name: raw}
-    for other, value in fixed.items():
-        inputs[other] = [value] * batch if getattr(pre.get(other), "kind", None) == "onehot" else value
+    labels, raw, uneven = read([Path(f) for f in files], pre, session.manifest.model,
+                               [] if notes is None else notes, strict)
+    inputs = {name: raw, **{other: [value] * len(labels) for other, value in fixed.items()}}
     found: list = []   # per sample, what the preprocessing found unusual
     if session.manifest.is_classifier:
         ranked = session.classify(inputs, top_k=top_k, warnings=found, strict=strict)

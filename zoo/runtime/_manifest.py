@@ -7,11 +7,12 @@ labels, another mean) or a swapped model file is refused rather than served."""
 
 from __future__ import annotations
 
+import functools
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from zoo.contract import InvalidField, Preprocess, TensorSpec, preprocessing_from_dict
+from zoo.contract import InvalidField, Preprocess, Signature, TensorSpec, first_difference
 from zoo.errors import ZooError
 from zoo.runtime._raw import KEY as RAW_KEY, RawInputs
 
@@ -21,8 +22,6 @@ FORMAT_VERSION = 3
 READABLE_VERSIONS = (1, 2, 3)
 MAX_MANIFEST_BYTES = 4 * 2**20   # the largest zoo writes are about 40 KB (964 labels); read no more than this
 MODEL_FILES = {"onnx": "model.onnx", "torchscript": "model.ts", "pt2": "model.pt2"}
-TASKS = ("binary", "multiclass", "regression", "multi-output")
-OUTPUT_KINDS = ("logits", "logit", "probability", "value")
 REQUIRED = ("format_version", "model", "task", "output_kind", "format", "file", "inputs", "outputs")
 UNSEALED = ("file_sha256", "parity", "accuracy", "test_data")   # measured on the finished model file, not sealed
 SEAL_KEY = "zoo.manifest"                          # the sealed copy's name inside the model file
@@ -47,64 +46,103 @@ def seal_text(manifest: dict) -> str:
 
 
 @dataclass(frozen=True)
+class WeightsRecord:
+    """A manifest's `weights`: the weights a bundle was exported from."""
+    sha256: str | None = None       # the weights file's
+    random: bool = False            # untrained weights (`--random-weights`), built with `seed`
+    seed: int | None = None
+    source: str | None = None       # the weights file's name
+    metrics: dict | None = None     # the weights card's metrics, per split
+    caveat: str | None = None       # what the card says the weights cannot be trusted for
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> "WeightsRecord":
+        """The record as `read_manifest` checked it (a field of the wrong type is refused there)."""
+        data = data or {}
+        return cls(data.get("sha256"), bool(data.get("random", False)), data.get("seed"), data.get("source"),
+                   data.get("metrics"), data.get("caveat"))
+
+    def same_as(self, other: "WeightsRecord") -> bool:
+        """The same weights: the same file (sha256), or the same seed of random weights."""
+        if self.random or other.random:
+            return self.random and other.random and self.seed == other.seed
+        return self.sha256 is not None and self.sha256 == other.sha256
+
+    def describe(self, path: Path | None = None) -> str:
+        """In words: random weights, or the file (`path`, else its name) and the start of its sha256."""
+        if self.random:
+            return f"random weights (seed {self.seed})"
+        return f"{path or self.source or 'a weights file'} (sha256 {str(self.sha256)[:12]}…)"
+
+
+@dataclass(frozen=True)
 class Manifest:
+    """A bundle's manifest as read and checked. `signature` is the model's contract: for a raw-input bundle,
+    the network's inside the graph, while `inputs` and `outputs` are always the model file's own tensors."""
     bundle: Path                       # the bundle folder
     model: str
-    task: str                          # binary | multiclass | regression | multi-output
-    output_kind: str                   # logits | logit | probability | value
     format: str                        # onnx | torchscript | pt2
     file: Path                         # the model file, inside `bundle`
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
-    preprocess: dict[str, Preprocess]  # input name -> preprocessing, fitted
-    labels: dict[str, list[str]]       # output name -> class names
+    signature: Signature               # task, output kind, tensors, labels and fitted preprocessing
     data: dict                         # the whole manifest, as read
     raw: RawInputs | None = None       # raw-input bundles: the preprocessing is in the graph
 
     @property
+    def task(self) -> str:
+        return self.signature.task
+
+    @property
+    def output_kind(self) -> str:
+        return self.signature.output_kind
+
+    @property
+    def preprocess(self) -> dict[str, Preprocess]:
+        return dict(self.signature.preprocess)
+
+    @functools.cached_property
+    def labels(self) -> dict[str, list[str]]:
+        """Output name -> class names, as the manifest lists them."""
+        return {name: list(values) for name, values in self.signature.labels.items()}
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        """The tensors the model file takes (a raw-input bundle's: pixels, columns, names)."""
+        return self.signature.inputs if self.raw is None else self.raw.inputs
+
+    @property
+    def outputs(self) -> tuple[TensorSpec, ...]:
+        return self.signature.outputs if self.raw is None else self.raw.outputs
+
+    @property
     def network_inputs(self) -> tuple[TensorSpec, ...]:
         """The tensors the network takes: `inputs` itself, except in a raw-input bundle."""
-        return self.inputs if self.raw is None else self.raw.network_inputs
+        return self.signature.inputs
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.signature.is_classifier
+
+    @functools.cached_property
+    def weights(self) -> WeightsRecord:
+        return WeightsRecord.from_dict(self.data.get("weights"))
 
     @property
     def random_weights(self) -> bool:
-        return bool((self.data.get("weights") or {}).get("random", False))
-
-    @property
-    def precision(self) -> str:
-        """fp32, or the reduced precision the bundle was written in (fp16, int8-dynamic, int8-static)."""
-        return (self.data.get("precision") or {}).get("name", "fp32")
+        return self.weights.random
 
     @property
     def caveat(self) -> str | None:
         """What the weights' card says the model cannot be trusted for (e.g. a forecaster no better than
         persistence on a new year), or None."""
-        return (self.data.get("weights") or {}).get("caveat")
+        return self.weights.caveat
 
     @property
-    def is_classifier(self) -> bool:
-        return self.task in ("binary", "multiclass", "multi-output") and bool(self.labels)
-
-
-def _labels(data, outputs: tuple[TensorSpec, ...]) -> dict:
-    labels = data.get("labels") or {}
-    if not isinstance(labels, dict):
-        raise InvalidField("labels", "an object {output name: [class names]}", labels)
-    widths = {t.name: t.shape[-1] for t in outputs}
-    for name, values in labels.items():
-        if name not in widths:
-            raise InvalidField(f"labels.{name}", f"labels for an output ({', '.join(widths)})", name)
-        width = widths[name]
-        if not isinstance(width, int):
-            raise InvalidField(f"outputs.{name}.shape", "a fixed last dimension for a labelled output", width)
-        want = 2 if width == 1 else width   # one binary column: [negative, positive]
-        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-            raise InvalidField(f"labels.{name}", f"a list of {want} class names", values)
-        if len(values) != want:
-            what = " (a binary output of width 1 has [negative, positive])" if width == 1 else ""
-            raise InvalidField(f"labels.{name}", f"{want} class names, one per column of the output{what}",
-                               f"{len(values)} names")
-    return {k: list(v) for k, v in labels.items()}
+    def precision(self) -> str:
+        """fp32, or the reduced precision the bundle was written in (fp16, int8-dynamic, int8-static)."""
+        return (self.data.get("precision") or {}).get("name", "fp32")
 
 
 def _object(data: dict, key: str, expected: str) -> dict:
@@ -138,10 +176,6 @@ def _check_records(data: dict) -> None:
 def _check_top(data: dict) -> None:
     if not isinstance(data["model"], str) or not data["model"]:
         raise InvalidField("model", "a model name", data["model"])
-    if data["task"] not in TASKS:
-        raise InvalidField("task", " | ".join(TASKS), data["task"])
-    if data["output_kind"] not in OUTPUT_KINDS:
-        raise InvalidField("output_kind", " | ".join(OUTPUT_KINDS), data["output_kind"])
     if data["format"] not in MODEL_FILES:
         raise InvalidField("format", " | ".join(MODEL_FILES), data["format"])
     if data["file"] != MODEL_FILES[data["format"]]:
@@ -172,21 +206,26 @@ def read_manifest(bundle: str | Path, require: tuple[str, ...] = ()) -> Manifest
                           f"(this zoo reads versions {', '.join(map(str, READABLE_VERSIONS))})", exit_code=1)
     try:
         _check_top(data)
-        inputs = TensorSpec.list_from_dicts(data["inputs"], "inputs")
-        outputs = TensorSpec.list_from_dicts(data["outputs"], "outputs")
-        raw = RawInputs.from_dict(data[RAW_KEY], inputs, outputs) if RAW_KEY in data else None
-        if raw is not None and data["format"] != "onnx":
-            raise InvalidField(RAW_KEY, "raw inputs only in an onnx bundle", data["format"])
-        preprocess = preprocessing_from_dict(data.get("preprocess"), inputs if raw is None else raw.network_inputs)
-        labels = _labels(data, outputs)
+        signature, raw = _signature(data)
     except InvalidField as e:
         raise BundleError(f"{path}: {e}", exit_code=1) from None
     file = bundle / data["file"]
     if not file.is_file():
         raise BundleError(f"{bundle}: the model file {data['file']} named by {MANIFEST_NAME} is missing", exit_code=1)
-    return Manifest(bundle=bundle, model=data["model"], task=data["task"], output_kind=data["output_kind"],
-                    format=data["format"], file=file, inputs=inputs, outputs=outputs, preprocess=preprocess,
-                    labels=labels, data=data, raw=raw)
+    return Manifest(bundle=bundle, model=data["model"], format=data["format"], file=file, signature=signature,
+                    data=data, raw=raw)
+
+
+def _signature(data: dict) -> tuple[Signature, RawInputs | None]:
+    """The model's signature, and for a raw-input bundle the graph around its network."""
+    if RAW_KEY not in data:
+        return Signature.from_dict(data), None
+    if data["format"] != "onnx":
+        raise InvalidField(RAW_KEY, "raw inputs only in an onnx bundle", data["format"])
+    inputs = TensorSpec.list_from_dicts(data["inputs"], "inputs")
+    outputs = TensorSpec.list_from_dicts(data["outputs"], "outputs")
+    raw = RawInputs.from_dict(data[RAW_KEY], inputs, outputs)
+    return Signature.from_dict(data, raw.network_inputs, raw.network_outputs), raw
 
 
 def _read_json(path: Path):
@@ -227,24 +266,6 @@ def check_seal(manifest: Manifest, seal: str | None) -> None:
     raise BundleError(f"{where} was edited after export: {key} is {_short(mine)}, but the copy sealed in "
                       f"{manifest.file.name} says {_short(theirs)}; re-export the bundle instead of editing it",
                       exit_code=1)
-
-
-# the order differences are reported in: what changes answers first, bookkeeping last
-_ORDER = ("model", "task", "output_kind", "format", "file", "inputs", "outputs", "preprocess", "labels", "weights")
-
-
-def first_difference(a, b, path: str = "") -> tuple[str, object, object]:
-    """(dotted key, value in a, value in b) of the first place where two JSON values differ."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        rank = {key: i for i, key in enumerate(_ORDER)} if not path else {}
-        for key in sorted(set(a) | set(b), key=lambda k: (rank.get(k, len(rank)), str(k))):
-            if a.get(key) != b.get(key) or (key in a) != (key in b):
-                return first_difference(a.get(key), b.get(key), f"{path}.{key}" if path else str(key))
-    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        for i, (x, y) in enumerate(zip(a, b)):
-            if x != y:
-                return first_difference(x, y, f"{path}[{i}]")
-    return path or "(the whole manifest)", a, b
 
 
 def _short(value) -> str:

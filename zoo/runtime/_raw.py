@@ -10,12 +10,12 @@ a series: refused; values outside the training range: a warning) and feeds them 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
-from zoo.contract import MAX_IMAGE_PIXELS, InvalidField, Preprocess, TensorSpec
+from zoo.contract import InvalidField, TensorSpec
 
 KEY = "raw_inputs"   # the manifest field; a bundle without it takes the network's own tensors
 
@@ -25,6 +25,13 @@ class RawInputs:
     network_inputs: tuple[TensorSpec, ...]   # the tensors the in-graph preprocessing makes
     sources: dict[str, tuple[str, ...]]      # network input -> the graph inputs it is made from
     probabilities: dict[str, str]            # labelled output -> the graph output with its class probabilities
+    inputs: tuple[TensorSpec, ...] = ()      # the graph's inputs (the manifest's `inputs`)
+    outputs: tuple[TensorSpec, ...] = ()     # the graph's outputs: the network's, then `probabilities`' targets
+
+    @property
+    def network_outputs(self) -> tuple[TensorSpec, ...]:
+        computed = set(self.probabilities.values())
+        return tuple(t for t in self.outputs if t.name not in computed)
 
     def to_dict(self) -> dict:
         return {"network_inputs": [t.to_dict() for t in self.network_inputs],
@@ -47,28 +54,8 @@ class RawInputs:
                 k in names and isinstance(v, str) and v in names for k, v in probabilities.items()):
             raise InvalidField(f"{KEY}.probabilities", "an object {labelled output: output with its probabilities}",
                                probabilities)
-        return cls(network, {k: tuple(v) for k, v in sources.items()}, dict(probabilities))
-
-
-def graph_values(name: str, pre: Preprocess, raw, warn: Callable | None,
-                 max_pixels: int | None = MAX_IMAGE_PIXELS) -> dict[str, list | np.ndarray]:
-    """One network input's raw value(s) -> the graph inputs that make it, with the batch axis first:
-    images as a list of uint8 (H, W, C) arrays (stacked per size by `batches`), the rest as arrays."""
-    if pre.kind == "image":
-        many = isinstance(raw, (list, tuple)) or (isinstance(raw, np.ndarray) and raw.ndim == 4)
-        items = list(raw) if many else [raw]
-        if not items:
-            raise ValueError("expected at least one image, got none")
-        return {name: [pre.pixels(item, warn, i, max_pixels) for i, item in enumerate(items)]}
-    if pre.kind == "tabular":
-        columns = pre.values(raw, warn)
-        return {c: (np.asarray(pre.categories[c], dtype=object)[v] if c in pre.categories else v)
-                for c, v in columns.items()}
-    if pre.kind == "series":
-        return {name: pre.encode(raw, warn).reshape(1, -1)}   # the checked window; the graph takes any length >= it
-    if pre.kind == "onehot":
-        return {name: np.asarray(pre.vocabulary, dtype=object)[pre.encode(raw, warn)]}
-    raise ValueError(f"input {name!r}: no raw form for preprocessing of kind {pre.kind!r}")
+        return cls(network, {k: tuple(v) for k, v in sources.items()}, dict(probabilities), tuple(inputs),
+                   tuple(outputs))
 
 
 def batches(values: dict[str, list | np.ndarray]) -> list[tuple[np.ndarray, dict[str, np.ndarray]]]:

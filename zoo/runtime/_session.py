@@ -12,7 +12,7 @@ from zoo.runtime._backends import BackendError, OrtBackend, TorchBackend
 from zoo.runtime._inputs import InputChecker
 from zoo.runtime._integrity import check_files
 from zoo.runtime._manifest import BundleError, Manifest, check_seal, read_manifest
-from zoo.runtime._raw import batches, graph_values, scatter
+from zoo.runtime._raw import batches, scatter
 from zoo.runtime._signature import verify_signature
 
 BACKEND_FORMATS = {"onnxruntime": "onnx", "torchscript": "torchscript", "pt2": "pt2"}
@@ -77,19 +77,6 @@ def load(bundle: str | Path, device: str = "cpu", backend: str | None = None, th
             engine.close()
             raise
     return Session(manifest, engine, backend, device)
-
-
-def _probabilities(values: np.ndarray, kind: str) -> np.ndarray:
-    """Raw classifier output (N, K) -> class probabilities (N, K'); one binary column becomes [neg, pos]."""
-    values = values.astype(np.float64)
-    if kind == "logits" and values.shape[-1] > 1:
-        shifted = np.exp(values - values.max(axis=-1, keepdims=True))
-        return shifted / shifted.sum(axis=-1, keepdims=True)
-    if kind in ("logit", "logits"):
-        values = 1.0 / (1.0 + np.exp(-values))
-    elif kind != "probability":
-        raise ValueError(f"output kind {kind!r} has no class probabilities")
-    return np.concatenate([1.0 - values, values], axis=-1) if values.shape[-1] == 1 else values
 
 
 class Session:
@@ -200,11 +187,9 @@ class Session:
                 found.setdefault(index, []).append(f"input {name!r}: {message}")
             try:
                 if self.manifest.raw is None:
-                    encoded = (pre.encode(raw[name], warn, max_pixels) if pre.kind == "image" else
-                               pre.encode(raw[name], warn))
-                    arrays[name] = pre.apply(encoded)
-                else:
-                    arrays.update(graph_values(name, pre, raw[name], warn, max_pixels))
+                    arrays[name] = pre.prepare(raw[name], warn, max_pixels)
+                else:   # the graph's own inputs: raw values checked as the preprocessing checks them
+                    arrays.update(pre.raw_values(name, raw[name], warn, max_pixels))
             except ImageTooLarge as e:
                 raise ImageTooLarge(f"input {name!r}: {e}") from None
             except ValueError as e:
@@ -224,15 +209,16 @@ class Session:
         return scatter(count, [(index, self.predict(arrays)) for index, arrays in runs])
 
     def probabilities(self, outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Class probabilities for each labelled output, per the manifest's output_kind
-        (logits: softmax, logit: sigmoid, probability: as is; binary: columns [negative, positive]); a
+        """Class probabilities for each labelled output, as the signature says (`Signature.probabilities`:
+        logits: softmax, logit: sigmoid, probability: as is; binary: columns [negative, positive]); a
         raw-input bundle's graph computes them itself, and its own outputs are used."""
-        if not self.manifest.is_classifier:
-            raise ValueError(f"{self.manifest.model} is a {self.manifest.task} model: it has no class labels")
+        signature = self.manifest.signature
+        if not signature.is_classifier:
+            raise ValueError(f"{self.manifest.model} is a {signature.task} model: it has no class labels")
         computed = {} if self.manifest.raw is None else self.manifest.raw.probabilities
         return {name: (outputs[computed[name]].astype(np.float64) if name in computed
-                       else _probabilities(outputs[name], self.manifest.output_kind))
-                for name in self.output_names if name in self.manifest.labels}
+                       else signature.probabilities(name, outputs[name]))
+                for name in (t.name for t in signature.outputs) if name in signature.labels}
 
     def classify(self, raw, top_k: int = 1, arrays: bool = False, warnings: list | None = None,
                  strict: bool = False,
