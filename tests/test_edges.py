@@ -511,5 +511,5 @@ def test_bench_baseline_finds_the_runs_weights_too(exported, monkeypatch):
 
     root, weights, bundle = exported
     monkeypatch.chdir(root)
-    path, label = _eager_weights("circles-mlp", rt.read_manifest(bundle).data["weights"])
+    path, label = _eager_weights("circles-mlp", rt.read_manifest(bundle).weights)
     assert Path(path).resolve() == weights.resolve() and "the bundle's source weights" in label

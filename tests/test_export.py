@@ -224,8 +224,8 @@ def test_verify_reports_a_truncated_model_file(trained, fmt):
     (lambda m: m["outputs"][0].update(shape=["batch", 2]), "was edited after export: outputs[0].shape[1] is 2"),
     (lambda m: m.update(file_sha256="0" * 64), "sha256"),
     (lambda m: m.pop("weights"), "lacks"),
-    (lambda m: m.update(task="binary"), 'edited after export: task is "binary", but the copy sealed in model.onnx '
-                                        'says "regression"'),
+    (lambda m: m.update(task="binary", labels={"celsius": ["cold", "hot"]}),   # a classifier needs labels
+     'edited after export: task is "binary", but the copy sealed in model.onnx says "regression"'),
     (lambda m: m.update(output_kind="logit"), "edited after export: output_kind is \"logit\""),
     (lambda m: m.update(labels={"celsius": ["cold", "hot"]}), "edited after export: labels.celsius is [\"cold\", \"hot\"]"),
     (lambda m: m["preprocess"]["reading"].update(scale=2.0), "edited after export: preprocess.reading.scale is 2.0"),

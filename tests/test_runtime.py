@@ -579,7 +579,7 @@ def test_bench_labels_the_eager_baseline_weights_truthfully(tmp_path, monkeypatc
     monkeypatch.setenv("ZOO_WEIGHTS", str(tmp_path))
     save_file(registry.build("thermometer-mlp", seed=3).state_dict(), str(tmp_path / "mine.safetensors"))
     digest = sha256_file(tmp_path / "mine.safetensors")
-    assert _eager_weights("thermometer-mlp", {"random": True, "sha256": None})[0] is None
+    assert _eager_weights("thermometer-mlp", rt.WeightsRecord(random=True))[0] is None
     path, label = _eager_weights("thermometer-mlp", {"random": False, "sha256": digest})
     assert path == str(tmp_path / "mine.safetensors") and "source weights" in label
     path, label = _eager_weights("thermometer-mlp", {"random": False, "sha256": "0" * 64})

@@ -92,17 +92,16 @@ def _bundles_for(target: str, fmt: str, precisions, scratch: Path,
 def _same_source(sibling: Path, manifest) -> tuple[Path | None, str]:
     """(sibling, "") when the bundle beside the benchmarked one was exported from the same weights, else
     (None, why it is left out): rows of different weights side by side would compare models, not formats."""
-    from zoo.export import same_weights, weights_text
     from zoo.runtime import read_manifest
 
-    theirs, ours = read_manifest(sibling).data.get("weights") or {}, manifest.data.get("weights") or {}
-    if same_weights(theirs, ours):
+    theirs, ours = read_manifest(sibling).weights, manifest.weights
+    if theirs.same_as(ours):
         return sibling, ""
-    return None, (f"{sibling} was exported from other weights ({weights_text(theirs)}) than {manifest.bundle} "
-                  f"({weights_text(ours)}): re-export it from the same weights to compare them")
+    return None, (f"{sibling} was exported from other weights ({theirs.describe()}) than {manifest.bundle} "
+                  f"({ours.describe()}): re-export it from the same weights to compare them")
 
 
-def _eager_weights(model: str, record: dict | None) -> tuple[str | None, str]:
+def _eager_weights(model: str, record) -> tuple[str | None, str]:
     """(weights file for the eager baseline or None for the build seed's random weights, a truthful label).
 
     With bundles, the baseline runs the bundle's own source weights: the file whose sha256 is the manifest's
@@ -114,10 +113,10 @@ def _eager_weights(model: str, record: dict | None) -> tuple[str | None, str]:
     from zoo.weights import resolve
 
     spec = registry.get(model)
-    if record is not None and record.get("random"):
+    if record is not None and record.random:
         return None, "random (seed 0), as the bundle"
-    if record is not None and record.get("sha256"):
-        path = find_weights(model, record["sha256"], record.get("source"))
+    if record is not None and record.sha256:
+        path = find_weights(model, record.sha256, record.source)
         if path is not None:
             return str(path), f"{path.name} (the bundle's source weights)"
     shipped = resolve(spec, None)
@@ -203,8 +202,8 @@ def run(target: str, backends=BACKENDS, devices=("cpu",), batches=(1, 8, 64, 256
                     bundles[backend, precision] = folder
         if bundles:
             from zoo.runtime import read_manifest
-            weights = read_manifest(next(iter(bundles.values()))).data.get("weights") or {}
-            result["weights"] = "random" if weights.get("random") else "trained"
+            weights = read_manifest(next(iter(bundles.values()))).weights
+            result["weights"] = "random" if weights.random else "trained"
         eager_path, result["eager_weights"] = _eager_weights(name, weights if bundles else None)
         if "eager" not in backends or importlib.util.find_spec("torch") is None:
             result["eager_weights"] = "not measured"
@@ -310,13 +309,10 @@ def _stats(times_s: list[float], batch: int) -> dict:
             "throughput_per_s": round(batch / (mean / 1e3), 1) if mean else None}
 
 
-def _inputs(tensors, preprocess: dict, batch: int, rng) -> dict[str, np.ndarray]:
-    arrays = {}
-    for t in tensors:
-        window = getattr(preprocess.get(t.name), "window", 96)
-        shape = tuple(batch if d == "batch" else window if isinstance(d, str) else d for d in t.shape)
-        arrays[t.name] = rng.random(shape, dtype=np.float32)
-    return arrays
+def _inputs(signature, batch: int, rng) -> dict[str, np.ndarray]:
+    """Random model inputs (`Signature.random_inputs`); a sequence as long as the model's window."""
+    window = next((pre.window for pre in signature.preprocess.values() if getattr(pre, "window", None)), 96)
+    return signature.random_inputs(batch, window, rng)
 
 
 def _time(call, warmup: int, iters: int) -> list[float]:
@@ -349,7 +345,7 @@ def _worker(job: dict) -> dict:
             return {"skipped": f"torch {torch.__version__} sees no usable GPU (torch.cuda.is_available() is False)"}
         model = load_model(spec, job["weights_path"]) if job["weights_path"] else registry.build(spec, seed=0)
         model = model.eval().to(device)
-        inputs_spec, preprocess = spec.inputs, spec.preprocess
+        signature = spec.signature.with_preprocess({name: pre.untrained() for name, pre in spec.preprocess.items()})
 
         def make_call(arrays):
             def call():
@@ -370,7 +366,7 @@ def _worker(job: dict) -> dict:
                               trust_code=job["trust_code"])
         except rt.DeviceUnavailable as e:
             return {"skipped": str(e)}
-        inputs_spec, preprocess = session.manifest.inputs, session.manifest.preprocess
+        signature = session.manifest.signature
         torch = sys.modules.get("torch")
 
         if job["iobinding"]:
@@ -381,7 +377,7 @@ def _worker(job: dict) -> dict:
     created = time.perf_counter()
     result = {"import_s": round(imported - t0, 4), "session_s": round(created - imported, 4), "rows": []}
     for batch in job["batches"]:
-        call = make_call(_inputs(inputs_spec, preprocess, batch, rng))
+        call = make_call(_inputs(signature, batch, rng))
         if torch is not None and device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         t1 = time.perf_counter()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ctypes
 import glob
-import importlib.metadata
 import importlib.util
 import json
 import os
@@ -28,16 +27,12 @@ LIBRARIES = {"cudart": ("libcudart.so*", "cudaRuntimeGetVersion"), "cublas": ("l
 
 
 def ort_distributions(installed=None) -> list[dict]:
-    """The ONNX Runtime distributions installed in this environment (they all provide `import onnxruntime`)."""
-    found = []
-    for name in ORT_DISTRIBUTIONS:
-        try:
-            version = installed(name) if installed else importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-        if version:
-            found.append({"name": name, "version": version})
-    return found
+    """The ONNX Runtime distributions installed in this environment (they all provide `import onnxruntime`).
+    `installed(name)`: the version or None, zoo.runtime.package_version by default."""
+    from zoo.runtime import package_version
+
+    versions = {name: (installed or package_version)(name) for name in ORT_DISTRIBUTIONS}
+    return [{"name": name, "version": version} for name, version in versions.items() if version]
 
 
 # run in a child process: ONNX Runtime writes why a provider failed to the process's stderr, not to Python
@@ -170,7 +165,7 @@ def threads() -> dict:
 
 def diagnose(device: str | None = None, installed=None, progress=None) -> dict:
     """Everything above, plus `problems` (each with its fix); `ok` is False when `device` cannot be used or the
-    installation is broken. `installed` replaces importlib.metadata.version (for tests); `progress(step)` is
+    installation is broken. `installed` as in `ort_distributions` (for tests); `progress(step)` is
     told each probe before it runs (the slow ones take seconds: starting ONNX Runtime's providers, importing
     torch)."""
     def step(message: str, probe):

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import zoo.runtime as runtime
 from zoo import registry
+from zoo.contract import Signature
 from zoo.errors import ParityError, PrecisionRefused, RawInputsRefused, ZooError, interrupted
 from zoo.export import (_accuracy, _manifest, _onnx, _parity, _precision, _pt2, _raw, _rawparity, _torchscript,
                         _vectors)
@@ -31,7 +32,7 @@ from zoo.export._precision import PRECISIONS
 from zoo.outputs import RUNS, clean_stale_staging, staging_folder, swap_into_place, writable_folder
 from zoo.weights import load_model, preprocessing, read_card, resolve, sha256_file, weights_dir
 
-__all__ = ["export", "verify", "bundle_name", "find_weights", "weights_text", "same_weights", "FORMATS", "PRECISIONS",
+__all__ = ["export", "verify", "bundle_name", "find_weights", "FORMATS", "PRECISIONS",
            "Budget", "RAW", "PARITY_COLUMNS", "parity_rows", "ACCURACY_COLUMNS", "accuracy_rows", "RAW_PARITY_COLUMNS",
            "raw_parity_rows"]
 
@@ -94,7 +95,7 @@ def _load_weights(spec, weights, random_weights: bool):
     if random_weights:
         if weights is not None:
             raise ZooError("--weights and --random-weights exclude each other: pick one")
-        record = {"sha256": None, "random": True, "seed": RANDOM_SEED, "source": None, "metrics": None}
+        record = runtime.WeightsRecord(random=True, seed=RANDOM_SEED)
         return _for_inference(registry.build(spec, seed=RANDOM_SEED)), record, None, None
     path = resolve(spec, weights)
     if path is None:
@@ -102,8 +103,8 @@ def _load_weights(spec, weights, random_weights: bool):
                        f"Train them (`zoo train {spec.name}`), pass --weights PATH, or use --random-weights "
                        "to export untrained weights (for testing only)")
     card = read_card(path.stem, path.parent)
-    record = {"sha256": sha256_file(path), "random": False, "seed": None, "source": path.name,
-              "metrics": (card or {}).get("metrics"), "caveat": (card or {}).get("caveat")}
+    record = runtime.WeightsRecord(sha256_file(path), source=path.name, metrics=(card or {}).get("metrics"),
+                                   caveat=(card or {}).get("caveat"))
     return _for_inference(load_model(spec, path)), record, card, path
 
 
@@ -131,25 +132,7 @@ def find_weights(model: str, sha256: str | None, source: str | None = None) -> P
     return None
 
 
-def weights_text(record: dict | None, path: Path | None = None) -> str:
-    """A manifest's `weights` record in words: random weights, or the file and the start of its sha256."""
-    if not isinstance(record, dict):
-        return "unknown weights (the manifest cannot be read)"
-    if record.get("random"):
-        return f"random weights (seed {record.get('seed')})"
-    where = str(path) if path is not None else str(record.get("source") or "a weights file")
-    return f"{where} (sha256 {str(record.get('sha256'))[:12]}…)"
-
-
-def same_weights(a: dict, b: dict) -> bool:
-    """Whether two manifests' `weights` records name the same weights (the same file, or the same seed of
-    random weights)."""
-    if a.get("random") or b.get("random"):
-        return bool(a.get("random")) and bool(b.get("random")) and a.get("seed") == b.get("seed")
-    return a.get("sha256") is not None and a.get("sha256") == b.get("sha256")
-
-
-def _replaceable(folder: Path, model: str, weights: dict, source: Path | None, replace: bool) -> bool:
+def _replaceable(folder: Path, model: str, weights: runtime.WeightsRecord, source: Path | None, replace: bool) -> bool:
     """Whether the existing bundle `folder` may be replaced by an export of `weights` (the manifest record;
     `source`: their file): it is a bundle (has a manifest) exported from the same weights, or `replace` says
     any bundle may go. A bundle of other weights is a ZooError that names both and says how to proceed; a
@@ -159,14 +142,15 @@ def _replaceable(folder: Path, model: str, weights: dict, source: Path | None, r
     if replace:
         return True
     try:
-        old = runtime.read_manifest(folder).data.get("weights")
+        old = runtime.read_manifest(folder).weights
     except runtime.BundleError:
         old = None
-    if isinstance(old, dict) and same_weights(old, weights):
+    if old is not None and old.same_as(weights):
         return True
-    found = find_weights(model, old.get("sha256"), old.get("source")) if isinstance(old, dict) else None
+    found = find_weights(model, old.sha256, old.source) if old is not None else None
     again = f"re-export those with --weights {found}, " if found is not None else ""
-    raise ZooError(f"{folder} holds an export of {weights_text(old, found)}, not of {weights_text(weights, source)}: "
+    held = old.describe(found) if old is not None else "unknown weights (the manifest cannot be read)"
+    raise ZooError(f"{folder} holds an export of {held}, not of {weights.describe(source)}: "
                    f"not replacing it; {again}choose another --out, or pass --replace to replace it")
 
 
@@ -175,10 +159,10 @@ class _Job:
     """What every bundle of one export shares."""
     spec: object
     model: object                  # eager, in eval mode
-    weights: dict                  # the manifest's `weights` record
+    weights: runtime.WeightsRecord
     source: Path | None            # their file (None: random weights)
     card: dict | None
-    preprocess: dict
+    signature: Signature           # the model's, with the weights' fitted preprocessing
     real: dict | None              # real samples for the parity matrix (--data)
     atol: float
     rtol: float
@@ -269,12 +253,12 @@ def _bundle(job: _Job, fmt: str, converted, exporter: dict, precision: str = "fp
             exporter["optimized"] = None
             if job.optimize:
                 artefact, exporter["optimized"] = _precision.optimize(artefact)
-        manifest = _manifest.build(spec, fmt, FORMATS[fmt].FILE, job.preprocess, job.weights, exporter, record)
+        manifest = _manifest.build(spec.name, job.signature, fmt, FORMATS[fmt].FILE, job.weights, exporter, record)
         _write_model(spec, fmt, artefact, staging, manifest)
         accuracy = test_data = None
         # as users load it (checksum and seal verified); its code is trusted: this process wrote it just now
         with quiet(), runtime.load(staging, trust_code=True) as session:
-            report = _parity.measure(spec, job.model, session, job.preprocess, job.atol, job.rtol, job.real,
+            report = _parity.measure(job.signature, job.model, session, job.atol, job.rtol, job.real,
                                      judge=precision == "fp32")
             if precision != "fp32":
                 produced = _accuracy.bundle_outputs(spec, session, job.held.inputs)
@@ -302,23 +286,23 @@ def _bundle(job: _Job, fmt: str, converted, exporter: dict, precision: str = "fp
 
 
 @contextlib.contextmanager
-def _reference(spec, converted, exporter: dict, preprocess: dict, weights: dict):
+def _reference(spec, converted, exporter: dict, signature: Signature, weights: runtime.WeightsRecord):
     """zoo.runtime on the fp32 network with the manifest's preprocessing: what `zoo predict` answers with the
     fp32 ONNX bundle, staged in a temporary folder. The raw-input bundle's parity is measured against it."""
     with tempfile.TemporaryDirectory(prefix="zoo-reference-") as tmp:
-        manifest = _manifest.build(spec, "onnx", _onnx.FILE, preprocess, weights, dict(exporter, optimized=None))
+        manifest = _manifest.build(spec.name, signature, "onnx", _onnx.FILE, weights, dict(exporter, optimized=None))
         _write_model(spec, "onnx", converted, Path(tmp), manifest)
         with runtime.load(tmp) as session:
             yield session
 
 
-def _raw_manifest(spec, converted, exporter: dict, preprocess: dict, weights: dict):
+def _raw_manifest(spec, converted, exporter: dict, signature: Signature, weights: runtime.WeightsRecord):
     """(the raw-input model, its manifest before what is measured on it), or RawInputsRefused in one line."""
     try:
-        proto, tensors, raw = _raw.compose(spec, converted, preprocess)
+        proto, tensors, raw = _raw.compose(spec, converted, signature.preprocess)
     except ZooError as e:
         raise RawInputsRefused(f"{e}; no raw-input bundle written") from None
-    manifest = _manifest.build(spec, "onnx", _onnx.FILE, preprocess, weights, dict(exporter, optimized=None))
+    manifest = _manifest.build(spec.name, signature, "onnx", _onnx.FILE, weights, dict(exporter, optimized=None))
     manifest.update(tensors)
     manifest[runtime.RAW_KEY] = raw
     return proto, manifest
@@ -328,12 +312,12 @@ def _raw_bundle(job: _Job, converted, exporter: dict) -> Path:
     """`<name>-onnx-raw/`: the fp32 network with its preprocessing in the graph, written when its answers on
     raw samples stay within `_rawparity`'s budget against zoo.runtime on the fp32 network."""
     spec = job.spec
-    proto, manifest = _raw_manifest(spec, converted, exporter, job.preprocess, job.weights)
+    proto, manifest = _raw_manifest(spec, converted, exporter, job.signature, job.weights)
 
     def build(staging: Path) -> None:
         _write_model(spec, "onnx", proto, staging, manifest)
         test_data = None
-        with quiet(), _reference(spec, converted, exporter, job.preprocess, job.weights) as reference, \
+        with quiet(), _reference(spec, converted, exporter, job.signature, job.weights) as reference, \
                 runtime.load(staging) as session:
             report = _rawparity.measure(spec, reference, session, job.samples, job.samples_about)
             if report["passed"]:
@@ -387,7 +371,8 @@ def export(name: str, formats=("onnx",), weights: str | Path | None = None, out:
     budget = budget or Budget()
     signer = None if sign is None else runtime.BundleSigner(sign)   # a bad key is refused before the work
     model, weights_record, card, source = _load_weights(spec, weights, random_weights)
-    preprocess = preprocessing(spec, card, random_weights)
+    signature = spec.signature.with_preprocess(preprocessing(spec, card, random_weights))
+    preprocess = signature.preprocess
     atol = spec.atol if atol is None else float(atol)
     rtol = spec.rtol if rtol is None else float(rtol)
     if not (0 <= atol < math.inf and 0 <= rtol < math.inf):   # nan or inf would pass any difference
@@ -399,7 +384,7 @@ def export(name: str, formats=("onnx",), weights: str | Path | None = None, out:
             if target.exists() and not _replaceable(target, spec.name, weights_record, source, replace):
                 raise ZooError(f"{target} exists and is not what zoo writes there: not replacing it")
     dataset = _load_data(spec, data)
-    job = _Job(spec, model, weights_record, source, card, preprocess, _real_samples(spec, dataset, preprocess),
+    job = _Job(spec, model, weights_record, source, card, signature, _real_samples(spec, dataset, preprocess),
                atol, rtol, out, optimize, budget, signer, replace=replace, notes=notes)
     if any(p != "fp32" for p in precisions) and "onnx" in formats:
         job.held = _accuracy.held_out(spec, dataset, preprocess, card, _precision.CALIBRATION_SAMPLES)
@@ -436,7 +421,7 @@ def export(name: str, formats=("onnx",), weights: str | Path | None = None, out:
     return paths
 
 
-def _other_weights_beside(out: Path, model: str, weights: dict, written: list[Path]) -> list[str]:
+def _other_weights_beside(out: Path, model: str, weights: runtime.WeightsRecord, written: list[Path]) -> list[str]:
     """A line for each bundle of `model` in `out` this export did not write that holds other weights."""
     lines = []
     for fmt in FORMATS:
@@ -445,11 +430,11 @@ def _other_weights_beside(out: Path, model: str, weights: dict, written: list[Pa
             if folder in written or not (folder / runtime.MANIFEST_NAME).is_file():
                 continue
             try:
-                old = runtime.read_manifest(folder).data.get("weights") or {}
+                old = runtime.read_manifest(folder).weights
             except runtime.BundleError:
                 continue
-            if not same_weights(old, weights):
-                lines.append(f"{folder} beside it still holds {weights_text(old)}: re-export it (zoo bench "
+            if not old.same_as(weights):
+                lines.append(f"{folder} beside it still holds {old.describe()}: re-export it (zoo bench "
                              "compares only bundles of the same weights)")
     return lines
 
@@ -470,11 +455,11 @@ def _real_samples(spec, dataset, preprocess: dict):
     return real_samples(spec, dataset, preprocess, n=32)
 
 
-def _source_weights(spec, manifest: dict, weights) -> Path:
+def _source_weights(spec, manifest: runtime.Manifest, weights) -> Path:
     """The weights file the bundle was exported from: `weights` (checked), else the file whose sha256 is
     the manifest's, where export takes weights from (`find_weights`)."""
-    record = manifest["weights"]
-    wanted = record.get("sha256")
+    record = manifest.weights
+    wanted = record.sha256
     if weights is not None:
         path = Path(weights)
         if not path.is_file():
@@ -484,9 +469,9 @@ def _source_weights(spec, manifest: dict, weights) -> Path:
             raise ZooError(f"{path} (sha256 {actual[:12]}…) is not the weights this bundle was exported from "
                            f"(sha256 {str(wanted)[:12]}…)", exit_code=1)
         return path
-    found = find_weights(spec.name, wanted, record.get("source"))
+    found = find_weights(spec.name, wanted, record.source)
     if found is None:
-        raise ZooError(f"the weights this bundle was exported from ({weights_text(record)}) are neither among the "
+        raise ZooError(f"the weights this bundle was exported from ({record.describe()}) are neither among the "
                        f"shipped weights in {weights_dir()} nor in {RUNS}/: pass them with --weights PATH")
     return found
 
@@ -525,34 +510,23 @@ def verify(bundle: str | Path, weights: str | Path | None = None, data: str | Pa
     return result
 
 
-def _declared(bundle: Path, manifest, spec) -> dict:
-    """The manifest's inputs and outputs against the model's (for a raw-input bundle, the graph's that the
-    spec and its preprocessing give), its task, output kind and labels; returns the declared tensors."""
+def _declared(bundle: Path, manifest, spec, expected: Signature, what: str) -> None:
+    """The manifest's signature against `expected` (the spec's, with the preprocessing of the source weights'
+    card, said in `what`), field by field; for a raw-input bundle also the graph's tensors and wiring that the
+    spec and its preprocessing give."""
+    difference = manifest.signature.difference(expected)
+    if difference is not None:
+        key, mine, theirs = difference
+        raise ZooError(f"{bundle}: manifest {key} is {_short(mine)}, {what}'s is {_short(theirs)}", exit_code=1)
     if manifest.raw is None:
-        inputs, outputs, raw = spec.inputs, spec.outputs, None
-    else:
-        inputs, outputs, raw = _raw.tensors(spec, spec.preprocess)
-        if manifest.raw.network_inputs != spec.inputs:
-            raise ZooError(f"{bundle}: manifest raw_inputs.network_inputs {_io_text(manifest.raw.network_inputs)} "
-                           f"don't match {spec.name}'s {_io_text(spec.inputs)}", exit_code=1)
-        given = manifest.raw.to_dict()
-        for key in ("sources", "probabilities"):
-            if given[key] != raw[key]:
-                raise ZooError(f"{bundle}: manifest raw_inputs.{key} {_short(given[key])} is not "
-                               f"{_short(raw[key])}", exit_code=1)
-    for side, expected in (("inputs", inputs), ("outputs", outputs)):
-        given = getattr(manifest, side)
-        if given != tuple(expected):
-            raise ZooError(f"{bundle}: manifest {side} {_io_text(given)} don't match {spec.name}'s "
-                           f"{_io_text(expected)}", exit_code=1)
-    for key, expected in (("task", spec.task), ("output_kind", spec.output_kind)):
-        if getattr(manifest, key) != expected:
-            raise ZooError(f"{bundle}: manifest {key} is {getattr(manifest, key)!r}, {spec.name}'s is {expected!r}",
-                           exit_code=1)
-    if manifest.labels != {k: list(v) for k, v in spec.labels.items()}:
-        raise ZooError(f"{bundle}: manifest labels {_short(manifest.labels)} are not {spec.name}'s "
-                       f"{_short({k: list(v) for k, v in spec.labels.items()})}", exit_code=1)
-    return {"inputs": [t.to_dict() for t in inputs], "outputs": [t.to_dict() for t in outputs]}
+        return
+    inputs, outputs, raw = _raw.tensors(spec, expected.preprocess)
+    given = manifest.raw.to_dict()
+    for key, mine, theirs in (("inputs", manifest.inputs, inputs), ("outputs", manifest.outputs, outputs),
+                              *((f"{runtime.RAW_KEY}.{k}", given[k], raw[k]) for k in ("sources", "probabilities"))):
+        if mine != theirs:
+            shown = [_io_text(mine), _io_text(theirs)] if key in ("inputs", "outputs") else [_short(mine), _short(theirs)]
+            raise ZooError(f"{bundle}: manifest {key} {shown[0]} are not the raw-input model's {shown[1]}", exit_code=1)
 
 
 def _check_test_data(bundle: Path, manifest, session) -> dict | None:
@@ -573,16 +547,13 @@ def _check_test_data(bundle: Path, manifest, session) -> dict | None:
 
 
 def _verify_loaded(bundle: Path, manifest, session, spec, weights, data) -> dict:
-    declared = _declared(bundle, manifest, spec)
     random = manifest.random_weights
-    path = None if random else _source_weights(spec, manifest.data, weights)
+    path = None if random else _source_weights(spec, manifest, weights)
     card = None if path is None else read_card(path.stem, path.parent)
-    expected = preprocessing(spec, card, random)
-    for name in sorted(set(manifest.preprocess) | set(expected)):
-        if manifest.preprocess.get(name) != expected.get(name):
-            what = f"{spec.name} with the card of {path.name}" if path else spec.name
-            raise ZooError(f"{bundle}: manifest preprocess.{name} is not the preprocessing of {what}", exit_code=1)
-    checks = _parity.check_structure(session.signature(), declared["inputs"], declared["outputs"])
+    expected = spec.signature.with_preprocess(preprocessing(spec, card, random))
+    _declared(bundle, manifest, spec, expected, f"{spec.name} with the card of {path.name}" if path else spec.name)
+    checks = _parity.check_structure(session.file_io(), [t.to_dict() for t in manifest.inputs],
+                                     [t.to_dict() for t in manifest.outputs])
     bad = [f"{c['check']}: {c['detail']}" for c in checks if c["passed"] is False]
     if bad:
         raise ZooError(f"{bundle}: the manifest does not match {manifest.file.name}: {'; '.join(bad)}", exit_code=1)
@@ -594,7 +565,7 @@ def _verify_loaded(bundle: Path, manifest, session, spec, weights, data) -> dict
         result["test_data"] = _check_test_data(bundle, manifest, session)
     if random:
         if manifest.raw is None:
-            _probe(spec, session, manifest, bundle)
+            _probe(session, manifest, bundle)
         result["note"] = ("exported with --random-weights: there are no source weights to re-run parity "
                           "against; checked the file's sha256, the sealed manifest, the manifest against the "
                           "model and a test run")
@@ -605,9 +576,9 @@ def _verify_loaded(bundle: Path, manifest, session, spec, weights, data) -> dict
         return _reverify_raw(bundle, spec, model, session, manifest, data, result)
     tolerance = (manifest.data.get("parity") or {}).get("tolerance") or {}
     dataset = _load_data(spec, data)
-    report = _parity.measure(spec, model, session, manifest.preprocess,
-                             tolerance.get("atol", spec.atol), tolerance.get("rtol", spec.rtol),
-                             _real_samples(spec, dataset, manifest.preprocess), judge=precision == "fp32")
+    report = _parity.measure(manifest.signature, model, session, tolerance.get("atol", spec.atol),
+                             tolerance.get("rtol", spec.rtol), _real_samples(spec, dataset, manifest.preprocess),
+                             judge=precision == "fp32")
     result.update(weights=str(path), parity=report, passed=report["passed"])
     if not report["passed"]:
         error = ParityError(_parity.text_table(report, f"{bundle}: parity failed"))
@@ -631,7 +602,7 @@ def _reverify_raw(bundle: Path, spec, model, session, manifest, data, result: di
 
     converted, exporter = _convert(spec, "onnx", model)
     samples, about = raw_samples(spec, data, RAW_SAMPLES)
-    with quiet(), _reference(spec, converted, exporter, manifest.preprocess, manifest.data["weights"]) as reference:
+    with quiet(), _reference(spec, converted, exporter, manifest.signature, manifest.weights) as reference:
         report = _rawparity.measure(spec, reference, session, samples, about)
     result.update(parity=report, passed=report["passed"])
     if not report["passed"]:
@@ -662,8 +633,6 @@ def _reverify_accuracy(spec, model, session, manifest, dataset, card) -> tuple[d
 
 
 def _short(value) -> str:
-    import json
-
     text = json.dumps(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
@@ -672,12 +641,11 @@ def _io_text(tensors) -> str:
     return ", ".join(f"{t.name}{tuple(t.shape)}" for t in tensors)
 
 
-def _probe(spec, session, manifest, bundle: Path) -> None:
+def _probe(session, manifest, bundle: Path) -> None:
     """Run one batch through the model file and check the outputs against the manifest."""
     import numpy as np
 
-    arrays = _parity.random_inputs(spec, manifest.preprocess, 2, EXAMPLE_SIZES["sequence"],
-                                   np.random.default_rng(_parity.SEED))
+    arrays = manifest.signature.random_inputs(2, EXAMPLE_SIZES["sequence"], np.random.default_rng(_parity.SEED))
     try:
         with quiet():
             produced = session.predict(arrays)

@@ -131,12 +131,6 @@ def _metrics(spec, outputs: dict, held: HeldOut) -> dict:
     return scalars(metrics.compute())
 
 
-def _top1(spec, values: np.ndarray) -> np.ndarray:
-    if values.shape[-1] > 1:
-        return values.argmax(axis=-1)
-    return values[:, 0] > (0.5 if spec.output_kind == "probability" else 0.0)
-
-
 def measure(spec, reference: dict, produced: dict, held: HeldOut, budget: Budget, card: dict | None = None) -> dict:
     """The accuracy report of a reduced-precision bundle: `produced` (its outputs on `held.inputs`) against
     fp32 `reference`, judged against `budget`."""
@@ -150,7 +144,7 @@ def measure(spec, reference: dict, produced: dict, held: HeldOut, budget: Budget
         diff = np.abs(got - ref)
         outputs[t.name] = {"max_abs": float(diff.max()), "mean_abs": float(diff.mean())}
         if spec.is_classifier:
-            agree = float(np.mean(_top1(spec, ref) == _top1(spec, got)))
+            agree = float(np.mean(spec.signature.top1(ref) == spec.signature.top1(got)))
             outputs[t.name]["top1_agreement"] = agree
             ok = agree >= budget.min_agreement
             checks.append({"check": f"top-1 agreement with fp32 ({t.name})", "value": agree,

@@ -4,44 +4,36 @@ from __future__ import annotations
 
 import datetime
 import json
-from importlib import metadata
 from pathlib import Path
 
-from zoo.contract import preprocessing_to_dict
-from zoo.runtime import FORMAT_VERSION, MANIFEST_NAME
+from zoo.contract import Signature
+from zoo.runtime import FORMAT_VERSION, MANIFEST_NAME, WeightsRecord, package_version
 
 # keys export and verify rely on, on top of what running a bundle needs
 REQUIRED = ("file_sha256", "weights")
 
 
 def versions() -> dict:
-    out = {}
-    for package in ("torch", "onnx", "onnxruntime-gpu", "onnxscript", "zoo"):
-        try:
-            out[package.removesuffix("-gpu")] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            out[package.removesuffix("-gpu")] = None
-    return out
+    return {package.removesuffix("-gpu"): package_version(package)
+            for package in ("torch", "onnx", "onnxruntime-gpu", "onnxscript", "zoo")}
 
 
 FP32 = {"name": "fp32"}
 
 
-def build(spec, fmt: str, file: str, preprocessing: dict, weights: dict, exporter: dict,
+def build(model: str, signature: Signature, fmt: str, file: str, weights: WeightsRecord, exporter: dict,
           precision: dict | None = None) -> dict:
     """Everything but what is measured on the finished model file (its sha256, the parity and accuracy
-    reports). `precision`: the reduced precision's record (name, method, settings, calibration, budget);
-    fp32 by default."""
+    reports). `signature`: the model's, with the weights' fitted preprocessing. `precision`: the reduced
+    precision's record (name, method, settings, calibration, budget); fp32 by default."""
+    fields = signature.to_dict()
     return {
         "format_version": FORMAT_VERSION,
-        "model": spec.name, "task": spec.task, "output_kind": spec.output_kind,
+        "model": model, "task": fields.pop("task"), "output_kind": fields.pop("output_kind"),
         "format": fmt, "file": file,
         "external_data": {},   # zoo writes the weights into the model file; sealed, so none can be added later
-        "inputs": [t.to_dict() for t in spec.inputs],
-        "outputs": [t.to_dict() for t in spec.outputs],
-        "preprocess": preprocessing_to_dict(preprocessing),
-        "labels": {k: list(v) for k, v in spec.labels.items()},
-        "weights": weights,
+        **fields,              # inputs, outputs, preprocess, labels
+        "weights": weights.to_dict(),
         "exporter": exporter,
         "precision": precision or dict(FP32),
         "versions": versions(),

@@ -6,11 +6,10 @@ import io
 from pathlib import Path
 
 from zoo.export._common import example_inputs, quiet, torch_dims
-from zoo.runtime import MODEL_FILES
+from zoo.runtime import MODEL_FILES, SEAL_KEY
 
 FILE = MODEL_FILES["onnx"]
 OPSET = 20
-SEAL_KEY = "zoo.manifest"
 
 # Measured on this stack (torch 2.14.1, onnxscript 0.7.2, see docs/formats.md): the dynamo exporter
 # unrolls nn.RNN with the sequence fixed at the example length and takes 5-17 s for GRU/LSTM, while

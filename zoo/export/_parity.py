@@ -15,36 +15,16 @@ SEED = 0
 
 # --- inputs ---------------------------------------------------------------------------------------
 
-def random_inputs(spec, preprocessing: dict, batch: int, sequence: int, rng: np.random.Generator) -> dict:
-    """Seeded inputs keyed by name, in the range the preprocessing produces: images from random uint8
-    pixels and one-hot rows from random categories, both through the preprocessing's own `apply`;
-    standard normal otherwise."""
-    arrays = {}
-    for t in spec.inputs:
-        pre = preprocessing.get(t.name)
-        shape = t.example_shape(batch=batch, sequence=sequence)
-        if pre is not None and pre.kind == "image":
-            height, width = pre.size
-            x = pre.apply(rng.integers(0, 256, (batch, pre.channels, height, width), dtype=np.uint8))
-        elif pre is not None and pre.kind == "onehot":
-            x = pre.apply(rng.integers(0, len(pre.vocabulary), batch))
-        else:
-            x = rng.standard_normal(shape).astype(np.float32)
-        if x.shape != shape:
-            raise AssertionError(f"{spec.name}: preprocessing gives {x.shape} for input {t.name}, spec says {shape}")
-        arrays[t.name] = np.ascontiguousarray(x)
-    return arrays
-
-
-def cases(spec, preprocessing: dict, real: dict | None) -> list[tuple[str, dict]]:
-    """(label, inputs by name) for every case of the matrix, then the real samples when given."""
+def cases(signature, real: dict | None) -> list[tuple[str, dict]]:
+    """(label, inputs by name) for every case of the matrix (`Signature.random_inputs`, seeded), then the real
+    samples when given."""
     rng = np.random.default_rng(SEED)
     out = []
-    for sequence in (SEQUENCES if spec.is_sequence else (None,)):
+    for sequence in (SEQUENCES if signature.is_sequence else (None,)):
         for batch in BATCHES:
-            out.append(("random", random_inputs(spec, preprocessing, batch, sequence, rng)))
+            out.append(("random", signature.random_inputs(batch, sequence, rng)))
     if real:
-        out.append(("real", {t.name: np.ascontiguousarray(real[t.name], dtype=np.float32) for t in spec.inputs}))
+        out.append(("real", {t.name: np.ascontiguousarray(real[t.name], dtype=np.float32) for t in signature.inputs}))
     return out
 
 
@@ -97,7 +77,7 @@ def check_structure(described: dict, inputs: list[dict], outputs: list[dict]) ->
     return names + dims
 
 
-def _compare(ref: np.ndarray, got: np.ndarray, atol: float, rtol: float, top1, judge: bool = True) -> dict:
+def _compare(ref: np.ndarray, got: np.ndarray, atol: float, rtol: float, top1=None, judge: bool = True) -> dict:
     ref64, got64 = ref.astype(np.float64), got.astype(np.float64)
     diff = np.abs(got64 - ref64)
     diff = np.where(np.isnan(ref64) & np.isnan(got64), 0.0, diff)   # NaN in both is agreement
@@ -115,15 +95,6 @@ def _compare(ref: np.ndarray, got: np.ndarray, atol: float, rtol: float, top1, j
     return stats
 
 
-def _top1(spec, width: int):
-    if not spec.is_classifier:
-        return None
-    if width > 1:
-        return lambda x: np.argmax(x, axis=-1)
-    threshold = 0.5 if spec.output_kind == "probability" else 0.0
-    return lambda x: (x.reshape(len(x), -1)[:, 0] > threshold)
-
-
 def eager(model, arrays: dict) -> list:
     import torch
 
@@ -136,22 +107,23 @@ def backend_label(session) -> str:
     return f"zoo.runtime {session.backend} on {', '.join(session.providers)} ({session.threads} threads)"
 
 
-def measure(spec, model, session, preprocessing: dict, atol: float, rtol: float, real: dict | None = None,
-            judge: bool = True) -> dict:
-    """The parity report of a loaded bundle (`session`, as `zoo.runtime.load` gives it) against eager `model`.
+def measure(signature, model, session, atol: float, rtol: float, real: dict | None = None, judge: bool = True) -> dict:
+    """The parity report of a loaded bundle (`session`, as `zoo.runtime.load` gives it) against eager `model`, whose
+    contract is `signature` (its fitted preprocessing makes the inputs).
     `judge=False` (reduced precisions, which differ from eager by design and are judged by their accuracy
     report): the structure, the output shapes and finite values are checked, the errors only reported."""
     if model.training:
         raise AssertionError("parity must compare against the model in eval mode")
-    declared = {"inputs": [t.to_dict() for t in spec.inputs], "outputs": [t.to_dict() for t in spec.outputs]}
+    declared = {"inputs": [t.to_dict() for t in signature.inputs], "outputs": [t.to_dict() for t in signature.outputs]}
     tolerance = ({"atol": atol, "rtol": rtol, "rule": "|bundle - eager| <= atol + rtol * |eager|, element-wise"}
                  if judge else None)
     report = {"backend": backend_label(session), "tolerance": tolerance,
               "seed": SEED, "checks": [], "cases": [], "failures": []}
-    report["checks"] = check_structure(session.signature(), declared["inputs"], declared["outputs"])
+    report["checks"] = check_structure(session.file_io(), declared["inputs"], declared["outputs"])
     report["failures"] += [f"{c['check']}: {c['detail']}" for c in report["checks"] if c["passed"] is False]
 
-    for kind, arrays in cases(spec, preprocessing, real):
+    top1 = signature.top1 if signature.is_classifier else None
+    for kind, arrays in cases(signature, real):
         label = f"{kind} " + ", ".join(shape_text(a.shape) for a in arrays.values())
         case = {"inputs": kind, "shapes": {name: list(a.shape) for name, a in arrays.items()},
                 "outputs": {}, "error": None}
@@ -163,14 +135,14 @@ def measure(spec, model, session, preprocessing: dict, atol: float, rtol: float,
             case["error"] = " ".join(str(e).split())[:300]
             report["failures"].append(f"{label}: the bundle failed to run: {case['error']}")
             continue
-        for t, ref in zip(spec.outputs, reference):
+        for t, ref in zip(signature.outputs, reference):
             got = np.asarray(produced[t.name])
             if got.shape != ref.shape:
                 case["outputs"][t.name] = {"shape": list(got.shape), "passed": False,
                                            "error": f"shape {shape_text(got.shape)}, eager {shape_text(ref.shape)}"}
                 report["failures"].append(f"{label}: {t.name} {case['outputs'][t.name]['error']}")
                 continue
-            stats = _compare(ref, got, atol, rtol, _top1(spec, ref.shape[-1] if ref.ndim > 1 else 1), judge)
+            stats = _compare(ref, got, atol, rtol, top1, judge)
             case["outputs"][t.name] = {"shape": list(got.shape), **stats}
             if not stats["passed"] and not judge:
                 report["failures"].append(f"{label}: {t.name} has NaN or infinite values where eager has none")
@@ -179,7 +151,7 @@ def measure(spec, model, session, preprocessing: dict, atol: float, rtol: float,
                                           f"(max rel {stats['max_rel']:.3g}) exceeds atol {atol:g} + rtol {rtol:g}")
     report["worst"] = {t.name: {k: max((c["outputs"][t.name].get(k, 0.0) for c in report["cases"]
                                         if t.name in c["outputs"]), default=None)
-                                for k in ("max_abs", "max_rel")} for t in spec.outputs}
+                                for k in ("max_abs", "max_rel")} for t in signature.outputs}
     report["passed"] = not report["failures"]
     return report
 

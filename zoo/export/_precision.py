@@ -26,12 +26,12 @@ import io
 import logging
 import tempfile
 from collections import Counter
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
 from zoo.errors import PrecisionRefused
+from zoo.runtime import package_version
 
 PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8-static")
 REDUCED = PRECISIONS[1:]
@@ -48,13 +48,6 @@ def _copy(proto):
     out.CopyFrom(proto)
     del out.metadata_props[:]   # the seal is written last, by the exporter
     return out
-
-
-def _version(package: str) -> str | None:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 @contextlib.contextmanager
@@ -130,7 +123,7 @@ def fp16(proto) -> tuple[object, dict]:
     with _quiet():
         out = float16.convert_float_to_float16(_copy(proto), keep_io_types=True)
     record = {"name": "fp16",
-              "method": f"onnxconverter-common {_version('onnxconverter-common')} convert_float_to_float16: "
+              "method": f"onnxconverter-common {package_version('onnxconverter-common')} convert_float_to_float16: "
                         "weights and activations float16, inputs and outputs float32 (keep_io_types); ops on "
                         "its default block list stay float32",
               "settings": {"keep_io_types": True, "op_block_list": "default"},
@@ -152,7 +145,7 @@ def int8_dynamic(proto, spec_name: str = "", per_channel: bool = True) -> tuple[
         out = _load(target)
     share = _check_int8_share(proto, out, "int8-dynamic", spec_name)
     record = {"name": "int8-dynamic",
-              "method": f"onnxruntime {_version('onnxruntime-gpu') or _version('onnxruntime')} "
+              "method": f"onnxruntime {package_version('onnxruntime-gpu') or package_version('onnxruntime')} "
                         "quantization.quantize_dynamic: int8 weights per output channel for MatMul/Gemm and LSTM, "
                         "activations quantised to uint8 per batch at run time",
               "settings": settings, "calibration": None, "reduced_share": round(share, 4), "graph": summary(out)}
@@ -194,7 +187,7 @@ def int8_static(proto, calibration: dict[str, np.ndarray], about: dict, spec_nam
     share = _check_int8_share(proto, out, "int8-static", spec_name)
     samples = len(next(iter(calibration.values())))
     record = {"name": "int8-static",
-              "method": f"onnxruntime {_version('onnxruntime-gpu') or _version('onnxruntime')} "
+              "method": f"onnxruntime {package_version('onnxruntime-gpu') or package_version('onnxruntime')} "
                         "quantization.quantize_static, QDQ: int8 weights per output channel, uint8 activations "
                         "with ranges calibrated (MinMax) on training samples",
               "settings": settings, "calibration": {"method": "MinMax", "samples": samples, **about},

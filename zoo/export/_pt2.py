@@ -6,10 +6,9 @@ import contextlib
 from pathlib import Path
 
 from zoo.export._common import example_inputs, quiet, torch_dims
-from zoo.runtime import MODEL_FILES
+from zoo.runtime import MODEL_FILES, SEAL_KEY
 
 FILE = MODEL_FILES["pt2"]
-SEAL_KEY = "zoo.manifest"
 
 
 def _rnn_tanh_layer(inp, hidden, params, has_biases, reverse=False):

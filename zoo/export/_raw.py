@@ -107,8 +107,9 @@ def _category(g: _Graph, source: str, names) -> str:
     return g.op("Add", [index, g.op("Mul", [missing, g.const(np.int64(len(names)))])], "category")
 
 
-def _table(g: _Graph, pre, out: str) -> None:
-    """One graph input per column -> float32 (batch, features), as TabularPreprocess.encode + apply in float64."""
+def _table(g: _Graph, source: str, pre, out: str) -> None:
+    """One graph input per column (not `source`) -> float32 (batch, features), as TabularPreprocess.encode + apply
+    in float64."""
     from onnx import TensorProto
 
     parts = []
@@ -152,20 +153,7 @@ def _onehot(g: _Graph, source: str, pre, out: str) -> None:
     g.op("Gather", [g.const(np.eye(len(pre.vocabulary), dtype=np.float32), "onehot"), index], out=out, axis=0)
 
 
-def raw_inputs(spec, preprocess: dict) -> dict[str, list[tuple[str, str, tuple]]]:
-    """Per network input, the graph inputs that make it: [(name, dtype, shape)]."""
-    out = {}
-    for t in spec.inputs:
-        pre = preprocess[t.name]
-        if pre.kind == "image":
-            out[t.name] = [(t.name, "uint8", ("batch", "height", "width", pre.channels))]
-        elif pre.kind == "tabular":
-            out[t.name] = [(c, "string" if c in pre.categories else "float64", ("batch",)) for c in pre.columns]
-        elif pre.kind == "series":
-            out[t.name] = [(t.name, "float32", ("batch", "sequence"))]
-        else:
-            out[t.name] = [(t.name, "string", ("batch",))]
-    return out
+BUILDERS = {"image": _image, "tabular": _table, "series": _series, "onehot": _onehot}   # by preprocessing kind
 
 
 def probability_outputs(spec) -> dict[str, str]:
@@ -179,7 +167,7 @@ def refusal(spec, preprocess: dict) -> str | None:
     missing = [t.name for t in spec.inputs if t.name not in preprocess]
     if missing:
         return f"{spec.name}: input {missing[0]} has no preprocessing to put in the graph"
-    names = [n for feeds in raw_inputs(spec, preprocess).values() for n, _, _ in feeds]
+    names = [f.name for t in spec.inputs for f in preprocess[t.name].raw_tensors(t.name)]
     names += [t.name for t in spec.outputs] + list(probability_outputs(spec).values())
     clash = sorted({n for n in names if names.count(n) > 1})
     if clash:
@@ -189,16 +177,18 @@ def refusal(spec, preprocess: dict) -> str | None:
 
 
 def _probabilities(g: _Graph, spec) -> None:
-    """The class probabilities of each labelled output, as Session.probabilities computes them."""
+    """The class probabilities of each labelled output, as `Signature.probabilities` computes them."""
+    signature = spec.signature
     for name, target in probability_outputs(spec).items():
-        width = next(t.shape[-1] for t in spec.outputs if t.name == name)
-        source = PREFIX + name
-        if width > 1:
-            g.op("Softmax" if spec.output_kind == "logits" else "Identity", [source], out=target,
-                 **({"axis": -1} if spec.output_kind == "logits" else {}))
-        else:
-            positive = g.op("Sigmoid", [source]) if spec.output_kind in ("logit", "logits") else source
+        activation, source = signature.activation(name), PREFIX + name
+        if activation == "softmax":
+            g.op("Softmax", [source], out=target, axis=-1)
+            continue
+        positive = g.op("Sigmoid", [source]) if activation == "sigmoid" else source
+        if signature.output(name).shape[-1] == 1:   # [negative, positive]
             g.op("Concat", [g.op("Sub", [g.const(np.float32(1)), positive]), positive], out=target, axis=1)
+        else:
+            g.op("Identity", [positive], out=target)
 
 
 def compose(spec, network, preprocess: dict):
@@ -216,15 +206,8 @@ def compose(spec, network, preprocess: dict):
     net = onnx_compose.add_prefix(network, PREFIX)
     g = _Graph()
     for t in spec.inputs:
-        pre, target = preprocess[t.name], PREFIX + t.name
-        if pre.kind == "image":
-            _image(g, t.name, pre, target)
-        elif pre.kind == "tabular":
-            _table(g, pre, target)
-        elif pre.kind == "series":
-            _series(g, t.name, pre, target)
-        else:
-            _onehot(g, t.name, pre, target)
+        pre = preprocess[t.name]
+        BUILDERS[pre.kind](g, t.name, pre, PREFIX + t.name)
     before = len(g.nodes)   # the preprocessing; what follows runs after the network
     for t in spec.outputs:
         g.op("Identity", [PREFIX + t.name], out=t.name)
@@ -246,12 +229,11 @@ def compose(spec, network, preprocess: dict):
 
 def tensors(spec, preprocess: dict) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...], dict]:
     """The raw-input model's graph inputs and outputs, and the manifest's `raw_inputs` (RawInputs' fields)."""
-    feeds = raw_inputs(spec, preprocess)
+    signature, feeds = spec.signature, {t.name: preprocess[t.name].raw_tensors(t.name) for t in spec.inputs}
     probabilities = probability_outputs(spec)
-    widths = {t.name: t.shape[-1] for t in spec.outputs}
-    inputs = tuple(TensorSpec(n, s, d) for t in spec.inputs for n, d, s in feeds[t.name])
-    outputs = (*spec.outputs, *(TensorSpec(target, ("batch", 2 if widths[name] == 1 else widths[name]))
+    inputs = tuple(f for t in spec.inputs for f in feeds[t.name])
+    outputs = (*spec.outputs, *(TensorSpec(target, ("batch", signature.classes(signature.output(name).shape[-1])))
                                 for name, target in probabilities.items()))
     raw = {"network_inputs": [t.to_dict() for t in spec.inputs],
-           "sources": {k: [n for n, _, _ in v] for k, v in feeds.items()}, "probabilities": probabilities}
+           "sources": {k: [f.name for f in v] for k, v in feeds.items()}, "probabilities": probabilities}
     return inputs, outputs, raw

@@ -52,15 +52,14 @@ def _compare(spec, reference, session, samples, raw) -> list[dict]:
 def measure(spec, reference, session, samples, about: dict) -> dict:
     """The raw-input bundle `session` against `reference` (the fp32 network with the runtime's preprocessing),
     both `zoo.runtime` Sessions, on `samples` (zoo.data.raw)."""
-    images = any(pre.kind == "image" for pre in reference.manifest.preprocess.values())
-    judged = "probabilities" if images and spec.is_classifier else "outputs"
+    judged = "probabilities" if reference.manifest.signature.takes_images and spec.is_classifier else "outputs"
     report = {"reference": "zoo.runtime: the manifest's preprocessing (zoo.contract: Pillow, numpy) feeding the fp32 "
                            "network", "backend": _parity.backend_label(session), "samples": dict(about, count=len(samples)),
               "budget": ({"max_probability_difference": MAX_PROBABILITY_DIFFERENCE, "top1": f"may differ only where "
                           f"the reference's two most likely classes are within {NEAR_TIE:g}"} if judged == "probabilities"
                          else {"atol": spec.atol, "rtol": spec.rtol,
                                "rule": "|raw - reference| <= atol + rtol * |reference|, element-wise"}),
-              "checks": _parity.check_structure(session.signature(), session.manifest.data["inputs"],
+              "checks": _parity.check_structure(session.file_io(), session.manifest.data["inputs"],
                                                 session.manifest.data["outputs"]),
               "cases": [], "failures": []}
     report["failures"] += [f"{c['check']}: {c['detail']}" for c in report["checks"] if c["passed"] is False]

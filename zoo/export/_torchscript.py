@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from zoo.export._common import example_inputs, first_line, quiet
-from zoo.runtime import MODEL_FILES
+from zoo.runtime import MODEL_FILES, SEAL_KEY
 
 FILE = MODEL_FILES["torchscript"]
-SEAL_KEY = "zoo.manifest"
 
 
 def _check_inputs(spec) -> list[tuple]:

@@ -114,9 +114,9 @@ class Session:
         """The backend's settings as applied: threads, providers (and for onnxruntime the CPU arena)."""
         return dict(self._engine.settings)
 
-    def signature(self) -> dict:
+    def file_io(self) -> dict:
         """The model file's own view of its inputs and outputs ({"inputs": [{"name", "shape"}], "outputs": ...};
-        None where the format keeps no such record), to check against the manifest."""
+        None where the format keeps no such record), to check against the manifest's signature."""
         return self._engine.describe()
 
     def close(self) -> None:
