@@ -31,7 +31,6 @@ from collections import Counter
 from pathlib import Path
 
 from zoo import bench, registry
-from zoo.errors import ParityError, PrecisionRefused
 from zoo.export import PRECISIONS, Budget, export
 
 HERE = Path(__file__).resolve().parent
@@ -72,21 +71,17 @@ def optimised_ops(model_file: Path) -> dict:
 def bundles(name: str, data: Path | None, out: Path) -> dict:
     """{precision: {"bundle", "accuracy", "within_budget", "refused"}} for every precision."""
     found = {p: {"bundle": None, "accuracy": None, "within_budget": None, "refused": None} for p in PRECISIONS}
-    try:
-        paths = export(name, "onnx", out=out, data=data, precisions=PRECISIONS)
-        failed = []
-    except (ParityError, PrecisionRefused) as e:
-        paths, failed = e.bundles, e.reports
-    for path in paths:
+    result = export(name, "onnx", out=out, data=data, precisions=PRECISIONS, check=False)
+    for path in result.bundles:
         manifest = json.loads((path / "manifest.json").read_text())
         precision = manifest["precision"]["name"]
         found[precision].update(bundle=str(path), accuracy=manifest.get("accuracy"), within_budget=True)
     retry = []
-    for report in failed:
-        entry = found[report["precision"]]
-        entry.update(accuracy=report.get("accuracy"), refused=report.get("reason"), within_budget=False)
-        if report.get("accuracy") is not None:   # refused for its accuracy: time it all the same
-            retry.append(report["precision"])
+    for outcome in result.refused:
+        entry = found[outcome.precision]
+        entry.update(accuracy=outcome.accuracy, refused=outcome.reason, within_budget=False)
+        if outcome.accuracy is not None:   # refused for its accuracy: time it all the same
+            retry.append(outcome.precision)
     if retry:
         for path in export(name, "onnx", out=out, data=data, precisions=retry, budget=OPEN_BUDGET):
             precision = json.loads((path / "manifest.json").read_text())["precision"]["name"]

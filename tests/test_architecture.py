@@ -205,3 +205,13 @@ def test_zoo_modules_are_found_by_name_not_loaded_dynamically():
                 argument = node.args[0]
                 assert not (isinstance(argument, ast.Constant) and str(argument.value).startswith("zoo")), \
                     f"{path.relative_to(ROOT)}:{node.lineno} imports {argument.value} dynamically"
+
+
+def test_the_cli_imports_no_framework_until_a_command_needs_it():
+    """`zoo --help`, `zoo list`: the packages are imported with the CLI, torch, ONNX, ONNX Runtime and the server
+    stack only by the commands that run them."""
+    probe = ("import json, sys; import zoo.cli; print(json.dumps(sorted(m for m in ('torch', 'onnx', 'onnxruntime', "
+             "'onnxscript', 'starlette', 'uvicorn') if m in sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                         check=True)
+    assert json.loads(out.stdout.splitlines()[-1]) == []

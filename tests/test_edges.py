@@ -91,16 +91,14 @@ def test_replace_replaces_and_the_same_weights_re_export_freely(tmp_path):
     assert again == bundle
     with pytest.raises(ZooError, match="not replacing it"):
         export("circles-mlp", "onnx", random_weights=True, out=tmp_path)
-    notes: list = []
-    export("circles-mlp", ["onnx", "torchscript"], random_weights=True, out=tmp_path, replace=True, notes=notes)
-    assert rt.read_manifest(bundle).random_weights and notes == []
+    result = export("circles-mlp", ["onnx", "torchscript"], random_weights=True, out=tmp_path, replace=True)
+    assert rt.read_manifest(bundle).random_weights and result.notes == []
 
 
 def test_an_export_says_which_bundles_beside_it_hold_other_weights(tmp_path):
     weights = own_weights(tmp_path / "runs")
     export("circles-mlp", "torchscript", weights=weights, out=tmp_path)
-    notes: list = []
-    export("circles-mlp", "onnx", random_weights=True, out=tmp_path, notes=notes)
+    notes = export("circles-mlp", "onnx", random_weights=True, out=tmp_path).notes
     assert notes == [f"{tmp_path / 'circles-mlp-torchscript'} beside it still holds {weights.name} (sha256 "
                      f"{sha256_file(weights)[:12]}…): re-export it (zoo bench compares only bundles of the same weights)"]
 

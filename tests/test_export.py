@@ -105,7 +105,7 @@ def test_model_exports_with_parity(name, fmt, tmp_path):
             for axis, dim in enumerate(_dims(actual)):
                 assert isinstance(dim, str) == isinstance(declared.shape[axis], str), (declared.name, axis, dim)
     assert manifest["format_version"] == 3 and manifest["external_data"] == {}   # the weights are in the file
-    assert verify(bundle, trust_code=True)["note"]   # random weights: consistency checked, parity not re-run
+    assert verify(bundle, trust_code=True).note   # random weights: consistency checked, parity not re-run
 
 
 def test_rnn_sequence_axis_is_symbolic_in_onnx(tmp_path):
@@ -150,7 +150,9 @@ def test_a_bad_artefact_fails_and_keeps_the_previous_bundle(tmp_path, monkeypatc
     with pytest.raises(ParityError) as info:
         export("circles-mlp", "onnx", out=tmp_path, random_weights=True)
     assert "parity failed" in str(info.value) and "probability" in str(info.value)
-    assert info.value.reports[0]["cases"][0]["outputs"]["probability"]["max_abs"] == pytest.approx(1e-3, rel=1e-3)
+    (refused,) = export("circles-mlp", "onnx", out=tmp_path, random_weights=True, check=False).refused
+    assert refused.refusal is ParityError and not refused.passed and refused.bundle is None
+    assert refused.parity["cases"][0]["outputs"]["probability"]["max_abs"] == pytest.approx(1e-3, rel=1e-3)
     assert (bundle / "manifest.json").read_text() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["circles-mlp-onnx"]
 
@@ -193,7 +195,7 @@ def test_verify_reruns_parity_against_the_source_weights(trained, tmp_path, monk
     shipped.mkdir()
     shutil.copy(weights, shipped / "some-other-name.safetensors")
     monkeypatch.setenv("ZOO_WEIGHTS", str(shipped))
-    assert verify(bundles["onnx"])["weights"] == str(shipped / "some-other-name.safetensors")
+    assert verify(bundles["onnx"]).weights == str(shipped / "some-other-name.safetensors")
     monkeypatch.setenv("ZOO_WEIGHTS", str(tmp_path / "empty"))
     result = _verify(bundles["onnx"])
     assert result.exit_code == 2 and "--weights" in result.text
@@ -321,11 +323,11 @@ def test_bundles_exported_before_the_redesign_still_verify(fmt):
     bundle = V1 / f"mnist-3v7-linear-{fmt}"
     assert read_manifest(bundle)["format_version"] == 1
     result = verify(bundle, trust_code=True)   # the source weights are the shipped ones, found by sha256
-    assert result["passed"] and result["parity"]["passed"]
+    assert result.passed and result.parity["passed"]
     if fmt == "onnx":   # version-1 ONNX files already carried a copy of their manifest: they still load
         zoo.runtime.load(bundle).close()
     else:               # the others carry none: refused unless the caller opts out
-        assert "re-export" in result["note"]
+        assert "re-export" in result.note
         with pytest.raises(zoo.runtime.UnsealedBundle, match="verify=False"):
             zoo.runtime.load(bundle, trust_code=True)
         session = zoo.runtime.load(bundle, verify=False, trust_code=True)
@@ -337,7 +339,7 @@ def test_a_version_2_bundle_still_loads_and_verifies():
     bundle = Path(__file__).resolve().parent / "fixtures" / "v2" / "mnist-3v7-linear-onnx"
     assert read_manifest(bundle)["format_version"] == 2 and "external_data" not in read_manifest(bundle)
     result = verify(bundle)
-    assert result["passed"] and result["parity"]["passed"] and result["note"] is None
+    assert result.passed and result.parity["passed"] and result.note is None
     with zoo.runtime.load(bundle) as session:
         assert session.predict(np.zeros((1, 784)))["logit"].shape == (1, 1)
 
@@ -345,7 +347,7 @@ def test_a_version_2_bundle_still_loads_and_verifies():
 def test_a_version_1_standardised_tabular_bundle_verifies_and_serves():
     weights = V1 / "water-mlp-weights" / "water-mlp.safetensors"
     result = verify(V1 / "water-mlp-onnx", weights=weights)
-    assert result["passed"] and result["parity"]["passed"]
+    assert result.passed and result.parity["passed"]
     with zoo.runtime.load(V1 / "water-mlp-onnx") as session:
         pre = session.manifest.preprocess["features"]
         assert pre.standardize and len(pre.mean) == 9 and pre.ranges is None

@@ -102,28 +102,26 @@ def _check_reduced_bundle(bundle: Path, name: str, precision: str, fp32_size: in
 def test_every_model_exports_in_every_reduced_precision_or_is_refused_with_the_reason(name, tmp_path):
     """Random weights, the built-in sample: each reduced bundle is written within its budget, or refused with
     one line (its weights would stay float; or, with untrained near-tie outputs, a missed budget)."""
-    try:
-        paths = export(name, "onnx", out=tmp_path, random_weights=True, precisions="all")
-        refused = []
-    except PrecisionRefused as e:
-        paths, refused = e.bundles, e.reports
+    result = export(name, "onnx", out=tmp_path, random_weights=True, precisions="all", check=False)
+    paths, refused = result.bundles, result.refused
+    assert all(o.refusal is PrecisionRefused for o in refused)
     fp32 = tmp_path / f"{name}-onnx"
     assert fp32 in paths
     written = {manifest(p)["precision"]["name"]: p for p in paths if p != fp32}
     for precision, bundle in written.items():
         assert bundle == tmp_path / f"{name}-onnx-{precision}"
         _check_reduced_bundle(bundle, name, precision, (fp32 / "model.onnx").stat().st_size)
-    for report in refused:
-        reason = report["reason"]
-        assert "\n" not in reason and reason.startswith(f"{name} {report['precision']}")
+    for outcome in refused:
+        reason = outcome.reason
+        assert "\n" not in reason and reason.startswith(f"{name} {outcome.precision}")
         assert reason.endswith("no bundle written")
-        assert not (tmp_path / f"{name}-onnx-{report['precision']}").exists()
-        if (name, report["precision"]) in NOT_INT8:
-            assert "would be int8" in reason and report["accuracy"] is None
+        assert not (tmp_path / f"{name}-onnx-{outcome.precision}").exists()
+        if (name, outcome.precision) in NOT_INT8:
+            assert "would be int8" in reason and outcome.accuracy is None
         else:   # untrained weights: outputs near ties can flip; the reason says by how much the budget was missed
             assert "misses its accuracy budget" in reason and "points" in reason
-            assert not report["accuracy"]["passed"]
-    assert {(name, r["precision"]) for r in refused if "would be int8" in r["reason"]} == \
+            assert not outcome.accuracy["passed"]
+    assert {(name, o.precision) for o in refused if "would be int8" in o.reason} == \
         {k for k in NOT_INT8 if k[0] == name}
     assert len(written) + len(refused) == len(REDUCED)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths)   # no staging left
@@ -142,7 +140,7 @@ def test_shipped_weights_meet_the_default_budget(name, tmp_path):
             assert fp32 - reduced <= 0.01
         else:
             assert (reduced - fp32) / fp32 <= 0.02
-        assert verify(bundle)["accuracy"]["passed"]   # re-measured on the same built-in sample
+        assert verify(bundle).accuracy["passed"]   # re-measured on the same built-in sample
 
 
 def test_int8_shrinks_cifar2_fc_to_a_quarter(tmp_path):
@@ -240,7 +238,7 @@ def test_optimized_bundles_load_faster_paths_and_keep_parity(tmp_path):
         assert data["exporter"]["optimized"]["level"] == "extended"
         ops = {n.op_type for n in onnx.load(str(bundle / "model.onnx")).graph.node}
         assert "BatchNormalization" not in ops   # folded into the convolution offline
-        assert verify(bundle)["passed"]
+        assert verify(bundle).passed
     assert manifest(paths[0])["parity"]["passed"] and manifest(paths[0])["parity"]["tolerance"]
     assert "QLinearConv" in {n.op_type for n in onnx.load(str(paths[1] / "model.onnx")).graph.node}
 

@@ -70,22 +70,18 @@ def _bundles_for(target: str, fmt: str, precisions, scratch: Path,
         why = f"no such {fmt} bundle beside {path}, and exporting one needs torch: {NEEDS_TORCH}"
         return {p: found.get(p, (None, why)) for p in precisions}
     from zoo import registry
-    from zoo.errors import ParityError, PrecisionRefused
     from zoo.export import export
     from zoo.weights import resolve
 
     spec = registry.get(target)
     try:
-        folders = export(spec.name, formats=(fmt,), out=scratch, random_weights=resolve(spec, None) is None,
-                         precisions=missing)
-    except (ParityError, PrecisionRefused) as e:   # the precisions that passed were written
-        folders = e.bundles
-        for report in e.reports:
-            found[report["precision"]] = (None, report.get("reason") or f"parity failed for {fmt}")
+        result = export(spec.name, formats=(fmt,), out=scratch, random_weights=resolve(spec, None) is None,
+                        precisions=missing, check=False)
     except ZooError as e:
         return {p: found.get(p, (None, f"export to {fmt} failed: {e}")) for p in precisions}
-    for folder in folders:
-        found[read_manifest(folder).precision] = (Path(folder), "")
+    for outcome in result.outcomes:   # those that passed were written
+        found[outcome.precision] = ((outcome.bundle, "") if outcome.passed else
+                                    (None, f"parity failed for {fmt}" if outcome.parity_failed else outcome.reason))
     return {p: found[p] for p in precisions}
 
 

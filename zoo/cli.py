@@ -17,9 +17,14 @@ from rich.table import Table
 from typer.core import TyperCommand, TyperGroup
 
 import zoo
-from zoo import registry
-from zoo.errors import ZooError, interrupted
-from zoo.weights import headline, read_card
+import zoo.runtime
+from zoo import bench as zbench, registry
+from zoo.doctor import diagnose
+from zoo.errors import ParityError, ZooError, interrupted
+from zoo.export import (ACCURACY_COLUMNS, PARITY_COLUMNS, PRECISIONS, RAW_PARITY_COLUMNS, Budget, accuracy_rows,
+                        bundle_for, export_models, parity_rows, raw_parity_rows, verify as verify_bundle)
+from zoo.outputs import writable_file, write_json
+from zoo.weights import headline, preprocessing, read_card, weights_dir
 
 
 class _FlagsWithoutType:
@@ -199,8 +204,6 @@ def list(json_: JsonFlag = False):  # noqa: A001 - the command is called `list`
 @command
 def info(name: Annotated[str, typer.Argument(help="Model name, e.g. clouds-cnn.")], json_: JsonFlag = False):
     """Show a model's whole spec: architecture, what it takes (units, ranges), labels, recipe, weights."""
-    from zoo.weights import preprocessing
-
     spec = registry.get(name)
     card = read_card(spec.name)
     # the shipped weights' own preprocessing (fitted statistics, training ranges), else the spec's
@@ -210,7 +213,7 @@ def info(name: Annotated[str, typer.Argument(help="Model name, e.g. clouds-cnn."
     data["inputs_described"] = {key: pre.describe() for key, pre in fitted.items()}
     data["dataset_source"] = registry.dataset(spec.dataset).source
     data["dataset_caveat"] = registry.dataset(spec.dataset).caveat
-    data["weights"] = card
+    data["weights"] = card.data if card else None
     if json_:
         return print_json(data)
     table = Table(show_header=False, title=spec.name, title_justify="left")
@@ -235,14 +238,13 @@ def info(name: Annotated[str, typer.Argument(help="Model name, e.g. clouds-cnn."
         table.add_row("[yellow]about the data[/]", printable(data["dataset_caveat"]))
     table.add_row("recipe", ", ".join(f"{k}={v}" for k, v in data["recipe"].items()))
     table.add_row("course result", spec.course_result)
-    if card and card.get("caveat"):
-        table.add_row("[yellow]caveat[/]", printable(card["caveat"]))
+    if card and card.caveat:
+        table.add_row("[yellow]caveat[/]", printable(card.caveat))
     if card:
-        metrics = card.get("metrics", {})
-        for split, values in metrics.items():
+        for split, values in card.metrics.items():
             table.add_row(f"weights: {split}", ", ".join(f"{k}={v:.4g}" for k, v in values.items()
                                                          if isinstance(v, (int, float))))
-        table.add_row("weights: sha256", card.get("sha256", "?"))
+        table.add_row("weights: sha256", card.sha256 or "?")
     else:
         table.add_row("weights", "none shipped yet (train with `zoo train " + spec.name + "`)")
     console.print(table)
@@ -299,7 +301,6 @@ def train(
 
     if nproc is not None:
         from zoo.training import launch
-        from zoo.weights import weights_dir
 
         folder = out if out is not None else weights_dir() if replace_shipped else None   # for its failure line
         return launch(nproc=nproc, nnodes=nnodes, node_rank=node_rank, master_addr=master_addr,
@@ -360,8 +361,6 @@ def evaluate(
 
 
 def _print_parity(title: str, report: dict) -> None:
-    from zoo.export import PARITY_COLUMNS, parity_rows
-
     tol = report["tolerance"]
     judged = f"atol {tol['atol']:g}, rtol {tol['rtol']:g}" if tol else "errors reported, judged by accuracy"
     table = Table(title=printable(f"{title}: {report['backend']}, {judged}"), title_justify="left")
@@ -385,8 +384,6 @@ def _print_table(title: str, columns, rows, left: tuple[str, ...], width: int = 
 
 def _print_raw_parity(title: str, report: dict) -> None:
     """A raw-input bundle's parity against zoo.runtime: per output, agreement and the largest differences."""
-    from zoo.export import RAW_PARITY_COLUMNS, raw_parity_rows
-
     samples = report["samples"]
     _print_table(f"{title}: vs {report['reference']}; {samples['count']} raw samples ({samples['source']}), "
                  f"{report['backend']}", RAW_PARITY_COLUMNS, raw_parity_rows(report), ("output", "result"))
@@ -408,8 +405,6 @@ def _print_checks(report: dict) -> None:
 
 
 def _print_accuracy(title: str, report: dict) -> None:
-    from zoo.export import ACCURACY_COLUMNS, accuracy_rows
-
     data = report["data"]
     _print_table(f"{title}: {data['validation_samples']} validation samples ({data['source']}), {report['backend']}",
                  ACCURACY_COLUMNS, accuracy_rows(report), ("measure", "result"))
@@ -465,103 +460,46 @@ def export(
     else the built-in sample) against a budget. --format triton adds the model to the Triton model repository
     <out>/triton/. Without a name: the model last trained into runs/ (zoo train's default), with those weights."""
     _check_early(name, data, weights)
-    from zoo.errors import ParityError, PrecisionRefused
-    from zoo.export import FORMATS, PRECISIONS, Budget, choices, export as export_model
-    from zoo.outputs import RUNS, writable_folder
-    from zoo.runtime import read_manifest
-    from zoo.weights import latest_trained, resolve
-
-    if all_ and name is not None:
-        raise ZooError("give a model name or --all (not both)")
-    writable_folder(out, "--out")
-    if all_:
-        jobs = [(spec.name, None) for spec in registry.specs() if resolve(spec, None) is not None]
-    elif name is None:
-        last = latest_trained(RUNS)
-        if last is None:
-            raise ZooError(f"no model name given and nothing trained in {RUNS}/ yet: name a model "
-                           "(zoo export clouds-cnn --format onnx), train one first, or pass --all")
-        if weights is not None:
-            raise ZooError("--weights needs a model name")
-        jobs = [(last.stem, last)]
-        err_console.print(printable(f"exporting {last.stem}, last trained into {RUNS}/ ({last})"), highlight=False)
-    else:
-        jobs = [(name, weights)]
-    budget = Budget(min_agreement, max_drop, max_mse_increase)
-    formats = _comma_list(format_)
-    choices(formats, [*FORMATS, "triton"], "format")   # one line naming a bad one
-    triton = "triton" in formats
-    if triton:   # a Triton repository is made from the ONNX bundles
-        formats = [f for f in formats if f != "triton"]
-        formats = formats if "onnx" in formats or "all" in formats else [*formats, "onnx"]
-    results, repositories, failed, notes = [], [], [], []
-    for model, model_weights in jobs:
-        with err_console.status(printable(f"exporting {model} ({format_}, {precision}) and measuring parity")):
-            try:
-                paths = export_model(model, formats, weights=model_weights, out=out,
-                                     random_weights=random_weights, data=data, atol=atol, rtol=rtol,
-                                     precisions=_comma_list(precision), optimize=optimize, budget=budget,
-                                     sign=sign, replace=replace, notes=notes, raw_inputs=raw_inputs)
-            except (ParityError, PrecisionRefused) as e:
-                paths = getattr(e, "bundles", [])
-                failed.append(e)
-                for r in e.reports:
-                    refused = "reason" in r
-                    results.append({"model": r["model"], "format": r["format"], "precision": r["precision"],
-                                    "raw_inputs": r.get("raw_inputs", False), "bundle": None, "passed": False,
-                                    "parity": None if refused else r, "accuracy": r.get("accuracy"),
-                                    "reason": r.get("reason")})
-        manifests = [read_manifest(Path(p)) for p in paths]
-        for manifest in manifests:
-            m = manifest.data
-            results.append({"model": m["model"], "format": m["format"], "raw_inputs": manifest.raw is not None,
-                            "precision": manifest.precision, "bundle": str(manifest.bundle),
-                            "passed": True, "exporter": m["exporter"], "parity": m["parity"],
-                            "accuracy": m.get("accuracy"), "reason": None})
-        if triton:
-            from zoo.serve import export_repository
-
-            onnx = [m for m in manifests if m.format == "onnx" and m.raw is None]
-            repositories += [{"format": "triton", "repository": str(Path(out) / "triton"), "model": m.model,
-                              "models": [str(f) for f in export_repository([m], Path(out) / "triton")]} for m in onnx]
-    order = {p: i for i, p in enumerate(PRECISIONS)}
-    results.sort(key=lambda r: (r["model"], r["format"], r["raw_inputs"], order[r["precision"]]))
+    with err_console.status("exporting") as status:
+        result = export_models(name, weights, all_, _comma_list(format_), out, random_weights=random_weights,
+                               data=data, atol=atol, rtol=rtol, precisions=_comma_list(precision), optimize=optimize,
+                               budget=Budget(min_agreement, max_drop, max_mse_increase), sign=sign, replace=replace,
+                               raw_inputs=raw_inputs, progress=lambda model: status.update(printable(
+                                   f"exporting {model} ({format_}, {precision}) and measuring parity")))
     if json_:
-        print_json(results + repositories)
+        print_json([o.to_dict() for o in result.sorted()] + [r.to_dict() for r in result.repositories])
     else:
-        for r in results:
-            title = f"{r['model']} {r['format']}" + ("" if r["precision"] == "fp32" else f" {r['precision']}")
-            title += " raw inputs" if r["raw_inputs"] else ""
-            if r["parity"] is not None and r["raw_inputs"]:
-                _print_raw_parity(title, r["parity"])
-            elif r["parity"] is not None and r["precision"] == "fp32":
-                _print_parity(title, r["parity"])
-            elif r["parity"] is not None:   # reduced: the structure and shapes checked, the values judged below
-                _print_checks(r["parity"])
-            if r["accuracy"] is not None:
-                _print_accuracy(title, r["accuracy"])
-            if r["passed"]:
-                console.print(printable(f"wrote {r['bundle']} ({r['exporter']['name']}"
-                                        + ("" if r["precision"] == "fp32" else f", {r['precision']}")
-                                        + (", preprocessing in the graph" if r["raw_inputs"] else "") + ")"),
-                              highlight=False)
-            elif r["reason"]:
-                console.print(f"[red]refused:[/] {printable(r['reason'])}", highlight=False)
-            else:
-                console.print(f"[red]parity failed: no {r['format']} bundle written[/]")
-        for r in repositories:
-            console.print(printable(f"wrote {', '.join(r['models'])} (Triton model repository {r['repository']})"),
+        for outcome in result.sorted():
+            _print_outcome(outcome)
+        for r in result.repositories:
+            console.print(printable(f"wrote {', '.join(map(str, r.models))} (Triton model repository {r.folder})"),
                           highlight=False)
-    for note in notes:
+    for note in result.notes:
         err_console.print(f"[yellow]note:[/] {printable(note)}", highlight=False)
-    if failed:
-        bad = [r for r in results if not r["passed"]]
-        if any(isinstance(e, ParityError) for e in failed):
-            raise ParityError(f"parity failed for {', '.join(r['format'] for r in bad if not r['reason'])}: no bundle "
-                              "written for it")
-        raise PrecisionRefused(bad[0]["reason"] if len(bad) == 1 else
-                               f"{len(bad)} bundles not written: " + "; ".join(
-                                   f"{r['model']} {r['precision']}" for r in bad) + " (reasons above)")
+    error = result.error(brief=True)
+    if error is not None:
+        raise error
+
+
+def _print_outcome(outcome) -> None:
+    """One bundle of an export: its parity and accuracy reports, then what was written or why not."""
+    if outcome.parity is not None and outcome.raw_inputs:
+        _print_raw_parity(outcome.title, outcome.parity)
+    elif outcome.parity is not None and outcome.precision == "fp32":
+        _print_parity(outcome.title, outcome.parity)
+    elif outcome.parity is not None:   # reduced: the structure and shapes checked, the values judged below
+        _print_checks(outcome.parity)
+    if outcome.accuracy is not None:
+        _print_accuracy(outcome.title, outcome.accuracy)
+    if outcome.passed:
+        console.print(printable(f"wrote {outcome.bundle} ({outcome.exporter['name']}"
+                                + ("" if outcome.precision == "fp32" else f", {outcome.precision}")
+                                + (", preprocessing in the graph" if outcome.raw_inputs else "") + ")"),
+                      highlight=False)
+    elif outcome.parity_failed:
+        console.print(f"[red]parity failed: no {outcome.format} bundle written[/]")
+    else:
+        console.print(f"[red]refused:[/] {printable(outcome.reason)}", highlight=False)
 
 
 @command
@@ -578,61 +516,52 @@ def verify(
 ):
     """Re-check a bundle: model file checksum, manifest against the model, parity against the source weights."""
     _check_early(data=data, weights=weights)
-    from zoo.errors import ParityError, PrecisionRefused
-    from zoo.export import verify as verify_bundle
-
-    try:
-        result = verify_bundle(bundle, weights=weights, data=data, trust_code=trust_code, trusted_keys=trusted_key)
-    except ParityError as e:
-        for report in getattr(e, "reports", []):
-            if json_:
-                print_json({"bundle": bundle, "passed": False, "parity": report})
-            elif report.get("raw_inputs"):
-                _print_raw_parity(bundle, report)
-            else:
-                _print_parity(bundle, report)
-        raise ParityError(f"{bundle}: parity against the source weights failed") from None
-    except PrecisionRefused as e:
-        for report in getattr(e, "reports", []):
-            if json_:
-                print_json({"bundle": bundle, "passed": False, "accuracy": report["accuracy"]})
-            else:
-                _print_accuracy(bundle, report["accuracy"])
-        raise
+    result = verify_bundle(bundle, weights=weights, data=data, trust_code=trust_code, trusted_keys=trusted_key,
+                           check=False)
     if json_:
-        return print_json(result)
-    if result["parity"] and result["raw_inputs"]:
-        _print_raw_parity(bundle, result["parity"])
-    elif result["parity"] and result["precision"] == "fp32":
-        _print_parity(bundle, result["parity"])
-    elif result["parity"]:
-        _print_checks(result["parity"])
+        print_json(result.to_dict())
+    else:
+        _print_verification(result)
+    if result.refusal is ParityError:
+        raise ParityError(f"{bundle}: parity against the source weights failed")
+    if result.refusal is not None:
+        raise result.error()
+
+
+def _print_verification(result) -> None:
+    bundle = result.bundle
+    if result.parity and result.raw_inputs:
+        _print_raw_parity(bundle, result.parity)
+    elif result.parity and result.precision == "fp32":
+        _print_parity(bundle, result.parity)
+    elif result.parity:
+        _print_checks(result.parity)
     else:
         checks = ", ".join(f"{c['check']} {({True: 'ok', False: 'FAIL', None: 'n/a'})[c['passed']]}"
-                           for c in result["checks"])
+                           for c in result.checks)
         console.print(f"checks: {checks}", markup=False, highlight=False)
-    if result["accuracy"]:
-        _print_accuracy(bundle, result["accuracy"])
-    tests = result.get("test_data")
+    if result.accuracy:
+        _print_accuracy(bundle, result.accuracy)
+    if not result.passed:
+        return
+    tests = result.test_data
     if tests:
         golden = f", {tests['golden']['cases']} golden cases" if tests["golden"] else ""
         console.print(f"test vectors: {tests['vectors']['sets']} sets reproduced by bare onnxruntime{golden}",
                       highlight=False)
-    elif result["format"] == "onnx":
+    elif result.format == "onnx":
         console.print("[yellow]note:[/] no test vectors (exported before zoo wrote them)", highlight=False)
-    if result["note"]:
-        console.print(f"[yellow]note:[/] {printable(result['note'])}", highlight=False)
-    checked = ("" if not result["parity"] else ", parity passed" if result["precision"] == "fp32"
-               else ", inputs and outputs checked" + (", accuracy within its budget" if result["accuracy"] else ""))
-    console.print(printable(f"verified {bundle}: sha256 {result['file_sha256'][:12]}…, manifest matches the model"
+    if result.note:
+        console.print(f"[yellow]note:[/] {printable(result.note)}", highlight=False)
+    checked = ("" if not result.parity else ", parity passed" if result.precision == "fp32"
+               else ", inputs and outputs checked" + (", accuracy within its budget" if result.accuracy else ""))
+    console.print(printable(f"verified {bundle}: sha256 {result.file_sha256[:12]}…, manifest matches the model"
                             f"{checked}"),
                   highlight=False)
 
 
 def _train_argv() -> builtins.list[str]:
     """The `zoo train` arguments this process got, without the options that launch torchrun."""
-    import sys
-
     args = sys.argv[sys.argv.index("train") + 1:] if "train" in sys.argv else []
     launch_options = {"--nproc", "--nnodes", "--node-rank", "--master-addr", "--master-port"}
     kept, skip = [], False
@@ -680,8 +609,6 @@ def predict(
     image files (sorted; other files are skipped with a note). ONNX bundles start in about a second; TorchScript
     and pt2 bundles import torch first, which adds several seconds (more on a busy machine) before the first
     prediction."""
-    import zoo.runtime
-
     zoo.runtime.read_manifest(bundle)   # a bad bundle, then a missing input: both said before torch is imported
     _check_early(inputs=inputs)
 
@@ -747,10 +674,6 @@ def bench(
 ):
     """Latency, throughput, size and memory per backend x precision x device x batch, against eager PyTorch.
     Exits 1 when nothing could be measured."""
-    from zoo import bench as zbench
-    from zoo.export import PRECISIONS
-    from zoo.outputs import write_json, writable_file
-
     backends = _csv_list(backend, zbench.BACKENDS, "backend")
     devices = _csv_list(device, zbench.DEVICES, "device")
     precisions = builtins.list(PRECISIONS) if precision.strip() == "all" else _csv_list(precision, PRECISIONS, "precision")
@@ -766,7 +689,6 @@ def bench(
                             progress=lambda m: status.update(f"benchmarking {m}"), precisions=precisions,
                             trust_code=trust_code)
     if json_file:
-        from pathlib import Path
         write_json(Path(json_file), result)
     table = Table(title=printable(f"{result['model']}: {result['threads']} thread(s), {result['iters']} iters, "
                                   f"weights {result['weights']}; eager baseline {result.get('eager_weights', '-')}"))
@@ -799,8 +721,6 @@ def keygen(key: Annotated[str, typer.Argument(metavar="KEY", help="Where to writ
                                               "signing-key.pub.")]):
     """Make a key pair for signing bundles (zoo export --sign KEY) and checking them (--trusted-key KEY.pub).
     Keep the private key to yourself; give the public key to whoever loads your bundles."""
-    import zoo.runtime
-
     private, public = zoo.runtime.make_key_pair(key)
     console.print(f"wrote {private} (private: sign with zoo export --sign {private}) and {public} (public: "
                   f"check with --trusted-key {public})", markup=False, highlight=False, soft_wrap=True)
@@ -815,8 +735,6 @@ def doctor(
     """What this machine can run: Python, torch and its CUDA build, the ONNX Runtime packages installed and the
     providers that really load, CUDA/cuDNN libraries, GPUs, threads. Exits 1 when something is broken or the
     --device asked for cannot work."""
-    from zoo.doctor import diagnose
-
     if device not in (None, "cpu", "cuda"):
         raise ZooError(f"--device {device!r}: expected cpu or cuda")
     with err_console.status("zoo doctor") as status:   # a spinner on a terminal only
@@ -862,62 +780,22 @@ def doctor(
 def _refuse_raw_inputs(target, command: str) -> None:
     """Raw-input bundles take pixels, CSV columns and category names, not the network's tensors that `command`
     is built on: one line saying what to use instead."""
-    from pathlib import Path
-
-    import zoo.runtime
-
     if (Path(target) / zoo.runtime.MANIFEST_NAME).is_file() and zoo.runtime.read_manifest(target).raw is not None:
         raise ZooError(f"{target} is a raw-input bundle (preprocessing in the graph); {command} takes the model's "
                        "tensors: give it the <name>-onnx bundle" + (" (benchmarks/raw_inputs.py measures raw-input "
                                                                      "bundles)" if command == "zoo bench" else ""))
 
 
-def _bundle_for(target: str, out: str = "bundles"):
-    """A bundle folder as given, or a model name: bundles/<name>-onnx, exported first (with the shipped
-    weights) when it is missing and the training extra is installed."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(target)
-    if path.is_dir():
-        return path
-    if "/" in target or target.startswith("."):
-        raise ZooError(f"no bundle folder at {target}")
-    spec = registry.get(target)   # an unknown name: one line with the closest names
-    bundle = Path(out) / f"{spec.name}-onnx"
-    if (bundle / "manifest.json").is_file():
-        _say_whose_weights(bundle, spec)
-        return bundle
-    if any(importlib.util.find_spec(m) is None for m in ("torch", "onnx", "onnxscript")):
-        raise ZooError(f"no bundle for {spec.name} at {bundle}: export one with `zoo export {spec.name} --format "
-                       "onnx` (it needs the training extra: pip install -e '.[train]'), or pass a bundle folder")
-    from zoo.export import export as export_model
-
-    with err_console.status(f"no bundle at {bundle}: exporting {spec.name} (shipped weights) and measuring parity"):
-        export_model(spec.name, ["onnx"], out=out)
-    err_console.print(printable(f"exported {bundle}"), highlight=False)
-    return bundle
-
-
-def _say_whose_weights(bundle, spec) -> None:
-    """A model name serves bundles/<name>-onnx whatever weights it was exported from: say so when they are
-    not the shipped ones, which the name suggests."""
-    from zoo.runtime import BundleError, read_manifest
-    from zoo.weights import resolve, sha256_file
-
+def _bundle_for(target: str, out: str = "bundles") -> Path:
+    """`zoo.export.bundle_for`, an export it needs shown under a status line, its notes said."""
+    status = err_console.status("")
     try:
-        record = read_manifest(bundle).data["weights"]
-    except BundleError:
-        return   # loading it says what is wrong
-    shipped = resolve(spec, None)
-    if record.get("random"):
-        whose = "random weights"
-    elif shipped is None or sha256_file(shipped) != record.get("sha256"):
-        whose = f"{record.get('source')} (sha256 {str(record.get('sha256'))[:12]}…)"
-    else:
-        return
-    err_console.print(printable(f"note: serving {bundle}, exported from {whose}, not from the shipped weights"),
-                      highlight=False)
+        bundle, notes = bundle_for(target, out, progress=lambda message: (status.update(message), status.start()))
+    finally:
+        status.stop()
+    for note in notes:
+        err_console.print(printable(f"note: {note}"), highlight=False)
+    return bundle
 
 
 @command

@@ -90,8 +90,8 @@ def create_model(name: str, pretrained: bool = False, num_classes: int | None = 
     else:
         model = load_model(spec, path)
         card = read_card(path.stem, path.parent)
-        info = ModelInfo(spec.name, spec.task, spec.output_kind, dict(spec.labels), preprocessing(spec, card),
-                         path, (card or {}).get("metrics") or {}, (card or {}).get("caveat"), card)
+        info = ModelInfo(spec.name, spec.task, spec.output_kind, dict(spec.labels), preprocessing(spec, card), path,
+                         card.metrics if card else {}, card.caveat if card else None, dict(card.data) if card else None)
     model.eval()
     if num_classes is not None:
         output = _replace_head(model, spec, num_classes)

@@ -9,13 +9,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from zoo.contract import InvalidField, Preprocess, preprocessing_from_dict
 from zoo.errors import ZooError
 from zoo.registry import ModelSpec
 
-__all__ = ["weights_dir", "card_for", "read_card", "sha256_file", "load_model", "preprocessing", "headline",
+__all__ = ["Card", "weights_dir", "card_for", "read_card", "sha256_file", "load_model", "preprocessing", "headline",
            "resolve", "latest_trained"]
 
 
@@ -41,7 +43,50 @@ def card_for(weights: Path) -> Path:
     return weights.with_suffix(".json")
 
 
-def read_card(name: str, directory: Path | None = None) -> dict | None:
+@dataclass(frozen=True, eq=False)
+class Card(Mapping):
+    """A weights card as read, its fields checked: typed fields for what other stages read from it; the whole
+    JSON stays readable as a mapping (`card["notes"]`) for what is shown as it was written."""
+    path: Path
+    data: dict                                         # the whole card
+    model: str | None = None
+    sha256: str | None = None                          # the weights file's
+    metrics: dict[str, dict] = field(default_factory=dict)   # split ("train", "val") -> {metric: value}
+    caveat: str | None = None                          # what the weights cannot be trusted for
+    monitor: str | None = None                         # the metric the run chose its weights by
+    out_of_time: bool = False                          # the validation figures are out of time (forecasters)
+    data_source: str | None = None                     # "files" (a dataset's files) or "built-in" (the sample)
+    data_fingerprint: str | None = None                # of the training data
+    baselines: dict | None = None                      # output -> the training split's median (regressors)
+
+    @classmethod
+    def from_dict(cls, data: dict, path: Path) -> "Card":
+        _check_card(data, path)
+        dataset = data.get("dataset") or {}
+        return cls(path, data, data.get("model"), data.get("sha256"), data.get("metrics") or {}, data.get("caveat"),
+                   data.get("monitor"), bool(data.get("out_of_time")), dataset.get("source"), dataset.get("fingerprint"),
+                   (data.get("baselines") or {}).get("values"))
+
+    @property
+    def trained_on_files(self) -> bool:
+        """Trained on a dataset's own files, not on the built-in (mostly synthetic) sample."""
+        return self.data_source == "files"
+
+    def metric(self, split: str, name: str):
+        """The card's figure `name` on `split` ("train", "val"), or None."""
+        return self.metrics.get(split, {}).get(name)
+
+    def __getitem__(self, key):
+        return self.data[key]
+
+    def __iter__(self):
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
+def read_card(name: str, directory: Path | None = None) -> Card | None:
     """The card of a model's weights in `directory` (default: the shipped weights), or None when it has none."""
     path = (directory or weights_dir()) / f"{name}.json"
     if not path.is_file():
@@ -52,8 +97,7 @@ def read_card(name: str, directory: Path | None = None) -> dict | None:
         raise ZooError(f"weights card {path} is not valid JSON: {e}") from None
     if not isinstance(card, dict):
         raise ZooError(f"weights card {path}: expected a JSON object, got {type(card).__name__}")
-    _check_card(card, path)
-    return card
+    return Card.from_dict(card, path)
 
 
 # the card fields zoo reads, and what each must be when present and not null (the preprocessing's own fields
@@ -79,17 +123,16 @@ def _check_card(card: dict, path: Path) -> None:
             raise ZooError(f"weights card {path}: `{key}` must be {expected}, got {shown}")
 
 
-def headline(card: dict | None) -> str:
+def headline(card: Card | None) -> str:
     """'accuracy 0.731' style summary of a card's monitored metric, for tables: the validation (or out-of-time)
     figure, else the training one (data too small to hold any out), with the card's caveat flagged."""
     if not card:
         return "none"
-    metric, metrics = card.get("monitor"), card.get("metrics", {})
-    for split, label in (("val", "out-of-time " if card.get("out_of_time") else ""), ("train", "train ")):
-        value = metrics.get(split, {}).get(metric)
+    for split, label in (("val", "out-of-time " if card.out_of_time else ""), ("train", "train ")):
+        value = card.metric(split, card.monitor)
         if isinstance(value, (int, float)):
-            caveat = " (no better than persistence on a new year)" if card.get("caveat") else ""
-            return f"{label}{metric} {value:.4g}{caveat}"
+            caveat = " (no better than persistence on a new year)" if card.caveat else ""
+            return f"{label}{card.monitor} {value:.4g}{caveat}"
     return "trained"
 
 
@@ -131,13 +174,12 @@ def load_model(spec: ModelSpec, path: str | Path, verify_card: bool = True):
     card_path = card_for(path)
     if verify_card and card_path.is_file():
         card = read_card(path.stem, path.parent)
-        expected = card.get("sha256")
         actual = sha256_file(path)
-        if expected and expected != actual:
+        if card.sha256 and card.sha256 != actual:
             raise ZooError(f"{path}: sha256 is {actual[:12]}…, but its card {card_path.name} says "
-                           f"{expected[:12]}… (file changed or truncated)")
-        if card.get("model") not in (None, spec.name):
-            raise ZooError(f"{path} holds weights for {card['model']!r}, not {spec.name!r}")
+                           f"{card.sha256[:12]}… (file changed or truncated)")
+        if card.model not in (None, spec.name):
+            raise ZooError(f"{path} holds weights for {card.model!r}, not {spec.name!r}")
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
@@ -157,7 +199,7 @@ def load_model(spec: ModelSpec, path: str | Path, verify_card: bool = True):
     return model
 
 
-def preprocessing(spec: ModelSpec, card: dict | None, random_weights: bool = False,
+def preprocessing(spec: ModelSpec, card: Card | None, random_weights: bool = False,
                   where: str = "the weights card") -> dict[str, Preprocess]:
     """The complete preprocessing of a model's weights, one object per input: the card's (fitted at
     training time). Untrained (random) weights get the spec's with identity statistics; weights without

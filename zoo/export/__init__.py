@@ -12,12 +12,13 @@ runtime but its public API."""
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import math
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace as dataclass_replace
 from pathlib import Path
 
 import zoo.runtime as runtime
@@ -29,10 +30,12 @@ from zoo.export import (_accuracy, _manifest, _onnx, _parity, _precision, _pt2, 
 from zoo.export._accuracy import Budget
 from zoo.export._common import EXAMPLE_SIZES, first_line, quiet
 from zoo.export._precision import PRECISIONS
+from zoo.export._result import ExportResult, Outcome, Repository, Verification
 from zoo.outputs import RUNS, clean_stale_staging, staging_folder, swap_into_place, writable_folder
-from zoo.weights import load_model, preprocessing, read_card, resolve, sha256_file, weights_dir
+from zoo.weights import Card, latest_trained, load_model, preprocessing, read_card, resolve, sha256_file, weights_dir
 
-__all__ = ["export", "verify", "bundle_name", "find_weights", "FORMATS", "PRECISIONS",
+__all__ = ["export", "export_models", "export_targets", "bundle_for", "verify", "ExportResult", "Outcome",
+           "Repository", "Verification", "bundle_name", "find_weights", "FORMATS", "PRECISIONS",
            "Budget", "RAW", "PARITY_COLUMNS", "parity_rows", "ACCURACY_COLUMNS", "accuracy_rows", "RAW_PARITY_COLUMNS",
            "raw_parity_rows"]
 
@@ -103,8 +106,8 @@ def _load_weights(spec, weights, random_weights: bool):
                        f"Train them (`zoo train {spec.name}`), pass --weights PATH, or use --random-weights "
                        "to export untrained weights (for testing only)")
     card = read_card(path.stem, path.parent)
-    record = runtime.WeightsRecord(sha256_file(path), source=path.name, metrics=(card or {}).get("metrics"),
-                                   caveat=(card or {}).get("caveat"))
+    record = runtime.WeightsRecord(sha256_file(path), source=path.name, metrics=card.metrics if card else None,
+                                   caveat=card.caveat if card else None)
     return _for_inference(load_model(spec, path)), record, card, path
 
 
@@ -122,12 +125,11 @@ def find_weights(model: str, sha256: str | None, source: str | None = None) -> P
     for path in dict.fromkeys(candidates):
         if not path.is_file():
             continue
-        card = path.with_suffix(".json")
         try:
-            recorded = json.loads(card.read_text()).get("sha256") if card.is_file() else None
-        except (OSError, ValueError, AttributeError):
-            recorded = None
-        if recorded in (None, sha256) and sha256_file(path) == sha256:
+            card = read_card(path.stem, path.parent)
+        except ZooError:   # a broken card beside a weights file says nothing of it: hash the file
+            card = None
+        if (card is None or card.sha256 in (None, sha256)) and sha256_file(path) == sha256:
             return path
     return None
 
@@ -161,7 +163,7 @@ class _Job:
     model: object                  # eager, in eval mode
     weights: runtime.WeightsRecord
     source: Path | None            # their file (None: random weights)
-    card: dict | None
+    card: Card | None
     signature: Signature           # the model's, with the weights' fitted preprocessing
     real: dict | None              # real samples for the parity matrix (--data)
     atol: float
@@ -173,7 +175,7 @@ class _Job:
     held: _accuracy.HeldOut | None = None   # reduced precisions: calibration and validation samples
     reference: dict | None = None           # eager outputs on the validation samples
     replace: bool = False                   # replace bundles exported from other weights
-    notes: list | None = None               # what the caller is told besides the bundles (files kept, ...)
+    notes: list = field(default_factory=list)   # what the caller is told besides the bundles (files kept, ...)
     samples: list | None = None             # raw samples (zoo.data.raw): test vectors, raw-input parity
     samples_about: dict | None = None
 
@@ -204,44 +206,48 @@ def _write_model(spec, fmt: str, artefact, folder: Path, manifest: dict) -> None
     _manifest.write(folder, manifest)
 
 
-def _staged(job: _Job, name: str, build) -> Path:
-    """Build bundle `name` with `build(staging folder)` beside its target (same filesystem, so the final rename
-    is atomic), in a dot-folder no one mistakes for a bundle, removed whatever happens; then swap it in."""
+def _staged(job: _Job, name: str, build) -> Outcome:
+    """Build bundle `name` with `build(staging folder) -> Outcome` beside its target (same filesystem, so the final
+    rename is atomic), in a dot-folder no one mistakes for a bundle, removed whatever happens; then swap it in,
+    unless the outcome says it is not to be written."""
     target = job.out / name
     clean_stale_staging(job.out, target.name)   # what killed exports of this bundle left behind
     staging = staging_folder(job.out, target.name)
     try:
-        build(staging)
+        outcome = build(staging)
+        if outcome.refusal is not None:
+            return outcome
         # a signature covers every file of the finished folder, the user's files carried over included
         sign = None if job.signer is None else job.signer.sign
         kept = swap_into_place(staging, target, lambda folder: _replaceable(folder, job.spec.name, job.weights,
                                                                              job.source, job.replace),
                                zoo_writes=zoo_writes, before_rename=sign)
-        if kept and job.notes is not None:
+        if kept:
             job.notes.append(f"{target}: kept {', '.join(kept)} (not written by zoo) from the bundle it replaced")
-        return target
+        return dataclass_replace(outcome, bundle=target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _test_data(job: _Job, folder: Path, session, precision: str) -> dict:
+def _test_data(job: _Job, folder: Path, session, precision: str) -> tuple[dict, str]:
     """Write the bundle's test vectors (and golden cases) through `session`, then check that bare onnxruntime
-    reproduces them and the runtime its golden cases: a bundle whose own vectors fail is not written."""
+    reproduces them and the runtime its golden cases: (the manifest's `test_data`, why the bundle is not to be
+    written: its own vectors fail, or "")."""
     record = _vectors.write(folder, job.spec, session, job.samples, job.samples_about, precision)
     checks = [_vectors.check_vectors(folder, session.manifest.file, record)]
     if "golden" in record:
         checks.append(_vectors.check_golden(folder, record, session))
     failures = [f for c in checks for f in c["failures"]]
     if failures:
-        raise ParityError(f"{job.spec.name}: the bundle does not reproduce its own test vectors: {'; '.join(failures)}")
-    return record
+        return record, f"{job.spec.name}: the bundle does not reproduce its own test vectors: {'; '.join(failures)}"
+    return record, ""
 
 
-def _bundle(job: _Job, fmt: str, converted, exporter: dict, precision: str = "fp32") -> Path:
+def _bundle(job: _Job, fmt: str, converted, exporter: dict, precision: str = "fp32") -> Outcome:
     spec, exporter = job.spec, dict(exporter)
     label = f"{spec.name} {fmt}" + ("" if precision == "fp32" else f" {precision}")
 
-    def build(staging: Path) -> None:
+    def build(staging: Path) -> Outcome:
         artefact, record = converted, None
         if precision != "fp32":
             about = {"source": job.held.about["source"], "fingerprint": job.held.about["fingerprint"],
@@ -256,6 +262,7 @@ def _bundle(job: _Job, fmt: str, converted, exporter: dict, precision: str = "fp
         manifest = _manifest.build(spec.name, job.signature, fmt, FORMATS[fmt].FILE, job.weights, exporter, record)
         _write_model(spec, fmt, artefact, staging, manifest)
         accuracy = test_data = None
+        vectors_fail = ""
         # as users load it (checksum and seal verified); its code is trusted: this process wrote it just now
         with quiet(), runtime.load(staging, trust_code=True) as session:
             report = _parity.measure(job.signature, job.model, session, job.atol, job.rtol, job.real,
@@ -265,22 +272,23 @@ def _bundle(job: _Job, fmt: str, converted, exporter: dict, precision: str = "fp
                 accuracy = {"backend": report["backend"], **_accuracy.measure(
                     spec, job.reference, produced, job.held, job.budget, job.card)}
             if fmt == "onnx" and report["passed"] and (accuracy is None or accuracy["passed"]):
-                test_data = _test_data(job, staging, session, precision)
+                test_data, vectors_fail = _test_data(job, staging, session, precision)
+        outcome = Outcome(spec.name, fmt, precision, exporter=exporter, parity=report, accuracy=accuracy)
         if not report["passed"]:
-            error = ParityError(_parity.text_table(report, f"{label}: parity failed, no bundle written"))
-            error.reports = [{"model": spec.name, "format": fmt, "precision": precision, **report}]
-            raise error
+            return dataclass_replace(outcome, refusal=ParityError, reason=_parity.text_table(
+                report, f"{label}: parity failed, no bundle written"))
         if accuracy is not None and not accuracy["passed"]:
-            error = PrecisionRefused(_accuracy.refusal(spec.name, precision, accuracy))
-            error.reports = [{"model": spec.name, "format": fmt, "precision": precision, "accuracy": accuracy,
-                              "reason": str(error)}]
-            raise error
+            return dataclass_replace(outcome, refusal=PrecisionRefused,
+                                     reason=_accuracy.refusal(spec.name, precision, accuracy))
+        if vectors_fail:
+            return dataclass_replace(outcome, refusal=ParityError, reason=vectors_fail)
         manifest["parity"] = report
         if accuracy is not None:
             manifest["accuracy"] = accuracy
         if test_data is not None:
             manifest["test_data"] = test_data
         _manifest.write(staging, manifest)
+        return outcome
 
     return _staged(job, bundle_name(spec.name, fmt, precision), build)
 
@@ -308,36 +316,84 @@ def _raw_manifest(spec, converted, exporter: dict, signature: Signature, weights
     return proto, manifest
 
 
-def _raw_bundle(job: _Job, converted, exporter: dict) -> Path:
+def _raw_bundle(job: _Job, converted, exporter: dict) -> Outcome:
     """`<name>-onnx-raw/`: the fp32 network with its preprocessing in the graph, written when its answers on
     raw samples stay within `_rawparity`'s budget against zoo.runtime on the fp32 network."""
     spec = job.spec
     proto, manifest = _raw_manifest(spec, converted, exporter, job.signature, job.weights)
 
-    def build(staging: Path) -> None:
+    def build(staging: Path) -> Outcome:
         _write_model(spec, "onnx", proto, staging, manifest)
-        test_data = None
+        test_data, vectors_fail = None, ""
         with quiet(), _reference(spec, converted, exporter, job.signature, job.weights) as reference, \
                 runtime.load(staging) as session:
             report = _rawparity.measure(spec, reference, session, job.samples, job.samples_about)
             if report["passed"]:
-                test_data = _test_data(job, staging, session, "fp32")
+                test_data, vectors_fail = _test_data(job, staging, session, "fp32")
+        outcome = Outcome(spec.name, "onnx", "fp32", raw_inputs=True, exporter=manifest["exporter"], parity=report)
         if not report["passed"]:
-            error = ParityError(_rawparity.text(report, f"{spec.name} onnx {RAW}: parity with zoo.runtime failed, "
-                                                        "no bundle written"))
-            error.reports = [{"model": spec.name, "format": "onnx", "precision": "fp32", "raw_inputs": True, **report}]
-            raise error
+            return dataclass_replace(outcome, refusal=ParityError, reason=_rawparity.text(
+                report, f"{spec.name} onnx {RAW}: parity with zoo.runtime failed, no bundle written"))
+        if vectors_fail:
+            return dataclass_replace(outcome, refusal=ParityError, reason=vectors_fail)
         manifest.update(parity=report, test_data=test_data)
         _manifest.write(staging, manifest)
+        return outcome
 
     return _staged(job, bundle_name(spec.name, "onnx", RAW), build)
+
+
+def _variants(fmt: str, precisions: list[str], raw_inputs: bool) -> list[str]:
+    """The bundles of one format: ONNX in each precision (and raw inputs), the others in fp32."""
+    return [*precisions, *([RAW] if raw_inputs else [])] if fmt == "onnx" else ["fp32"]
+
+
+def _checked(spec, formats, precisions, optimize: bool, raw_inputs: bool, atol, rtol) -> tuple:
+    """(formats, precisions, atol, rtol) as export takes them; a bad combination is one line."""
+    formats, precisions = _formats(formats), _precisions(precisions)
+    if "onnx" not in formats and (precisions != ["fp32"] or optimize):
+        raise ZooError("--precision and --optimize apply to ONNX bundles: add --format onnx")
+    if "onnx" not in formats and raw_inputs:
+        raise ZooError("--raw-inputs makes an ONNX bundle: add --format onnx")
+    atol = spec.atol if atol is None else float(atol)
+    rtol = spec.rtol if rtol is None else float(rtol)
+    if not (0 <= atol < math.inf and 0 <= rtol < math.inf):   # nan or inf would pass any difference
+        raise ZooError(f"--atol and --rtol must be finite numbers >= 0, got {atol:g} and {rtol:g}")
+    return formats, precisions, atol, rtol
+
+
+def _measuring_data(job: _Job, dataset, data, formats: list[str], precisions: list[str]) -> None:
+    """What the job measures with besides the random cases: held-out data for the reduced precisions, raw
+    samples for the test vectors (and the raw-input parity) of ONNX bundles."""
+    if "onnx" not in formats:
+        return
+    if any(p != "fp32" for p in precisions):
+        job.held = _accuracy.held_out(job.spec, dataset, job.signature.preprocess, job.card,
+                                      _precision.CALIBRATION_SAMPLES)
+        job.reference = _accuracy.eager_outputs(job.spec, job.model, job.held.inputs)
+    from zoo.data.raw import raw_samples
+
+    job.samples, job.samples_about = raw_samples(job.spec, data, RAW_SAMPLES)
+
+
+def _attempt(job: _Job, fmt: str, converted, exporter: dict, precision: str) -> Outcome:
+    """One bundle, written or not as its Outcome says; a full disk is a ZooError."""
+    try:
+        if precision == RAW:
+            return _raw_bundle(job, converted, exporter)
+        return _bundle(job, fmt, converted, exporter, precision)
+    except OSError as e:   # a full disk: the staging folder is gone, an existing bundle untouched
+        raise ZooError(f"cannot write the {job.spec.name} {fmt} bundle in {job.out}: {e.strerror or e}") from None
+    except PrecisionRefused as e:   # a precision, or raw inputs, that do not fit the model
+        return Outcome(job.spec.name, fmt, "fp32" if precision == RAW else precision, raw_inputs=precision == RAW,
+                       refusal=PrecisionRefused, reason=str(e))
 
 
 def export(name: str, formats=("onnx",), weights: str | Path | None = None, out: str | Path = "bundles",
            random_weights: bool = False, data: str | Path | None = None, atol: float | None = None,
            rtol: float | None = None, precisions=("fp32",), optimize: bool = False,
            budget: Budget | None = None, sign: str | Path | None = None, replace: bool = False,
-           notes: list | None = None, raw_inputs: bool = False) -> list[Path]:
+           raw_inputs: bool = False, check: bool = True) -> ExportResult:
     """Export model `name` to each format ("onnx", "torchscript", "pt2" or "all") as a bundle folder
     `<out>/<name>-<format>/`, measuring parity against eager PyTorch first. Weights: `weights`, else
     the shipped ones; `random_weights=True` exports an untrained model (marked so in the manifest).
@@ -350,75 +406,130 @@ def export(name: str, formats=("onnx",), weights: str | Path | None = None, out:
     signs each bundle (`model.sig`, checked by `zoo.runtime.load(..., trusted_keys=...)`).
 
     A bundle in `out` exported from other weights is not replaced (a ZooError naming both, before any work)
-    unless `replace`; files a user added to a replaced bundle are carried over. `notes`, when given,
-    collects what to tell the user besides the bundles: files kept, bundles beside them from other weights.
+    unless `replace`; files a user added to a replaced bundle are carried over.
 
     `raw_inputs` also writes
     `<out>/<name>-onnx-raw/`: the fp32 network with its preprocessing in the graph (`_raw`), written when its
     answers on raw samples stay within budget against zoo.runtime (`_rawparity`). Every ONNX bundle gets test
     vectors (`_vectors`) made from the raw samples of `data`, else of the built-in sample.
 
-    Returns the bundle folders; after writing the bundles that passed, raises ParityError (with
-    `.reports`: one per bundle not written) if a bundle failed parity, else PrecisionRefused if a reduced
-    precision missed its budget or does not fit the model."""
+    Returns an ExportResult: per bundle an Outcome (written, or not and why, with its parity and accuracy
+    reports), and notes for the user (files kept, bundles beside of other weights); as a sequence, the bundle
+    folders written. With `check`, after writing the bundles that passed, the others are raised as one error
+    (`ExportResult.error`): ParityError if one failed parity, else PrecisionRefused (a reduced precision that
+    missed its budget or does not fit the model); `check=False` returns them in the result instead."""
     spec = registry.get(name)
-    formats = _formats(formats)
-    precisions = _precisions(precisions)
-    if "onnx" not in formats and (precisions != ["fp32"] or optimize):
-        raise ZooError("--precision and --optimize apply to ONNX bundles: add --format onnx")
-    if "onnx" not in formats and raw_inputs:
-        raise ZooError("--raw-inputs makes an ONNX bundle: add --format onnx")
-    budget = budget or Budget()
+    formats, precisions, atol, rtol = _checked(spec, formats, precisions, optimize, raw_inputs, atol, rtol)
     signer = None if sign is None else runtime.BundleSigner(sign)   # a bad key is refused before the work
-    model, weights_record, card, source = _load_weights(spec, weights, random_weights)
+    model, record, card, source = _load_weights(spec, weights, random_weights)
     signature = spec.signature.with_preprocess(preprocessing(spec, card, random_weights))
-    preprocess = signature.preprocess
-    atol = spec.atol if atol is None else float(atol)
-    rtol = spec.rtol if rtol is None else float(rtol)
-    if not (0 <= atol < math.inf and 0 <= rtol < math.inf):   # nan or inf would pass any difference
-        raise ZooError(f"--atol and --rtol must be finite numbers >= 0, got {atol:g} and {rtol:g}")
     out = writable_folder(out, "--out")
     for fmt in formats:   # refused before the work (and checked again under the lock when swapped in)
-        for precision in [*precisions, *([RAW] if raw_inputs else [])] if fmt == "onnx" else ["fp32"]:
+        for precision in _variants(fmt, precisions, raw_inputs):
             target = out / bundle_name(spec.name, fmt, precision)
-            if target.exists() and not _replaceable(target, spec.name, weights_record, source, replace):
+            if target.exists() and not _replaceable(target, spec.name, record, source, replace):
                 raise ZooError(f"{target} exists and is not what zoo writes there: not replacing it")
     dataset = _load_data(spec, data)
-    job = _Job(spec, model, weights_record, source, card, signature, _real_samples(spec, dataset, preprocess),
-               atol, rtol, out, optimize, budget, signer, replace=replace, notes=notes)
-    if any(p != "fp32" for p in precisions) and "onnx" in formats:
-        job.held = _accuracy.held_out(spec, dataset, preprocess, card, _precision.CALIBRATION_SAMPLES)
-        job.reference = _accuracy.eager_outputs(spec, model, job.held.inputs)
-    if "onnx" in formats:
-        from zoo.data.raw import raw_samples
-
-        job.samples, job.samples_about = raw_samples(spec, data, RAW_SAMPLES)
-    paths, failures = [], []
+    job = _Job(spec, model, record, source, card, signature, _real_samples(spec, dataset, signature.preprocess),
+               atol, rtol, out, optimize, budget or Budget(), signer, replace=replace)
+    _measuring_data(job, dataset, data, formats, precisions)
+    result = ExportResult(notes=job.notes)
     for fmt in formats:
         converted, exporter = _convert(spec, fmt, model)
-        variants = [*precisions, *([RAW] if raw_inputs else [])] if fmt == "onnx" else ["fp32"]
-        for precision in variants:
-            try:
-                paths.append(_raw_bundle(job, converted, exporter) if precision == RAW
-                             else _bundle(job, fmt, converted, exporter, precision))
-            except OSError as e:   # a full disk: the staging folder is gone, an existing bundle untouched
-                raise ZooError(f"cannot write the {spec.name} {fmt} bundle in {out}: {e.strerror or e}") from None
-            except ParityError as e:
-                failures.append(e)
-            except PrecisionRefused as e:   # the budget (with its report), or a precision that does not fit
-                e.reports = getattr(e, "reports", None) or [{"model": spec.name, "format": fmt, "precision": "fp32"
-                                                             if precision == RAW else precision, "accuracy": None,
-                                                             "raw_inputs": precision == RAW, "reason": str(e)}]
-                failures.append(e)
-    if failures:
-        kind = ParityError if any(isinstance(e, ParityError) for e in failures) else PrecisionRefused
-        error = kind("\n\n".join(str(e) for e in failures))
-        error.reports = [r for e in failures for r in e.reports]
-        error.bundles = paths
+        result.outcomes += [_attempt(job, fmt, converted, exporter, p) for p in _variants(fmt, precisions, raw_inputs)]
+    result.notes += _other_weights_beside(out, spec.name, record, result.bundles)
+    error = result.error() if check else None
+    if error is not None:
         raise error
-    if notes is not None:
-        notes.extend(_other_weights_beside(out, spec.name, weights_record, paths))
-    return paths
+    return result
+
+
+def export_targets(name: str | None, weights=None, all_models: bool = False) -> tuple[list[tuple], list[str]]:
+    """What `zoo export` exports: ([(model, weights)], notes): `name` with `weights`; every model with shipped
+    weights (`all_models`); with neither, the model last trained into runs/, with those weights."""
+    if all_models and name is not None:
+        raise ZooError("give a model name or --all (not both)")
+    if all_models:
+        return [(spec.name, None) for spec in registry.specs() if resolve(spec, None) is not None], []
+    if name is not None:
+        return [(name, weights)], []
+    last = latest_trained(RUNS)
+    if last is None:
+        raise ZooError(f"no model name given and nothing trained in {RUNS}/ yet: name a model "
+                       "(zoo export clouds-cnn --format onnx), train one first, or pass --all")
+    if weights is not None:
+        raise ZooError("--weights needs a model name")
+    return [(last.stem, last)], [f"exported {last.stem}, the model last trained into {RUNS}/ ({last})"]
+
+
+def export_models(name: str | None, weights=None, all_models: bool = False, formats=("onnx",),
+                  out: str | Path = "bundles", progress=None, **options) -> ExportResult:
+    """`zoo export`: `export` of each of `export_targets`, every outcome gathered (none raised: see
+    `ExportResult.error`). `formats` may name "triton": each model's fp32 ONNX bundle (written too) then also
+    goes into the Triton model repository `<out>/triton/`. `progress(model)` is told each model before its work;
+    `options` are export's."""
+    formats = [formats] if isinstance(formats, str) else list(formats)
+    choices(formats, [*FORMATS, "triton"], "format")   # one line naming a bad one
+    triton = "triton" in formats
+    if triton:   # a Triton repository is made from the ONNX bundles
+        formats = [f for f in formats if f != "triton"]
+        formats = formats if "onnx" in formats or "all" in formats else [*formats, "onnx"]
+    jobs, notes = export_targets(name, weights, all_models)
+    writable_folder(out, "--out")
+    result = ExportResult(notes=notes)
+    for model, model_weights in jobs:
+        if progress is not None:
+            progress(model)
+        done = export(model, formats, weights=model_weights, out=out, check=False, **options)
+        result.extend(done)
+        if triton:
+            result.repositories += _triton_repositories(done, Path(out) / "triton")
+    return result
+
+
+def _triton_repositories(result: ExportResult, folder: Path) -> list[Repository]:
+    from zoo.serve import export_repository
+
+    manifests = [runtime.read_manifest(b) for b in result.bundles]
+    return [Repository(m.model, folder, export_repository([m], folder)) for m in manifests
+            if m.format == "onnx" and m.raw is None]
+
+
+def bundle_for(target: str, out: str | Path = "bundles", progress=None) -> tuple[Path, list[str]]:
+    """The bundle `target` names, for serving: a bundle folder as given, or a model name's
+    `<out>/<name>-onnx`, exported first (the shipped weights) when it is missing and the training extra is
+    installed. Returns (the folder, notes: that it was exported now, or that it holds other weights than the
+    shipped ones its name suggests). `progress(message)` is told before an export."""
+    path = Path(target)
+    if path.is_dir():
+        return path, []
+    if "/" in target or target.startswith("."):
+        raise ZooError(f"no bundle folder at {target}")
+    spec = registry.get(target)   # an unknown name: one line with the closest names
+    bundle = Path(out) / bundle_name(spec.name, "onnx")
+    if (bundle / runtime.MANIFEST_NAME).is_file():
+        return bundle, _not_shipped(bundle, spec)
+    if any(importlib.util.find_spec(m) is None for m in ("torch", "onnx", "onnxscript")):
+        raise ZooError(f"no bundle for {spec.name} at {bundle}: export one with `zoo export {spec.name} --format "
+                       "onnx` (it needs the training extra: pip install -e '.[train]'), or pass a bundle folder")
+    if progress is not None:
+        progress(f"no bundle at {bundle}: exporting {spec.name} (shipped weights) and measuring parity")
+    export(spec.name, ["onnx"], out=out)
+    return bundle, [f"exported {bundle}"]
+
+
+def _not_shipped(bundle: Path, spec) -> list[str]:
+    """A model name serves <out>/<name>-onnx whatever weights it was exported from: a note when they are not
+    the shipped ones, which the name suggests."""
+    try:
+        record = runtime.read_manifest(bundle).weights
+    except runtime.BundleError:
+        return []   # loading it says what is wrong
+    shipped = resolve(spec, None)
+    if not record.random and shipped is not None and sha256_file(shipped) == record.sha256:
+        return []
+    whose = "random weights" if record.random else f"{record.source} (sha256 {str(record.sha256)[:12]}…)"
+    return [f"serving {bundle}, exported from {whose}, not from the shipped weights"]
 
 
 def _other_weights_beside(out: Path, model: str, weights: runtime.WeightsRecord, written: list[Path]) -> list[str]:
@@ -477,16 +588,17 @@ def _source_weights(spec, manifest: runtime.Manifest, weights) -> Path:
 
 
 def verify(bundle: str | Path, weights: str | Path | None = None, data: str | Path | None = None,
-           trust_code: bool = False, trusted_keys=None) -> dict:
+           trust_code: bool = False, trusted_keys=None, check: bool = True) -> Verification:
     """Check an existing bundle: load it as users do (the model file's sha256, the manifest against the
     copy sealed into the file), compare the manifest with the registry and the source weights' card, then
     re-run the parity matrix against the source weights (`weights`, else found by sha256 where export
     takes weights from: the shipped weights and runs/). A reduced-precision bundle's accuracy is measured
     again (on `data`'s validation split, else the built-in sample when the export used it) and judged
     against the budget sealed into its manifest.
-    Returns the report; raises ZooError (exit 1) for a corrupted or tampered bundle, ParityError when
-    parity fails and PrecisionRefused when the accuracy misses the budget. `trust_code` and `trusted_keys`
-    as in `zoo.runtime.load` (a TorchScript or pt2 bundle is loaded only with trust_code=True)."""
+    Returns a Verification; raises ZooError (exit 1) for a corrupted or tampered bundle and, with `check`,
+    ParityError when parity fails and PrecisionRefused when the accuracy misses the budget (`check=False`:
+    the Verification says so). `trust_code` and `trusted_keys` as in `zoo.runtime.load` (a TorchScript or
+    pt2 bundle is loaded only with trust_code=True)."""
     bundle = Path(bundle)
     manifest = runtime.read_manifest(bundle, require=_manifest.REQUIRED)
     spec = registry.get(manifest.model)
@@ -505,8 +617,9 @@ def verify(bundle: str | Path, weights: str | Path | None = None, data: str | Pa
         raise ZooError(f"{manifest.file} does not load: {str(e)[:200]}", exit_code=1) from None
     with session:
         result = _verify_loaded(bundle, manifest, session, spec, weights, data)
-    if note:
-        result["note"] = f"{result['note']}; {note}" if result["note"] else note
+    result.notes += [note] if note else []
+    if check and result.error() is not None:
+        raise result.error()
     return result
 
 
@@ -546,7 +659,7 @@ def _check_test_data(bundle: Path, manifest, session) -> dict | None:
     return report
 
 
-def _verify_loaded(bundle: Path, manifest, session, spec, weights, data) -> dict:
+def _verify_loaded(bundle: Path, manifest, session, spec, weights, data) -> Verification:
     random = manifest.random_weights
     path = None if random else _source_weights(spec, manifest, weights)
     card = None if path is None else read_card(path.stem, path.parent)
@@ -557,45 +670,48 @@ def _verify_loaded(bundle: Path, manifest, session, spec, weights, data) -> dict
     bad = [f"{c['check']}: {c['detail']}" for c in checks if c["passed"] is False]
     if bad:
         raise ZooError(f"{bundle}: the manifest does not match {manifest.file.name}: {'; '.join(bad)}", exit_code=1)
-    precision = manifest.precision
-    result = {"bundle": str(bundle), "model": spec.name, "format": manifest.format, "precision": precision,
-              "raw_inputs": manifest.raw is not None, "file_sha256": manifest.data["file_sha256"], "checks": checks,
-              "weights": None, "parity": None, "accuracy": None, "test_data": None, "note": None, "passed": True}
+    result = Verification(str(bundle), spec.name, manifest.format, manifest.precision, manifest.raw is not None,
+                          manifest.data["file_sha256"], checks)
     if manifest.format == "onnx":
-        result["test_data"] = _check_test_data(bundle, manifest, session)
+        result.test_data = _check_test_data(bundle, manifest, session)
     if random:
         if manifest.raw is None:
             _probe(session, manifest, bundle)
-        result["note"] = ("exported with --random-weights: there are no source weights to re-run parity "
-                          "against; checked the file's sha256, the sealed manifest, the manifest against the "
-                          "model and a test run")
+        result.notes.append("exported with --random-weights: there are no source weights to re-run parity "
+                            "against; checked the file's sha256, the sealed manifest, the manifest against the "
+                            "model and a test run")
         return result
     model = _for_inference(load_model(spec, path))
-    result["weights"] = str(path)
+    result.weights = str(path)
     if manifest.raw is not None:
-        return _reverify_raw(bundle, spec, model, session, manifest, data, result)
-    tolerance = (manifest.data.get("parity") or {}).get("tolerance") or {}
-    dataset = _load_data(spec, data)
-    report = _parity.measure(manifest.signature, model, session, tolerance.get("atol", spec.atol),
-                             tolerance.get("rtol", spec.rtol), _real_samples(spec, dataset, manifest.preprocess),
-                             judge=precision == "fp32")
-    result.update(weights=str(path), parity=report, passed=report["passed"])
-    if not report["passed"]:
-        error = ParityError(_parity.text_table(report, f"{bundle}: parity failed"))
-        error.reports = [{"model": spec.name, "format": manifest.format, "precision": precision, **report}]
-        raise error
-    if precision != "fp32":
-        result["accuracy"], result["note"] = _reverify_accuracy(spec, model, session, manifest, dataset, card)
-        if result["accuracy"] is not None and not result["accuracy"]["passed"]:
-            error = PrecisionRefused(f"{bundle}: " + _accuracy.refusal(spec.name, precision, result["accuracy"])
-                                     .replace("; no bundle written", ""))
-            error.reports = [{"model": spec.name, "format": manifest.format, "precision": precision,
-                              "accuracy": result["accuracy"], "reason": str(error)}]
-            raise error
+        _reverify_raw(bundle, spec, model, session, manifest, data, result)
+    else:
+        _reverify(bundle, spec, model, session, manifest, data, card, result)
     return result
 
 
-def _reverify_raw(bundle: Path, spec, model, session, manifest, data, result: dict) -> dict:
+def _reverify(bundle: Path, spec, model, session, manifest, data, card, result: Verification) -> None:
+    """Parity against the source weights, within the tolerance the export used; a reduced precision's accuracy
+    against its budget."""
+    tolerance = (manifest.data.get("parity") or {}).get("tolerance") or {}
+    dataset = _load_data(spec, data)
+    result.parity = _parity.measure(manifest.signature, model, session, tolerance.get("atol", spec.atol),
+                                    tolerance.get("rtol", spec.rtol), _real_samples(spec, dataset, manifest.preprocess),
+                                    judge=manifest.precision == "fp32")
+    if not result.parity["passed"]:
+        result.refusal, result.reason = ParityError, _parity.text_table(result.parity, f"{bundle}: parity failed")
+        return
+    if manifest.precision == "fp32":
+        return
+    result.accuracy, note = _reverify_accuracy(spec, model, session, manifest, dataset, card)
+    result.notes += [note] if note else []
+    if result.accuracy is not None and not result.accuracy["passed"]:
+        result.refusal = PrecisionRefused
+        result.reason = f"{bundle}: " + _accuracy.refusal(spec.name, manifest.precision, result.accuracy).replace(
+            "; no bundle written", "")
+
+
+def _reverify_raw(bundle: Path, spec, model, session, manifest, data, result: Verification) -> None:
     """A raw-input bundle's parity against zoo.runtime on the fp32 network converted again from the source
     weights, on the raw samples of `data` (else the built-in sample), judged by the same budget."""
     from zoo.data.raw import raw_samples
@@ -603,13 +719,10 @@ def _reverify_raw(bundle: Path, spec, model, session, manifest, data, result: di
     converted, exporter = _convert(spec, "onnx", model)
     samples, about = raw_samples(spec, data, RAW_SAMPLES)
     with quiet(), _reference(spec, converted, exporter, manifest.signature, manifest.weights) as reference:
-        report = _rawparity.measure(spec, reference, session, samples, about)
-    result.update(parity=report, passed=report["passed"])
-    if not report["passed"]:
-        error = ParityError(_rawparity.text(report, f"{bundle}: parity with zoo.runtime failed"))
-        error.reports = [{"model": spec.name, "format": "onnx", "precision": "fp32", "raw_inputs": True, **report}]
-        raise error
-    return result
+        result.parity = _rawparity.measure(spec, reference, session, samples, about)
+    if not result.parity["passed"]:
+        result.refusal = ParityError
+        result.reason = _rawparity.text(result.parity, f"{bundle}: parity with zoo.runtime failed")
 
 
 def _reverify_accuracy(spec, model, session, manifest, dataset, card) -> tuple[dict | None, str | None]:

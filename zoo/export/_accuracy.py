@@ -64,7 +64,7 @@ def _model_inputs(preprocess: dict, dataset) -> dict:
             for k, v in model_inputs(preprocess, dataset.inputs).items()}
 
 
-def held_out(spec, dataset, preprocess: dict, card: dict | None, calibration_samples: int) -> HeldOut:
+def held_out(spec, dataset, preprocess: dict, card, calibration_samples: int) -> HeldOut:
     """The calibration and validation samples for `spec`'s weights (see the module's docstring): from
     `dataset` (the training data as `zoo.data.load` read it from --data), or the built-in sample when None."""
     import torch
@@ -77,7 +77,7 @@ def held_out(spec, dataset, preprocess: dict, card: dict | None, calibration_sam
         about = {"source": "built-in", "fingerprint": validation.fingerprint,
                  "validation": "the built-in sample's test split", "calibration": "the built-in sample's train split",
                  "same_data_as_card": None}
-        if card and (card.get("dataset") or {}).get("source") == "files":
+        if card and card.trained_on_files:
             about["note"] = ("synthetic built-in sample, not the data these weights were trained on: the metric "
                              "is not the weights' real figure, only its comparison with fp32 is meaningful; pass "
                              "--data for the real validation split")
@@ -88,10 +88,9 @@ def held_out(spec, dataset, preprocess: dict, card: dict | None, calibration_sam
         else:
             what = "the trainer's validation split of the training data (the card's fraction and seed)"
         pool, validation = dataset.subset(train_idx), dataset.subset(val_idx)
-        trained_on = ((card or {}).get("dataset") or {}).get("fingerprint")
         about = {"source": dataset.source, "fingerprint": dataset.fingerprint, "validation": what,
                  "calibration": "the trainer's training split", "same_data_as_card": (
-                     None if card is None else trained_on == dataset.fingerprint)}
+                     None if card is None else card.data_fingerprint == dataset.fingerprint)}
     if len(validation) == 0:
         raise ZooError(f"{spec.name}: no validation samples to measure a reduced precision on")
     generator = torch.Generator().manual_seed(CALIBRATION_SEED)
@@ -131,7 +130,7 @@ def _metrics(spec, outputs: dict, held: HeldOut) -> dict:
     return scalars(metrics.compute())
 
 
-def measure(spec, reference: dict, produced: dict, held: HeldOut, budget: Budget, card: dict | None = None) -> dict:
+def measure(spec, reference: dict, produced: dict, held: HeldOut, budget: Budget, card=None) -> dict:
     """The accuracy report of a reduced-precision bundle: `produced` (its outputs on `held.inputs`) against
     fp32 `reference`, judged against `budget`."""
     fp32, bundle = _metrics(spec, reference, held), _metrics(spec, produced, held)
@@ -174,7 +173,7 @@ def measure(spec, reference: dict, produced: dict, held: HeldOut, budget: Budget
     report = {"reference": "fp32: eager PyTorch on the source weights", "data": dict(held.about), "metric": monitor,
               "metrics": {"fp32": fp32, "bundle": bundle}, "outputs": outputs, "budget": budget.to_dict(),
               "checks": checks, "failures": failures, "passed": not failures}
-    card_value = ((card or {}).get("metrics") or {}).get("val", {}).get(monitor)
+    card_value = card.metric("val", monitor) if card else None
     if held.about.get("same_data_as_card") and card_value is not None:
         report["card_metric"] = card_value   # the weights card's validation figure, for comparison with fp32's
     return report

@@ -28,8 +28,7 @@ def evaluate(name: str, data: str | Path | None, *, weights: str | Path | None =
     card = read_card(path.stem, path.parent)
     fitted = preprocessing(spec, card)
     synthetic = data is None and not registry.dataset(spec.dataset).course_data
-    trained_on_files = (card or {}).get("dataset", {}).get("source") == "files"
-    if synthetic and trained_on_files and not builtin:
+    if synthetic and card and card.trained_on_files and not builtin:
         raise ZooError(f"{path.name} was trained on the real {spec.dataset} data; scoring it on the built-in "
                        "synthetic sample says nothing about it: pass --data TEST_SPLIT (the held-out split in "
                        "the dataset's format), or --builtin to score it on the sample anyway")
@@ -37,14 +36,13 @@ def evaluate(name: str, data: str | Path | None, *, weights: str | Path | None =
     model = load_model(spec, path).to(dev)
     dataset = zdata.load(spec, data, split="test", strict=strict)
     dataset.preprocess = fitted
-    baselines = ((card or {}).get("baselines") or {}).get("values")
-    values = run_eval(model, spec, dataset, make_loss(spec, spec.recipe), dev, baselines)
-    result = {"model": name, "weights": path.name, "weights_sha256": (card or {}).get("sha256"),
+    values = run_eval(model, spec, dataset, make_loss(spec, spec.recipe), dev, card.baselines if card else None)
+    result = {"model": name, "weights": path.name, "weights_sha256": card.sha256 if card else None,
               "data": dataset.source if data is None else Path(data).name, "samples": len(dataset),
               "fingerprint": dataset.fingerprint, "notes": dataset.notes, "metrics": values}
     if synthetic:
         result["notes"] = [f"scored on the built-in synthetic sample of {spec.dataset}, not on real data", *dataset.notes]
-    trained_on = ((card or {}).get("dataset") or {}).get("fingerprint")
+    trained_on = card.data_fingerprint if card else None
     result["warnings"] = [] if not trained_on or trained_on != dataset.fingerprint else [
         f"{path.name} was trained on this very data (its fingerprint matches the card's): these scores measure "
         "how well the weights fit their training data, not how they do on new data; pass the held-out test split"]

@@ -14,14 +14,6 @@ from zoo.registry import ModelSpec
 PER_CLASS_LIMIT = 30  # per-class figures and confusion matrices only for heads this small
 
 
-def predicted_class(spec: ModelSpec, output: torch.Tensor) -> torch.Tensor:
-    if spec.output_kind == "probability":
-        return (output.squeeze(1) > 0.5).long()
-    if spec.output_kind == "logit":
-        return (output.squeeze(1) > 0).long()
-    return output.argmax(dim=1)
-
-
 def _classification(num_classes: int) -> MetricCollection:
     metrics = {"accuracy": MulticlassAccuracy(num_classes, average="micro")}
     for average in ("micro", "macro"):
@@ -61,7 +53,7 @@ class Metrics:
         for name, collection in self.heads.items():
             target = targets[name]
             if self.spec.is_classifier:
-                collection.update(predicted_class(self.spec, outputs[name]), target.long().view(-1))
+                collection.update(self.spec.signature.top1(outputs[name]).long(), target.long().view(-1))
             else:
                 collection.update(outputs[name], target)
         for name, metric in self.baseline_mae.items():
