@@ -152,7 +152,7 @@ def test_a_bad_artefact_fails_and_keeps_the_previous_bundle(tmp_path, monkeypatc
     assert "parity failed" in str(info.value) and "probability" in str(info.value)
     (refused,) = export("circles-mlp", "onnx", out=tmp_path, random_weights=True, check=False).refused
     assert refused.refusal is ParityError and not refused.passed and refused.bundle is None
-    assert refused.parity["cases"][0]["outputs"]["probability"]["max_abs"] == pytest.approx(1e-3, rel=1e-3)
+    assert refused.parity.cases[0]["outputs"]["probability"]["max_abs"] == pytest.approx(1e-3, rel=1e-3)
     assert (bundle / "manifest.json").read_text() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["circles-mlp-onnx"]
 
@@ -323,7 +323,7 @@ def test_bundles_exported_before_the_redesign_still_verify(fmt):
     bundle = V1 / f"mnist-3v7-linear-{fmt}"
     assert read_manifest(bundle)["format_version"] == 1
     result = verify(bundle, trust_code=True)   # the source weights are the shipped ones, found by sha256
-    assert result.passed and result.parity["passed"]
+    assert result.passed and result.parity.passed
     if fmt == "onnx":   # version-1 ONNX files already carried a copy of their manifest: they still load
         zoo.runtime.load(bundle).close()
     else:               # the others carry none: refused unless the caller opts out
@@ -339,7 +339,7 @@ def test_a_version_2_bundle_still_loads_and_verifies():
     bundle = Path(__file__).resolve().parent / "fixtures" / "v2" / "mnist-3v7-linear-onnx"
     assert read_manifest(bundle)["format_version"] == 2 and "external_data" not in read_manifest(bundle)
     result = verify(bundle)
-    assert result.passed and result.parity["passed"] and result.note is None
+    assert result.passed and result.parity.passed and result.note is None
     with zoo.runtime.load(bundle) as session:
         assert session.predict(np.zeros((1, 784)))["logit"].shape == (1, 1)
 
@@ -347,7 +347,7 @@ def test_a_version_2_bundle_still_loads_and_verifies():
 def test_a_version_1_standardised_tabular_bundle_verifies_and_serves():
     weights = V1 / "water-mlp-weights" / "water-mlp.safetensors"
     result = verify(V1 / "water-mlp-onnx", weights=weights)
-    assert result.passed and result.parity["passed"]
+    assert result.passed and result.parity.passed
     with zoo.runtime.load(V1 / "water-mlp-onnx") as session:
         pre = session.manifest.preprocess["features"]
         assert pre.standardize and len(pre.mean) == 9 and pre.ranges is None

@@ -120,7 +120,7 @@ def test_every_model_exports_in_every_reduced_precision_or_is_refused_with_the_r
             assert "would be int8" in reason and outcome.accuracy is None
         else:   # untrained weights: outputs near ties can flip; the reason says by how much the budget was missed
             assert "misses its accuracy budget" in reason and "points" in reason
-            assert not outcome.accuracy["passed"]
+            assert not outcome.accuracy.passed
     assert {(name, o.precision) for o in refused if "would be int8" in o.reason} == \
         {k for k in NOT_INT8 if k[0] == name}
     assert len(written) + len(refused) == len(REDUCED)
@@ -140,7 +140,7 @@ def test_shipped_weights_meet_the_default_budget(name, tmp_path):
             assert fp32 - reduced <= 0.01
         else:
             assert (reduced - fp32) / fp32 <= 0.02
-        assert verify(bundle).accuracy["passed"]   # re-measured on the same built-in sample
+        assert verify(bundle).accuracy.passed   # re-measured on the same built-in sample
 
 
 def test_int8_shrinks_cifar2_fc_to_a_quarter(tmp_path):

@@ -360,10 +360,10 @@ def evaluate(
         console.print(f"wrote {printable(plot)}", highlight=False)
 
 
-def _print_parity(title: str, report: dict) -> None:
-    tol = report["tolerance"]
+def _print_parity(title: str, report) -> None:
+    tol = report.tolerance
     judged = f"atol {tol['atol']:g}, rtol {tol['rtol']:g}" if tol else "errors reported, judged by accuracy"
-    table = Table(title=printable(f"{title}: {report['backend']}, {judged}"), title_justify="left")
+    table = Table(title=printable(f"{title}: {report.backend}, {judged}"), title_justify="left")
     for col in PARITY_COLUMNS:
         table.add_column(col, justify="left" if col in ("inputs", "output", "result") else "right")
     for row in parity_rows(report):
@@ -382,31 +382,31 @@ def _print_table(title: str, columns, rows, left: tuple[str, ...], width: int = 
     Console(width=max(console.width, width)).print(table)
 
 
-def _print_raw_parity(title: str, report: dict) -> None:
+def _print_raw_parity(title: str, report) -> None:
     """A raw-input bundle's parity against zoo.runtime: per output, agreement and the largest differences."""
-    samples = report["samples"]
-    _print_table(f"{title}: vs {report['reference']}; {samples['count']} raw samples ({samples['source']}), "
-                 f"{report['backend']}", RAW_PARITY_COLUMNS, raw_parity_rows(report), ("output", "result"))
-    budget = report["budget"]
+    samples, budget = report.samples, report.budget
+    _print_table(f"{title}: vs {report.reference}; {samples['count']} raw samples ({samples['source']}), "
+                 f"{report.backend}", RAW_PARITY_COLUMNS, raw_parity_rows(report), ("output", "result"))
     console.print("budget: " + (f"probabilities within {budget['max_probability_difference']:g}; top-1 {budget['top1']}"
-                                if "max_probability_difference" in budget else
+                                if report.judges_probabilities else
                                 f"outputs within atol {budget['atol']:g} + rtol {budget['rtol']:g}"), highlight=False)
     _print_checks(report)
 
 
-def _print_checks(report: dict) -> None:
-    """The structural checks and any failure of a parity report, without its table."""
+def _print_checks(report) -> None:
+    """The structural checks and any failure of a parity report, without its table (a reduced precision's: the
+    cases it ran, their values judged by its accuracy)."""
     checks = ", ".join(f"{c['check']} {({True: 'ok', False: 'FAIL', None: 'n/a'})[c['passed']]}"
-                       for c in report["checks"])
-    ran = "" if report.get("tolerance") or "budget" in report else f"; ran {len(report['cases'])} input cases"
+                       for c in report.checks)
+    ran = "" if report.judges_values else f"; ran {len(report.cases)} input cases"
     console.print(f"checks: {checks}{ran}", markup=False, highlight=False)
-    for failure in report["failures"]:
+    for failure in report.failures:
         console.print(f"[red]FAIL[/] {printable(failure)}", highlight=False)
 
 
-def _print_accuracy(title: str, report: dict) -> None:
-    data = report["data"]
-    _print_table(f"{title}: {data['validation_samples']} validation samples ({data['source']}), {report['backend']}",
+def _print_accuracy(title: str, report) -> None:
+    data = report.data
+    _print_table(f"{title}: {data['validation_samples']} validation samples ({data['source']}), {report.backend}",
                  ACCURACY_COLUMNS, accuracy_rows(report), ("measure", "result"))
     if data.get("note"):
         console.print(f"[yellow]note:[/] {printable(data['note'])}", highlight=False)

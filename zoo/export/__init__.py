@@ -269,22 +269,22 @@ def _bundle(job: _Job, fmt: str, converted, exporter: dict, precision: str = "fp
                                      judge=precision == "fp32")
             if precision != "fp32":
                 produced = _accuracy.bundle_outputs(spec, session, job.held.inputs)
-                accuracy = {"backend": report["backend"], **_accuracy.measure(
-                    spec, job.reference, produced, job.held, job.budget, job.card)}
-            if fmt == "onnx" and report["passed"] and (accuracy is None or accuracy["passed"]):
+                accuracy = _accuracy.measure(spec, job.reference, produced, job.held, job.budget, report.backend,
+                                             job.card)
+            if fmt == "onnx" and report.passed and (accuracy is None or accuracy.passed):
                 test_data, vectors_fail = _test_data(job, staging, session, precision)
         outcome = Outcome(spec.name, fmt, precision, exporter=exporter, parity=report, accuracy=accuracy)
-        if not report["passed"]:
+        if not report.passed:
             return dataclass_replace(outcome, refusal=ParityError, reason=_parity.text_table(
                 report, f"{label}: parity failed, no bundle written"))
-        if accuracy is not None and not accuracy["passed"]:
+        if accuracy is not None and not accuracy.passed:
             return dataclass_replace(outcome, refusal=PrecisionRefused,
                                      reason=_accuracy.refusal(spec.name, precision, accuracy))
         if vectors_fail:
             return dataclass_replace(outcome, refusal=ParityError, reason=vectors_fail)
-        manifest["parity"] = report
+        manifest["parity"] = report.to_dict()
         if accuracy is not None:
-            manifest["accuracy"] = accuracy
+            manifest["accuracy"] = accuracy.to_dict()
         if test_data is not None:
             manifest["test_data"] = test_data
         _manifest.write(staging, manifest)
@@ -328,15 +328,15 @@ def _raw_bundle(job: _Job, converted, exporter: dict) -> Outcome:
         with quiet(), _reference(spec, converted, exporter, job.signature, job.weights) as reference, \
                 runtime.load(staging) as session:
             report = _rawparity.measure(spec, reference, session, job.samples, job.samples_about)
-            if report["passed"]:
+            if report.passed:
                 test_data, vectors_fail = _test_data(job, staging, session, "fp32")
         outcome = Outcome(spec.name, "onnx", "fp32", raw_inputs=True, exporter=manifest["exporter"], parity=report)
-        if not report["passed"]:
+        if not report.passed:
             return dataclass_replace(outcome, refusal=ParityError, reason=_rawparity.text(
                 report, f"{spec.name} onnx {RAW}: parity with zoo.runtime failed, no bundle written"))
         if vectors_fail:
             return dataclass_replace(outcome, refusal=ParityError, reason=vectors_fail)
-        manifest.update(parity=report, test_data=test_data)
+        manifest.update(parity=report.to_dict(), test_data=test_data)
         _manifest.write(staging, manifest)
         return outcome
 
@@ -693,19 +693,18 @@ def _verify_loaded(bundle: Path, manifest, session, spec, weights, data) -> Veri
 def _reverify(bundle: Path, spec, model, session, manifest, data, card, result: Verification) -> None:
     """Parity against the source weights, within the tolerance the export used; a reduced precision's accuracy
     against its budget."""
-    tolerance = (manifest.data.get("parity") or {}).get("tolerance") or {}
+    atol, rtol = _parity.recorded_tolerance(manifest.data.get("parity"), spec.atol, spec.rtol)
     dataset = _load_data(spec, data)
-    result.parity = _parity.measure(manifest.signature, model, session, tolerance.get("atol", spec.atol),
-                                    tolerance.get("rtol", spec.rtol), _real_samples(spec, dataset, manifest.preprocess),
-                                    judge=manifest.precision == "fp32")
-    if not result.parity["passed"]:
+    result.parity = _parity.measure(manifest.signature, model, session, atol, rtol,
+                                    _real_samples(spec, dataset, manifest.preprocess), judge=manifest.precision == "fp32")
+    if not result.parity.passed:
         result.refusal, result.reason = ParityError, _parity.text_table(result.parity, f"{bundle}: parity failed")
         return
     if manifest.precision == "fp32":
         return
     result.accuracy, note = _reverify_accuracy(spec, model, session, manifest, dataset, card)
     result.notes += [note] if note else []
-    if result.accuracy is not None and not result.accuracy["passed"]:
+    if result.accuracy is not None and not result.accuracy.passed:
         result.refusal = PrecisionRefused
         result.reason = f"{bundle}: " + _accuracy.refusal(spec.name, manifest.precision, result.accuracy).replace(
             "; no bundle written", "")
@@ -720,24 +719,23 @@ def _reverify_raw(bundle: Path, spec, model, session, manifest, data, result: Ve
     samples, about = raw_samples(spec, data, RAW_SAMPLES)
     with quiet(), _reference(spec, converted, exporter, manifest.signature, manifest.weights) as reference:
         result.parity = _rawparity.measure(spec, reference, session, samples, about)
-    if not result.parity["passed"]:
+    if not result.parity.passed:
         result.refusal = ParityError
         result.reason = _rawparity.text(result.parity, f"{bundle}: parity with zoo.runtime failed")
 
 
-def _reverify_accuracy(spec, model, session, manifest, dataset, card) -> tuple[dict | None, str | None]:
+def _reverify_accuracy(spec, model, session, manifest, dataset, card) -> tuple:
     """A reduced-precision bundle's accuracy, measured again on the same kind of held-out data and judged
-    against the budget sealed into its manifest: (report, note)."""
-    recorded = (manifest.data.get("accuracy") or {}).get("data") or {}
+    against the budget sealed into its manifest: (AccuracyReport or None, note or None)."""
+    recorded, budget = _accuracy.recorded(manifest)
     if dataset is None and recorded.get("source") == "files":
         return None, (f"accuracy not re-measured: the export measured it on the training data's validation split "
                       f"(fingerprint {str(recorded.get('fingerprint'))[:12]}…); pass --data DIR to re-check it")
     held = _accuracy.held_out(spec, dataset, manifest.preprocess, card, _precision.CALIBRATION_SAMPLES)
-    budget = Budget.from_dict((manifest.data.get("precision") or {}).get("budget"))
     with quiet():
         produced = _accuracy.bundle_outputs(spec, session, held.inputs)
-    report = {"backend": _parity.backend_label(session),
-              **_accuracy.measure(spec, _accuracy.eager_outputs(spec, model, held.inputs), produced, held, budget, card)}
+    report = _accuracy.measure(spec, _accuracy.eager_outputs(spec, model, held.inputs), produced, held, budget,
+                               _parity.backend_label(session), card)
     note = None
     if recorded and recorded.get("fingerprint") != held.about["fingerprint"]:
         note = (f"accuracy re-measured on other data than the export's (fingerprint "

@@ -130,9 +130,44 @@ def _metrics(spec, outputs: dict, held: HeldOut) -> dict:
     return scalars(metrics.compute())
 
 
-def measure(spec, reference: dict, produced: dict, held: HeldOut, budget: Budget, card=None) -> dict:
-    """The accuracy report of a reduced-precision bundle: `produced` (its outputs on `held.inputs`) against
-    fp32 `reference`, judged against `budget`."""
+@dataclass
+class AccuracyReport:
+    """What a reduced precision costs, measured on held-out data through the bundle and judged by a budget (a
+    manifest's `accuracy`, `to_dict`)."""
+    backend: str                # what ran the bundle
+    data: dict                  # the held-out data: source, fingerprint, what the validation split is, its size
+    metric: str                 # the metric the budget judges: a classifier's monitored one, else mse
+    metrics: dict               # {"fp32": {metric: value}, "bundle": {...}}
+    outputs: dict               # per output: max_abs, mean_abs (and a classifier's top1_agreement) against fp32
+    budget: dict                # Budget.to_dict()
+    checks: list[dict]          # {"check", "value", "limit", "passed"}
+    failures: list[str]
+    card_metric: float | None = None   # the weights card's validation figure, when measured on the card's data
+    reference: str = "fp32: eager PyTorch on the source weights"
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def to_dict(self) -> dict:
+        out = {**asdict(self), "passed": self.passed}
+        if self.card_metric is None:
+            del out["card_metric"]
+        return out
+
+
+def recorded(manifest) -> tuple[dict, Budget]:
+    """What a reduced-precision bundle records of its accuracy: the data it was measured on (`{"source",
+    "fingerprint", ...}`, {} when none) and the budget it was judged by."""
+    accuracy, precision = manifest.data.get("accuracy"), manifest.data.get("precision")
+    data = accuracy.get("data") if isinstance(accuracy, dict) else None
+    return data if isinstance(data, dict) else {}, Budget.from_dict((precision or {}).get("budget"))
+
+
+def measure(spec, reference: dict, produced: dict, held: HeldOut, budget: Budget, backend: str,
+            card=None) -> AccuracyReport:
+    """The accuracy report of a reduced-precision bundle run by `backend`: `produced` (its outputs on
+    `held.inputs`) against fp32 `reference`, judged against `budget`."""
     fp32, bundle = _metrics(spec, reference, held), _metrics(spec, produced, held)
     # classifiers: their monitored metric (accuracy); every regressor: its MSE, whatever it is trained to
     # monitor (a skill against persistence, an MAE), as the budget says
@@ -170,20 +205,15 @@ def measure(spec, reference: dict, produced: dict, held: HeldOut, budget: Budget
             failures.append(f"{monitor} rose {rise:.2%} ({before:.5g} -> {after:.5g}), "
                             f"{(rise - budget.max_mse_increase) * 100:.2f} points over the budget's "
                             f"{budget.max_mse_increase:.0%} (--max-mse-increase)")
-    report = {"reference": "fp32: eager PyTorch on the source weights", "data": dict(held.about), "metric": monitor,
-              "metrics": {"fp32": fp32, "bundle": bundle}, "outputs": outputs, "budget": budget.to_dict(),
-              "checks": checks, "failures": failures, "passed": not failures}
-    card_value = card.metric("val", monitor) if card else None
-    if held.about.get("same_data_as_card") and card_value is not None:
-        report["card_metric"] = card_value   # the weights card's validation figure, for comparison with fp32's
-    return report
+    card_value = card.metric("val", monitor) if card and held.about.get("same_data_as_card") else None
+    return AccuracyReport(backend, dict(held.about), monitor, {"fp32": fp32, "bundle": bundle}, outputs,
+                          budget.to_dict(), checks, failures, card_value)
 
 
-def refusal(spec_name: str, precision: str, report: dict) -> str:
+def refusal(spec_name: str, precision: str, report: AccuracyReport) -> str:
     """The one line that says why a reduced-precision bundle was not written."""
-    data = report["data"]
-    where = f"{data['validation_samples']} validation samples ({data['source']})"
-    return f"{spec_name} {precision} misses its accuracy budget on {where}: {'; '.join(report['failures'])}; no bundle written"
+    where = f"{report.data['validation_samples']} validation samples ({report.data['source']})"
+    return f"{spec_name} {precision} misses its accuracy budget on {where}: {'; '.join(report.failures)}; no bundle written"
 
 
 # --- rendering ------------------------------------------------------------------------------------
@@ -191,18 +221,18 @@ def refusal(spec_name: str, precision: str, report: dict) -> str:
 COLUMNS = ("measure", "fp32", "bundle", "budget", "result")
 
 
-def rows(report: dict) -> list[tuple[str, ...]]:
+def rows(report: AccuracyReport) -> list[tuple[str, ...]]:
     """The report as table rows in COLUMNS order: the monitored metric, the budget's checks, the errors."""
-    metric = report["metric"]
-    out = [(metric, f"{report['metrics']['fp32'][metric]:.4f}", f"{report['metrics']['bundle'][metric]:.4f}", "", "")]
-    for check in report["checks"]:
+    metric, metrics = report.metric, report.metrics
+    out = [(metric, f"{metrics['fp32'][metric]:.4f}", f"{metrics['bundle'][metric]:.4f}", "", "")]
+    for check in report.checks:
         is_rise = "increase" in check["check"]
         value = f"{check['value']:+.2%}" if is_rise else (f"{check['value']:.2%}" if "agreement" in check["check"]
                                                           else f"{check['value'] * 100:.2f} pt")
         limit = (f"<= {check['limit']:.0%}" if is_rise else f">= {check['limit']:.2%}" if "agreement" in check["check"]
                  else f"<= {check['limit'] * 100:g} pt")
         out.append((check["check"], "", value, limit, "ok" if check["passed"] else "FAIL"))
-    for name, stats in report["outputs"].items():
+    for name, stats in report.outputs.items():
         out.append((f"{name} abs error max / mean", "", f"{stats['max_abs']:.2e} / {stats['mean_abs']:.2e}", "", ""))
     return out
 

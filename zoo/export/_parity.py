@@ -6,11 +6,57 @@ values. Every failure is collected; nothing stops at the first one.
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass, field
+
 import numpy as np
 
 BATCHES = (1, 2, 7)
 SEQUENCES = (1, 5, 96, 200)
 SEED = 0
+RULE = "|bundle - eager| <= atol + rtol * |eager|, element-wise"
+
+
+@dataclass
+class Report:
+    """What every parity report holds (as a manifest's `parity` records it, `to_dict`): the model file's inputs
+    and outputs checked against the manifest, the cases run, every failure and, per output, the worst errors."""
+    backend: str                                       # what ran the bundle: zoo.runtime's backend and providers
+    checks: list[dict] = field(default_factory=list)   # {"check", "passed" (None: not kept by the format), "detail"}
+    cases: list[dict] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    worst: dict = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    @property
+    def judges_values(self) -> bool:
+        """Whether the output values are judged here (else only the structure, shapes and finiteness)."""
+        return True
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "passed": self.passed}
+
+
+@dataclass
+class ParityReport(Report):
+    """The bundle against eager PyTorch on the case matrix (`cases`): per case and output the errors
+    (`_compare`), judged element-wise by `tolerance`, or not judged (None: a reduced precision)."""
+    tolerance: dict | None = None                      # {"atol", "rtol", "rule"}
+    seed: int = SEED
+
+    @property
+    def judges_values(self) -> bool:
+        return self.tolerance is not None
+
+
+def recorded_tolerance(record, atol: float, rtol: float) -> tuple[float, float]:
+    """(atol, rtol) a bundle's recorded parity report (its manifest's `parity`) judged by; `atol` and `rtol`
+    where it records none."""
+    tolerance = (record.get("tolerance") if isinstance(record, dict) else None) or {}
+    return tolerance.get("atol", atol), tolerance.get("rtol", rtol)
 
 
 # --- inputs ---------------------------------------------------------------------------------------
@@ -107,7 +153,8 @@ def backend_label(session) -> str:
     return f"zoo.runtime {session.backend} on {', '.join(session.providers)} ({session.threads} threads)"
 
 
-def measure(signature, model, session, atol: float, rtol: float, real: dict | None = None, judge: bool = True) -> dict:
+def measure(signature, model, session, atol: float, rtol: float, real: dict | None = None,
+            judge: bool = True) -> ParityReport:
     """The parity report of a loaded bundle (`session`, as `zoo.runtime.load` gives it) against eager `model`, whose
     contract is `signature` (its fitted preprocessing makes the inputs).
     `judge=False` (reduced precisions, which differ from eager by design and are judged by their accuracy
@@ -115,44 +162,41 @@ def measure(signature, model, session, atol: float, rtol: float, real: dict | No
     if model.training:
         raise AssertionError("parity must compare against the model in eval mode")
     declared = {"inputs": [t.to_dict() for t in signature.inputs], "outputs": [t.to_dict() for t in signature.outputs]}
-    tolerance = ({"atol": atol, "rtol": rtol, "rule": "|bundle - eager| <= atol + rtol * |eager|, element-wise"}
-                 if judge else None)
-    report = {"backend": backend_label(session), "tolerance": tolerance,
-              "seed": SEED, "checks": [], "cases": [], "failures": []}
-    report["checks"] = check_structure(session.file_io(), declared["inputs"], declared["outputs"])
-    report["failures"] += [f"{c['check']}: {c['detail']}" for c in report["checks"] if c["passed"] is False]
+    report = ParityReport(backend_label(session), check_structure(session.file_io(), declared["inputs"],
+                                                                  declared["outputs"]),
+                          tolerance={"atol": atol, "rtol": rtol, "rule": RULE} if judge else None)
+    report.failures += [f"{c['check']}: {c['detail']}" for c in report.checks if c["passed"] is False]
 
     top1 = signature.top1 if signature.is_classifier else None
     for kind, arrays in cases(signature, real):
         label = f"{kind} " + ", ".join(shape_text(a.shape) for a in arrays.values())
         case = {"inputs": kind, "shapes": {name: list(a.shape) for name, a in arrays.items()},
                 "outputs": {}, "error": None}
-        report["cases"].append(case)
+        report.cases.append(case)
         reference = eager(model, arrays)
         try:
             produced = session.predict(arrays)
         except Exception as e:  # noqa: BLE001 - any backend error is a failed case, reported
             case["error"] = " ".join(str(e).split())[:300]
-            report["failures"].append(f"{label}: the bundle failed to run: {case['error']}")
+            report.failures.append(f"{label}: the bundle failed to run: {case['error']}")
             continue
         for t, ref in zip(signature.outputs, reference):
             got = np.asarray(produced[t.name])
             if got.shape != ref.shape:
                 case["outputs"][t.name] = {"shape": list(got.shape), "passed": False,
                                            "error": f"shape {shape_text(got.shape)}, eager {shape_text(ref.shape)}"}
-                report["failures"].append(f"{label}: {t.name} {case['outputs'][t.name]['error']}")
+                report.failures.append(f"{label}: {t.name} {case['outputs'][t.name]['error']}")
                 continue
             stats = _compare(ref, got, atol, rtol, top1, judge)
             case["outputs"][t.name] = {"shape": list(got.shape), **stats}
             if not stats["passed"] and not judge:
-                report["failures"].append(f"{label}: {t.name} has NaN or infinite values where eager has none")
+                report.failures.append(f"{label}: {t.name} has NaN or infinite values where eager has none")
             elif not stats["passed"]:
-                report["failures"].append(f"{label}: {t.name} max abs error {stats['max_abs']:.3g} "
+                report.failures.append(f"{label}: {t.name} max abs error {stats['max_abs']:.3g} "
                                           f"(max rel {stats['max_rel']:.3g}) exceeds atol {atol:g} + rtol {rtol:g}")
-    report["worst"] = {t.name: {k: max((c["outputs"][t.name].get(k, 0.0) for c in report["cases"]
-                                        if t.name in c["outputs"]), default=None)
-                                for k in ("max_abs", "max_rel")} for t in signature.outputs}
-    report["passed"] = not report["failures"]
+    report.worst = {t.name: {k: max((c["outputs"][t.name].get(k, 0.0) for c in report.cases
+                                     if t.name in c["outputs"]), default=None)
+                             for k in ("max_abs", "max_rel")} for t in signature.outputs}
     return report
 
 
@@ -161,17 +205,17 @@ def measure(signature, model, session, atol: float, rtol: float, real: dict | No
 COLUMNS = ("inputs", "output", "max abs", "mean abs", "p99 abs", "max rel", "p99 rel", "top-1", "result")
 
 
-def tolerance_text(report: dict) -> str:
-    tol = report["tolerance"]
+def tolerance_text(report: ParityReport) -> str:
+    tol = report.tolerance
     if tol is None:
         return "values not judged by tolerance (reduced precision: the accuracy report judges it)"
     return f"tolerance atol {tol['atol']:g}, rtol {tol['rtol']:g}"
 
 
-def rows(report: dict) -> list[tuple[str, ...]]:
+def rows(report: ParityReport) -> list[tuple[str, ...]]:
     """One row per case and output, in COLUMNS order (the CLI renders them with rich)."""
     out = []
-    for case in report["cases"]:
+    for case in report.cases:
         label = f"{case['inputs']} " + ", ".join(shape_text(s) for s in case["shapes"].values())
         if case["error"]:
             out.append((label, "-", "", "", "", "", "", "", "FAIL: " + case["error"][:80]))
@@ -186,18 +230,18 @@ def rows(report: dict) -> list[tuple[str, ...]]:
     return out
 
 
-def text_table(report: dict, title: str = "") -> str:
+def text_table(report: ParityReport, title: str = "") -> str:
     """The report as plain text: structural checks, the per-case table, then the failures."""
     lines = [title] if title else []
-    lines.append(f"backend {report['backend']}; {tolerance_text(report)}")
-    for c in report["checks"]:
+    lines.append(f"backend {report.backend}; {tolerance_text(report)}")
+    for c in report.checks:
         status = {True: "ok", False: "FAIL", None: "n/a"}[c["passed"]]
         lines.append(f"  {c['check']:<13} {status:<4} {c['detail']}")
     table = [COLUMNS, *rows(report)]
     widths = [max(len(r[i]) for r in table) for i in range(len(COLUMNS))]
     for r in table:
         lines.append("  " + "  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
-    if report["failures"]:
-        lines.append(f"{len(report['failures'])} failed:")
-        lines += [f"  - {f}" for f in report["failures"]]
+    if report.failures:
+        lines.append(f"{len(report.failures)} failed:")
+        lines += [f"  - {f}" for f in report.failures]
     return "\n".join(lines)

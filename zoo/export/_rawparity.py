@@ -13,6 +13,8 @@ budget implies anyway: a fixed share of agreeing samples means little over a few
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
 from zoo.export import _parity
@@ -49,38 +51,49 @@ def _compare(spec, reference, session, samples, raw) -> list[dict]:
     return cases
 
 
-def measure(spec, reference, session, samples, about: dict) -> dict:
+@dataclass
+class RawParityReport(_parity.Report):
+    """A raw-input bundle against `reference` on raw samples: per sample and output the largest difference (and
+    for image classifiers the class probabilities' and top-1's), judged by `budget`."""
+    reference: str = "zoo.runtime: the manifest's preprocessing (zoo.contract: Pillow, numpy) feeding the fp32 network"
+    samples: dict = field(default_factory=dict)        # where the raw samples came from, and how many
+    budget: dict = field(default_factory=dict)         # {"max_probability_difference", "top1"} or {"atol", "rtol"}
+
+    @property
+    def judges_probabilities(self) -> bool:
+        return "max_probability_difference" in self.budget
+
+
+def measure(spec, reference, session, samples, about: dict) -> RawParityReport:
     """The raw-input bundle `session` against `reference` (the fp32 network with the runtime's preprocessing),
     both `zoo.runtime` Sessions, on `samples` (zoo.data.raw)."""
     judged = "probabilities" if reference.manifest.signature.takes_images and spec.is_classifier else "outputs"
-    report = {"reference": "zoo.runtime: the manifest's preprocessing (zoo.contract: Pillow, numpy) feeding the fp32 "
-                           "network", "backend": _parity.backend_label(session), "samples": dict(about, count=len(samples)),
-              "budget": ({"max_probability_difference": MAX_PROBABILITY_DIFFERENCE, "top1": f"may differ only where "
-                          f"the reference's two most likely classes are within {NEAR_TIE:g}"} if judged == "probabilities"
-                         else {"atol": spec.atol, "rtol": spec.rtol,
-                               "rule": "|raw - reference| <= atol + rtol * |reference|, element-wise"}),
-              "checks": _parity.check_structure(session.file_io(), session.manifest.data["inputs"],
-                                                session.manifest.data["outputs"]),
-              "cases": [], "failures": []}
-    report["failures"] += [f"{c['check']}: {c['detail']}" for c in report["checks"] if c["passed"] is False]
+    budget = ({"max_probability_difference": MAX_PROBABILITY_DIFFERENCE, "top1": f"may differ only where the "
+               f"reference's two most likely classes are within {NEAR_TIE:g}"} if judged == "probabilities"
+              else {"atol": spec.atol, "rtol": spec.rtol,
+                    "rule": "|raw - reference| <= atol + rtol * |reference|, element-wise"})
+    checks = _parity.check_structure(session.file_io(), [t.to_dict() for t in session.manifest.inputs],
+                                     [t.to_dict() for t in session.manifest.outputs])
+    report = RawParityReport(_parity.backend_label(session), checks, samples=dict(about, count=len(samples)),
+                             budget=budget)
+    report.failures += [f"{c['check']}: {c['detail']}" for c in report.checks if c["passed"] is False]
     for group, raw in _runs(spec, samples):
         try:
-            report["cases"] += _compare(spec, reference, session, group, raw)
+            report.cases += _compare(spec, reference, session, group, raw)
         except Exception as e:  # noqa: BLE001 - a graph that fails to run is a failed check, reported
-            report["failures"].append(f"{group[0].label}: the raw-input model failed to run: {' '.join(str(e).split())[:300]}")
+            report.failures.append(f"{group[0].label}: the raw-input model failed to run: {' '.join(str(e).split())[:300]}")
     summary = {}
     for t in spec.outputs:
-        rows = [c["outputs"][t.name] for c in report["cases"]]
+        rows = [c["outputs"][t.name] for c in report.cases]
         if not rows:
             continue
         entry = summary[t.name] = {"max_abs": max(r["max_abs"] for r in rows)}
         if "top1_agrees" in rows[0]:
             entry.update(top1_agreement=float(np.mean([r["top1_agrees"] for r in rows])),
                          max_probability_difference=max(r["max_probability_difference"] for r in rows))
-        for case, r in zip(report["cases"], rows):
-            report["failures"] += _judge(judged, t.name, case["input"], r)
-    report["worst"] = summary
-    report["passed"] = not report["failures"]
+        for case, r in zip(report.cases, rows):
+            report.failures += _judge(judged, t.name, case["input"], r)
+    report.worst = summary
     return report
 
 
@@ -100,15 +113,15 @@ def _judge(judged: str, output: str, label: str, r: dict) -> list[str]:
 COLUMNS = ("output", "samples", "top-1 agreement", "max prob diff", "max abs", "result")
 
 
-def rows(report: dict) -> list[tuple[str, ...]]:
-    count = len(report["cases"])
+def rows(report: RawParityReport) -> list[tuple[str, ...]]:
+    count = len(report.cases)
     return [(name, str(count), f"{s['top1_agreement']:.1%}" if "top1_agreement" in s else "-",
              f"{s['max_probability_difference']:.2e}" if "max_probability_difference" in s else "-",
-             f"{s['max_abs']:.2e}", "ok" if report["passed"] else "FAIL") for name, s in report["worst"].items()]
+             f"{s['max_abs']:.2e}", "ok" if report.passed else "FAIL") for name, s in report.worst.items()]
 
 
-def text(report: dict, title: str) -> str:
-    lines = [title, f"reference: {report['reference']}; budget {report['budget']}"]
+def text(report: RawParityReport, title: str) -> str:
+    lines = [title, f"reference: {report.reference}; budget {report.budget}"]
     lines += ["  " + "  ".join(r) for r in [COLUMNS, *rows(report)]]
-    lines += [f"  - {f}" for f in report["failures"]]
+    lines += [f"  - {f}" for f in report.failures]
     return "\n".join(lines)

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from zoo.errors import ParityError, PrecisionRefused, ZooError
+from zoo.export._accuracy import AccuracyReport
+from zoo.export._parity import Report
 from zoo.export._precision import PRECISIONS
 
 
@@ -20,8 +22,8 @@ class Outcome:
     raw_inputs: bool = False
     bundle: Path | None = None              # where it was written; None: not written
     exporter: dict | None = None            # the manifest's exporter record (written bundles)
-    parity: dict | None = None              # the parity report (a raw-input bundle's: against zoo.runtime)
-    accuracy: dict | None = None            # a reduced precision's accuracy report
+    parity: Report | None = None            # ParityReport (a raw-input bundle's: RawParityReport, vs zoo.runtime)
+    accuracy: AccuracyReport | None = None  # a reduced precision's
     refusal: type[ZooError] | None = None   # ParityError (parity, its own test vectors) or PrecisionRefused
     reason: str = ""                        # why not, as the refusal says it (a failed parity: with its table)
 
@@ -31,7 +33,7 @@ class Outcome:
 
     @property
     def parity_failed(self) -> bool:
-        return self.parity is not None and not self.parity["passed"]
+        return self.parity is not None and not self.parity.passed
 
     @property
     def title(self) -> str:
@@ -43,8 +45,12 @@ class Outcome:
         """The JSON `zoo export --json` prints for it; `reason` is null where the parity report says why."""
         return {"model": self.model, "format": self.format, "precision": self.precision,
                 "raw_inputs": self.raw_inputs, "bundle": None if self.bundle is None else str(self.bundle),
-                "passed": self.passed, "exporter": self.exporter, "parity": self.parity, "accuracy": self.accuracy,
-                "reason": None if self.passed or self.parity_failed else self.reason}
+                "passed": self.passed, "exporter": self.exporter, "parity": _dict(self.parity),
+                "accuracy": _dict(self.accuracy), "reason": None if self.passed or self.parity_failed else self.reason}
+
+
+def _dict(report) -> dict | None:
+    return None if report is None else report.to_dict()
 
 
 @dataclass(frozen=True)
@@ -123,8 +129,8 @@ class Verification:
     file_sha256: str
     checks: list[dict]                      # the manifest against the model file's own inputs and outputs
     weights: str | None = None              # the source weights file parity was re-run against
-    parity: dict | None = None
-    accuracy: dict | None = None
+    parity: Report | None = None
+    accuracy: AccuracyReport | None = None
     test_data: dict | None = None           # the test vectors (and golden cases) reproduced
     notes: list[str] = field(default_factory=list)
     refusal: type[ZooError] | None = None   # ParityError or PrecisionRefused
@@ -145,5 +151,6 @@ class Verification:
         """The JSON `zoo verify --json` prints."""
         return {"bundle": self.bundle, "model": self.model, "format": self.format, "precision": self.precision,
                 "raw_inputs": self.raw_inputs, "file_sha256": self.file_sha256, "checks": self.checks,
-                "weights": self.weights, "parity": self.parity, "accuracy": self.accuracy, "test_data": self.test_data,
+                "weights": self.weights, "parity": _dict(self.parity), "accuracy": _dict(self.accuracy),
+                "test_data": self.test_data,
                 "note": self.note, "passed": self.passed}
