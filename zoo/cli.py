@@ -172,7 +172,11 @@ def train(
                                                         "recipe (after --epochs with the backbone frozen).",
                                                         show_default="the recipe's")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in --out.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue the interrupted run whose checkpoint is in --out (a run "
+                                         "that finished with the same recipe and data is not repeated).")] = False,
+    restart: Annotated[bool, typer.Option(help="Discard the checkpoint of an interrupted run in --out and train "
+                                          "from the start (without --resume or --restart, a checkpoint there is "
+                                          "refused).")] = False,
     replace_shipped: Annotated[bool, typer.Option("--replace-shipped", help="Write into the shipped weights folder "
                                                   "(weights/), replacing the model's shipped weights.")] = False,
     force: Annotated[bool, typer.Option(help="Replace real-data weights with built-in-sample ones.")] = False,
@@ -182,7 +186,8 @@ def train(
                                                    "learning recipe starts from.",
                                               show_default="looked for in $ZOO_PRETRAINED, <data-root>/pretrained, "
                                                            "the cache")] = None,
-    all_: Annotated[bool, typer.Option("--all", help="Train every model.")] = False,
+    all_: Annotated[bool, typer.Option("--all", help="Train every model, one after another, and sum them up in a "
+                                       "table (a model that fails does not stop the others).")] = False,
     data_root: Annotated[str | None, typer.Option(help="With --all: the folder holding every dataset "
                                                        "(as ../shared/data is laid out).")] = None,
     nproc: Annotated[int | None, typer.Option(min=1, help="Data-parallel training: processes on this machine, "
@@ -196,10 +201,9 @@ def train(
     json_: JsonFlag = False,
 ):
     """Train a model on its dataset (or the built-in sample) and write weights, card, history and plots
-    to runs/ (or --out); the shipped weights are never replaced without --replace-shipped."""
-    from pathlib import Path
-
-    from zoo.training import train as train_model
+    to runs/ (or --out); the shipped weights are never replaced without --replace-shipped. One run at a time
+    writes to a folder; a checkpoint left there by an interrupted run needs --resume or --restart."""
+    from zoo.training import train_all
 
     if nproc is not None:
         from zoo.training import launch
@@ -212,19 +216,35 @@ def train(
         raise ZooError("give a model name or --all (not both)")
     if all_ and data is not None:
         raise ZooError("--all trains every model, each on its own dataset: use --data-root DIR, not --data")
-    cards = []
-    for model in registry.names() if all_ else [name]:
-        spec = registry.get(model)
-        model_data = data
-        folder = registry.dataset(spec.dataset).folder
-        if all_ and data_root is not None and folder is not None:
-            model_data = str(Path(data_root) / folder)
-        cards.append(train_model(model, model_data, out=out, epochs=epochs, batch_size=batch_size, lr=lr,
-                                 seed=seed, device=device, resume=resume, force=force,
-                                 replace_shipped=replace_shipped, strict=strict, pretrained=pretrained,
-                                 finetune_epochs=finetune_epochs, console=err_console))
+    options = dict(out=out, device=device, resume=resume, restart=restart, force=force,
+                   replace_shipped=replace_shipped, strict=strict, pretrained=pretrained, console=err_console,
+                   epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, finetune_epochs=finetune_epochs)
+    if not all_:
+        from zoo.training import train as train_model
+
+        card = train_model(name, data, **options)
+        return print_json(card) if json_ else None
+    rows = train_all(data_root, **options)
     if json_:
-        print_json(cards if all_ else cards[0])
+        print_json([vars(r) for r in rows])
+    else:
+        _print_summary(rows)
+    failed = [r for r in rows if r.status in ("failed", "diverged")]
+    if failed:
+        raise ZooError(f"{len(failed)} of {len(rows)} models did not train: {', '.join(r.model for r in failed)} "
+                       "(the reasons are above)", exit_code=1)
+
+
+def _print_summary(rows) -> None:
+    table = Table(title=f"zoo train --all: {len(rows)} models", title_justify="left")
+    for col in ("model", "status", "metric", "time"):
+        table.add_column(col, justify="right" if col == "time" else "left")
+    styles = {"failed": "red", "diverged": "red", "already trained": "dim"}
+    for r in rows:
+        metric = f"{r.split} {r.monitor} {r.value:.4g}" if r.value is not None else "-"
+        minutes, seconds = divmod(round(r.seconds), 60)
+        table.add_row(r.model, r.status, metric, f"{minutes}:{seconds:02d}", style=styles.get(r.status))
+    Console(width=max(console.width, 100)).print(table)
 
 
 @command
