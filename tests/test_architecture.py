@@ -21,6 +21,7 @@ ALLOWED = {
     "weights": ({"errors", "contract", "registry"}, False),
     "catalog": ({"errors", "contract", "registry"}, False),
     "serve": ({"errors", "contract", "runtime", "outputs"}, False),
+    "runs": ({"errors", "contract", "registry"}, False),   # zoo runs lists run.json files: no torch
 }
 SERVE_MAY_USE = ("serve", "runtime", "contract", "errors", "outputs")
 

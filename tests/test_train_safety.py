@@ -84,7 +84,7 @@ def test_a_second_run_into_the_same_folder_exits_2_and_a_killed_runs_lock_is_gon
     proc = _start(tmp_path)
     try:
         for model in ("circles-mlp", "water-mlp"):
-            result = runner.invoke(app, ["train", model, "--out", str(tmp_path), "--epochs", "1", "--restart"])
+            result = runner.invoke(app, ["train", model, "--out", str(tmp_path), "--epochs", "1"])
             assert result.exit_code == 2 and "another `zoo train` is writing to" in one_line(result)
         assert proc.poll() is None, "the first run goes on"
     finally:

@@ -1,6 +1,7 @@
 """The epoch loop of a run: its phases (transfer learning trains the head, then fine-tunes), and per epoch the
-steps, the evaluation, the divergence check, early stopping, best-epoch weights, the progress bar and the
-checkpoint. What a run has done so far is a RunState, which the checkpoint carries."""
+steps (in mixed precision with --amp), the evaluation, the divergence check, early stopping, best-epoch weights,
+the plateau schedule, the progress bar, the run's log and the checkpoint. What a run has done so far is a RunState,
+which the checkpoint carries."""
 
 from __future__ import annotations
 
@@ -21,8 +22,10 @@ from zoo.registry import ModelSpec, Recipe
 from zoo.training import _checkpoint as ckpt
 from zoo.training._distributed import Ranks, sum_across, wrap
 from zoo.training._metrics import lower_is_better, scalars
-from zoo.training._trainer import (Diverged, Phase, epoch_batches, keep_batchnorm_statistics, make_optimizer,
-                                   make_scheduler, run_eval, set_trainable, train_epoch, training_phases)
+from zoo.training._runlog import RunLog
+from zoo.training._trainer import (Diverged, MixedPrecision, Phase, epoch_batches, keep_batchnorm_statistics,
+                                   make_optimizer, make_scheduler, per_step, run_eval, set_trainable, train_epoch,
+                                   training_phases)
 
 FAR_WORSE = 100   # a regressor whose MAE is this many times its baseline's (a constant!) has diverged
 
@@ -40,6 +43,7 @@ class RunState:
     best_epoch: int = 0
     epoch: int = 0
     seconds: float = 0.0    # training time before this process (a resumed run counts its earlier part)
+    log: str = ""           # the run's log folder, under the logs folder
     best_weights: dict = dataclasses.field(default_factory=dict, repr=False)
 
     @classmethod
@@ -56,10 +60,18 @@ class RunState:
                 setattr(self, f.name, saved[f.name])
         self.best_weights = best_weights
 
-    def improves(self, value: float, loss: float, minimize: bool) -> bool:
+    def add(self, record: dict, value: float, loss: float, minimize: bool, model) -> bool:
+        """The epoch's record, whose monitored `value` and `loss` decide whether it is the best so far (then its
+        weights are kept). Returns whether it is."""
+        self.history.append(record)
+        self.epoch = record["epoch"]
         # ties on the monitored metric (accuracy saturates on easy data) go to the lower loss
         better = value < self.best_value if minimize else value > self.best_value
-        return better or (value == self.best_value and loss < self.best_loss)
+        if not (better or (value == self.best_value and loss < self.best_loss)):
+            return False
+        self.best_value, self.best_loss, self.best_epoch = value, loss, record["epoch"]
+        self.best_weights = copy.deepcopy(model.state_dict())
+        return True
 
 
 def divergence(record: dict, split: str, monitor: str) -> str | None:
@@ -108,6 +120,8 @@ class EpochLoop:
     console: Console
     out: Path
     run_id: dict
+    precision: MixedPrecision
+    log: RunLog
 
     def __post_init__(self):
         self.minimize = lower_is_better(self.spec.monitor)
@@ -144,9 +158,10 @@ class EpochLoop:
         trained = wrap(self.model, self.ranks, self.device)   # DDP registers the parameters that train in this phase
         optimizer = make_optimizer(self.model, self.recipe, phase.lr)
         scheduler = make_scheduler(optimizer, self.recipe,
-                                   (phase.last_epoch - phase.first_epoch + 1) * len(self.batches))
+                                   (phase.last_epoch - phase.first_epoch + 1) * len(self.batches), self.minimize)
         if restored is not None:
             ckpt.restore_optimizer(optimizer, scheduler, *restored)
+            self.precision.scaler.load_state_dict(restored[0].get("scaler") or {})
         if phase.label:
             self.console.print(f"{phase.label}: epochs {phase.first_epoch}-{phase.last_epoch} at lr {phase.lr:g}")
         stale = state.epoch - max(state.best_epoch, phase.first_epoch - 1)
@@ -155,19 +170,18 @@ class EpochLoop:
                 self.console.print(f"early stop: no {self.spec.monitor} improvement for {self.recipe.patience} epochs")
                 break
             record = self.run_epoch(epoch, trained, optimizer, scheduler, progress)
+            self.log.epoch(record)
             why = divergence(record, self.split, self.spec.monitor)
             if why:
-                raise Diverged(f"training diverged at epoch {epoch}: {why}; lower --lr (this run's is "
-                               f"{phase.lr:g}) or check the data{self.leftover()}")
-            state.history.append(record)
-            improved = state.improves(record[f"{self.split}_{self.spec.monitor}"], record[f"{self.split}_loss"],
-                                      self.minimize)
-            if improved:
-                state.best_value, state.best_loss = record[f"{self.split}_{self.spec.monitor}"], record[f"{self.split}_loss"]
-                state.best_epoch, state.best_weights, stale = epoch, copy.deepcopy(self.model.state_dict()), 0
-            else:
-                stale += 1
-            state.epoch = epoch
+                message = (f"training diverged at epoch {epoch}: {why}; lower --lr (this run's is {phase.lr:g}) or "
+                           f"check the data{self.leftover()}")
+                self.log.diverged(message, [*state.history, record])
+                raise Diverged(message)
+            value = record[f"{self.split}_{self.spec.monitor}"]
+            improved = state.add(record, value, record[f"{self.split}_loss"], self.minimize, self.model)
+            stale = 0 if improved else stale + 1
+            if per_step(scheduler) is None and scheduler is not None:
+                scheduler.step(value)   # plateau: the learning rate falls when the monitored metric stalls
             self.report(record, improved)
             self.save(state, optimizer, scheduler, final=epoch == phase.last_epoch)
 
@@ -180,15 +194,14 @@ class EpochLoop:
         started = time.monotonic()
         running, seen, steps = train_epoch(self.spec, trained, optimizer, scheduler, self.loss_fn, self.train_set,
                                            self.recipe, epoch, self.ranks, self.device,
-                                           lambda loss, n: progress.update(task, advance=n, loss=loss))
+                                           lambda loss, n: progress.update(task, advance=n, loss=loss), self.precision)
         progress.remove_task(task)
         running, seen = sum_across([running, seen], self.ranks)
         record = {"epoch": epoch, "train_loss": running / max(seen, 1), "lr": optimizer.param_groups[0]["lr"],
-                  "steps": steps}
+                  "steps": steps, "seconds": round(time.monotonic() - started, 3)}   # the training steps' time
         scored = self.val_set if self.split == "val" else self.train_set
         values = run_eval(self.model, self.spec, scored, self.loss_fn, self.device, self.baselines, self.ranks)
         record.update({f"{self.split}_{k}": v for k, v in scalars(values).items()})
-        record["seconds"] = round(time.monotonic() - started, 3)
         return record
 
     def report(self, record: dict, improved: bool) -> None:
@@ -204,7 +217,8 @@ class EpochLoop:
         now = time.monotonic()
         if not self.ranks.main or (now - self.last_save < checkpoint_interval() and not final):
             return
-        saved = {**state.to_json(), "seconds": state.seconds + now - self.started, "run": self.run_id}
+        saved = {**state.to_json(), "seconds": state.seconds + now - self.started, "run": self.run_id,
+                 "scaler": self.precision.scaler.state_dict()}
         try:
             ckpt.save_checkpoint(self.out, self.spec.name, self.model, state.best_weights, optimizer, scheduler, saved)
         except OSError as e:

@@ -18,21 +18,25 @@ from rich.markup import escape
 from zoo import data as zdata, registry
 from zoo.errors import ZooError
 from zoo.outputs import RUNS, locked
-from zoo.registry import ModelSpec, Recipe
+from zoo.registry import SCHEDULES, ModelSpec, Recipe
 from zoo.training import _checkpoint as ckpt
 from zoo.training._distributed import Ranks, local_batch_size, start as start_ranks, stop as stop_ranks
 from zoo.training._loop import EpochLoop, RunState
 from zoo.training._outoftime import headline as oot_headline, year_folds
-from zoo.training._trainer import (Diverged, find_pretrained, fit_preprocessing, make_loss, median_baselines,
-                                   output_folder, resolve_device, rolling_origin, run_eval, split_indices,
-                                   write_outputs)
+from zoo.training._runlog import RunLog, new_log_name
+from zoo.training._trainer import (Diverged, MixedPrecision, find_pretrained, fit_preprocessing,
+                                   make_loss, median_baselines, output_folder, resolve_device, rolling_origin,
+                                   run_eval, split_indices, write_outputs)
 from zoo.weights import read_card, weights_dir
 
 BUILTIN_EPOCHS = 15  # epochs on the built-in sample unless --epochs says otherwise
 MAX_SEED = 2**32 - 1
-# recipe fields a caller may override (the CLI's flags of the same names), with what each must be
+# recipe fields a caller may override (the CLI's flags of the same names; scheduler is --schedule), with what
+# each must be
 OVERRIDES = {"epochs": "a positive integer", "batch_size": "a positive integer", "lr": "a positive finite number",
-             "seed": f"an integer from 0 to {MAX_SEED}", "finetune_epochs": "a positive integer"}
+             "seed": f"an integer from 0 to {MAX_SEED}", "finetune_epochs": "a positive integer",
+             "scheduler": f"one of {', '.join(SCHEDULES)}", "plateau_patience": "an integer from 0",
+             "plateau_factor": "a number between 0 and 1 (exclusive)", "amp": "true or false"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,11 +46,16 @@ class Outcome:
 
 
 def _valid(key: str, value) -> bool:
-    if key == "lr":
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
-    if not isinstance(value, int) or isinstance(value, bool):
+    if key == "scheduler":
+        return value in SCHEDULES
+    if key == "amp":
+        return isinstance(value, bool)
+    number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if key in ("lr", "plateau_factor"):
+        return number and value > 0 and (key == "lr" or value < 1)
+    if not number or not isinstance(value, int):
         return False
-    return 0 <= value <= MAX_SEED if key == "seed" else value > 0
+    return 0 <= value <= MAX_SEED if key == "seed" else value >= 0 if key == "plateau_patience" else value > 0
 
 
 def recipe_for(spec: ModelSpec, data, overrides: dict) -> Recipe:
@@ -101,7 +110,8 @@ def train(name: str, data: str | Path | None = None, *, out: str | Path | None =
     recipe and data is not repeated) or discarded with `restart`, else refused. `strict` stops at the first
     unreadable sample instead of skipping it. `pretrained`: the file (or folder) of the weights a transfer-learning
     recipe starts from, if not in the usual places. `overrides`: recipe fields (epochs, batch_size, lr, seed,
-    finetune_epochs). Returns the card."""
+    finetune_epochs, scheduler, plateau_patience, plateau_factor, amp). Every run also writes TensorBoard events
+    and run.json to <out>/logs/<name>/<started>/ (zoo/training/_runlog.py). Returns the card."""
     return run_training(name, data, out=out, device=device, resume=resume, restart=restart, force=force,
                         replace_shipped=replace_shipped, strict=strict, pretrained=pretrained, console=console,
                         **overrides).card
@@ -221,15 +231,22 @@ def _train(spec: ModelSpec, recipe: Recipe, data, out: Path, dev, ranks: Ranks, 
         state.restore(restored[0], ckpt.restore_model(setup.model, restored[1]))
         console.print(f"resuming {spec.name} after epoch {state.epoch} (best {spec.monitor} {state.best_value:.4g} "
                       f"at epoch {state.best_epoch})")
-    loop = EpochLoop(spec, recipe, setup.model, setup.loss_fn, setup.train_set, setup.val_set, setup.baselines, dev,
-                     ranks, console, out, run_id)
-    train_time = state.seconds + loop.run(state, restored)   # a resumed run counts its earlier part too
-    card = _finish(spec, recipe, setup, state, out, data, train_time, out_of_time, dev, ranks, console)
+    state.log = state.log or new_log_name(out, spec.name)
+    data_info = {"name": Path(data).name if data is not None else spec.dataset, "source": setup.dataset.source,
+                 "fingerprint": setup.dataset.fingerprint}
+    log = RunLog(spec, recipe, data_info, out, state.log if ranks.main else None, state.epoch, console)
+    try:
+        loop = EpochLoop(spec, recipe, setup.model, setup.loss_fn, setup.train_set, setup.val_set, setup.baselines,
+                         dev, ranks, console, out, run_id, MixedPrecision(recipe.amp, dev), log)
+        train_time = state.seconds + loop.run(state, restored)   # a resumed run counts its earlier part too
+        card = _finish(spec, recipe, setup, state, out, data, train_time, out_of_time, dev, ranks, console, log)
+    finally:
+        log.close()
     return Outcome(card, "resumed" if restored is not None else "trained")
 
 
 def _finish(spec: ModelSpec, recipe: Recipe, setup: Setup, state: RunState, out: Path, data, train_time: float,
-            out_of_time: dict | None, dev, ranks: Ranks, console: Console) -> dict:
+            out_of_time: dict | None, dev, ranks: Ranks, console: Console, log: RunLog) -> dict:
     """The best epoch's weights scored on every split, and written with their card, history and plots."""
     model = setup.model
     model.load_state_dict(state.best_weights)
@@ -250,6 +267,7 @@ def _finish(spec: ModelSpec, recipe: Recipe, setup: Setup, state: RunState, out:
         raise ZooError(f"cannot write the weights, card or plots of {spec.name} to {out}/: {e.strerror or e}; the "
                        f"checkpoint after epoch {state.epoch} is kept: free some space and run the same command "
                        "with --resume") from None
+    log.finish(card, final, state.history)
     ckpt.remove_checkpoint(out, spec.name)
     headline = card["metrics"].get("val", card["metrics"]["train"]).get(spec.monitor)
     scored = "out-of-time" if out_of_time else "val" if len(setup.val_set) else "train"

@@ -21,7 +21,7 @@ from zoo.contract import preprocessing_to_dict
 from zoo.data.augment import augment
 from zoo.errors import ZooError
 from zoo.outputs import RUNS, write_json, writable_folder
-from zoo.registry import ModelSpec, Pretrained, Recipe
+from zoo.registry import SCHEDULES, ModelSpec, Pretrained, Recipe
 from zoo.training import _checkpoint as ckpt
 from zoo.training._distributed import Ranks, epoch_indices, local_batch_size, shard, sum_across, wrap
 from zoo.training._outoftime import caveat, choose_alpha, corrections
@@ -133,16 +133,49 @@ def make_optimizer(model, recipe: Recipe, lr: float | None = None):
     raise ZooError(f"unknown optimizer {recipe.optimizer!r}; expected sgd, adam or adamw")
 
 
-def make_scheduler(optimizer, recipe: Recipe, total_steps: int):
+def make_scheduler(optimizer, recipe: Recipe, total_steps: int, minimize: bool = False):
+    """The recipe's learning-rate schedule: cosine and one-cycle step after every batch (over `total_steps`),
+    plateau (ReduceLROnPlateau) after every epoch with the monitored metric (`minimize`: lower is better)."""
     if recipe.scheduler == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
     if recipe.scheduler == "onecycle":
         peak = optimizer.param_groups[0]["lr"]
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=peak, total_steps=max(1, total_steps),
                                                    pct_start=0.15)
+    if recipe.scheduler == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min" if minimize else "max",
+                                                          factor=recipe.plateau_factor,
+                                                          patience=recipe.plateau_patience)
     if recipe.scheduler == "none":
         return None
-    raise ZooError(f"unknown scheduler {recipe.scheduler!r}; expected none, cosine or onecycle")
+    raise ZooError(f"unknown scheduler {recipe.scheduler!r}; expected {', '.join(SCHEDULES)}")
+
+
+def per_step(scheduler):
+    """The schedule if it steps after every batch, else None (plateau steps once per epoch)."""
+    return None if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) else scheduler
+
+
+class MixedPrecision:
+    """`--amp`: the forward pass under autocast, bfloat16 on CPU, float16 on CUDA with a gradient scaler (float16's
+    small range underflows gradients; bfloat16 has float32's). The weights stay float32. Off: plain float32 steps."""
+
+    def __init__(self, enabled: bool, device: torch.device):
+        self.enabled, self.device_type = enabled, device.type
+        self.dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=enabled and device.type == "cuda")
+
+    def autocast(self):
+        return torch.autocast(self.device_type, dtype=self.dtype, enabled=self.enabled)
+
+    def step(self, loss: torch.Tensor, optimizer, parameters, grad_clip: float | None) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if grad_clip:
+            self.scaler.unscale_(optimizer)   # clip the true gradients
+            torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
+        self.scaler.step(optimizer)
+        self.scaler.update()
 
 
 def as_dict(spec: ModelSpec, output) -> dict[str, torch.Tensor]:
@@ -150,31 +183,35 @@ def as_dict(spec: ModelSpec, output) -> dict[str, torch.Tensor]:
     return {t.name: o for t, o in zip(spec.outputs, outputs)}
 
 
-def train_step(spec: ModelSpec, trained, optimizer, loss_fn, part: zdata.Dataset, recipe: Recipe, device) -> torch.Tensor:
+def train_step(spec: ModelSpec, trained, optimizer, loss_fn, part: zdata.Dataset, recipe: Recipe, device,
+               precision: MixedPrecision | None = None) -> torch.Tensor:
     """One optimizer step on the batch `part` (augmentation, the preprocessing's apply, forward, backward,
-    clipping); returns the loss. `trained` is the model, or its DDP wrapper."""
+    clipping); returns the loss, and takes no step when it is not finite. `trained` is the model, or its DDP
+    wrapper."""
+    precision = precision or MixedPrecision(False, torch.device(device))
     stored = part.inputs
     if recipe.augment != "none":
         stored = {k: augment(recipe.augment, v) if v.dtype == torch.uint8 else v for k, v in stored.items()}
     inputs = zdata.model_inputs(part.preprocess, stored)
-    outputs = as_dict(spec, trained(*(v.to(device) for v in inputs.values())))
+    with precision.autocast():
+        outputs = as_dict(spec, trained(*(v.to(device) for v in inputs.values())))
+    outputs = {k: v.float() for k, v in outputs.items()}   # the loss in float32
     loss = loss_fn(outputs, {k: v.to(device) for k, v in part.targets.items()})
     if torch.isfinite(loss):
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if recipe.grad_clip:
-            torch.nn.utils.clip_grad_norm_(trained.parameters(), recipe.grad_clip)
-        optimizer.step()
+        precision.step(loss, optimizer, trained.parameters(), recipe.grad_clip)
     return loss.detach()
 
 
 def train_epoch(spec: ModelSpec, trained, optimizer, scheduler, loss_fn, train_set: zdata.Dataset, recipe: Recipe,
-                epoch: int, ranks: Ranks, device, on_step=None) -> tuple[float, int, int]:
-    """One epoch of steps and of the per-step schedule; returns this rank's summed loss, samples seen and steps.
-    Diverged (exit 1) at the first loss that is not finite. `on_step(mean loss, batch size)` after each step."""
+                epoch: int, ranks: Ranks, device, on_step=None, precision: MixedPrecision | None = None
+                ) -> tuple[float, int, int]:
+    """One epoch of steps and of the per-step schedule (a plateau schedule is the caller's); returns this rank's
+    summed loss, samples seen and steps. Diverged (exit 1) at the first loss that is not finite.
+    `on_step(mean loss, batch size)` after each step."""
     running, seen, steps = 0.0, 0, 0
+    scheduler = per_step(scheduler)
     for idx in epoch_batches(len(train_set), recipe, epoch, ranks):
-        loss = float(train_step(spec, trained, optimizer, loss_fn, train_set.subset(idx), recipe, device))
+        loss = float(train_step(spec, trained, optimizer, loss_fn, train_set.subset(idx), recipe, device, precision))
         if not math.isfinite(loss):
             raise Diverged(f"training diverged at epoch {epoch}: the training loss is {loss} at step {steps + 1}; "
                            f"lower --lr (this run's is {optimizer.defaults['lr']:g}) or check the data")
