@@ -180,7 +180,7 @@ class EpochLoop:
             value = record[f"{self.split}_{self.spec.monitor}"]
             improved = state.add(record, value, record[f"{self.split}_loss"], self.minimize, self.model)
             stale = 0 if improved else stale + 1
-            if per_step(scheduler) is None and scheduler is not None:
+            if scheduler is not None and per_step(scheduler) is None:
                 scheduler.step(value)   # plateau: the learning rate falls when the monitored metric stalls
             self.report(record, improved)
             self.save(state, optimizer, scheduler, final=epoch == phase.last_epoch)

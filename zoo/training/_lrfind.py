@@ -5,8 +5,9 @@ loss is STOP_FACTOR times its lowest, or not finite. The model's and the optimiz
 back afterwards: the test leaves no trace on what it measured.
 
 The suggestion's rule (SUGGESTION_RULE): the rate at the lowest smoothed loss, divided by 10 — the lowest point is
-already where the loss is about to blow up, and a tenth of it is still in the steep part of the fall. The steepest
-fall's rate is reported beside it."""
+already where the loss is about to blow up, and a tenth of it is still in the steep part of the fall; the first
+tenth of the curve is left out, where the moving average has seen too few batches. The steepest fall's rate is
+reported beside it."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from zoo.training._trainer import (epoch_batches, keep_batchnorm_statistics, mak
 
 STOP_FACTOR = 4
 SMOOTHING = 0.98
-SKIP = 10   # the first points of the curve, left out of the steepest-fall search
+SKIP = 10   # at least this many of the curve's first points are left out (the average is still settling)
 SUGGESTION_RULE = "the learning rate at the lowest smoothed loss, divided by 10"
 
 
@@ -81,14 +82,18 @@ def _sweep(spec, model, optimizer, loss_fn, train_set, recipe, device, start, en
 
 def suggest(lrs: list[float], losses: list[float]) -> dict:
     """The suggestion (SUGGESTION_RULE) rounded to two significant digits, and the steepest fall's rate (the most
-    negative slope of the smoothed loss against log10 of the rate between the first SKIP points, where the average
-    is still settling, and the lowest point); None where the loss never fell."""
-    lowest = int(np.argmin(losses)) if losses else 0
-    if lowest <= SKIP:
-        return {"suggestion": None, "lowest_loss_lr": lrs[lowest] if lrs else None, "steepest_lr": None}
-    slopes = np.gradient(np.asarray(losses[SKIP:lowest + 1]), np.log10(lrs[SKIP:lowest + 1]))
+    negative slope of the smoothed loss against log10 of the rate, up to the lowest point). Both leave out the
+    first tenth of the curve (at least SKIP points), where the moving average has seen too few batches to be more
+    than noise. None where the loss never fell after that."""
+    skip = max(SKIP, len(losses) // 10)
+    if len(losses) < skip + 3:
+        return {"suggestion": None, "lowest_loss_lr": None, "steepest_lr": None}
+    lowest = skip + int(np.argmin(losses[skip:]))
+    if lowest < skip + 2:
+        return {"suggestion": None, "lowest_loss_lr": lrs[lowest], "steepest_lr": None}
+    slopes = np.gradient(np.asarray(losses[skip:lowest + 1]), np.log10(lrs[skip:lowest + 1]))
     return {"suggestion": float(f"{lrs[lowest] / 10:.2g}"), "lowest_loss_lr": lrs[lowest],
-            "steepest_lr": float(f"{lrs[SKIP + int(np.argmin(slopes))]:.2g}")}
+            "steepest_lr": float(f"{lrs[skip + int(np.argmin(slopes))]:.2g}")}
 
 
 def find_lr(name: str, data: str | Path | None = None, *, out: str | Path | None = None, steps: int = 200,
