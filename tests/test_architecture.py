@@ -23,6 +23,7 @@ ALLOWED = {
     "weights": ({"errors", "contract", "specs", "catalog", "registry"}, False),
     "hub": ({"errors", "contract", "specs", "catalog", "registry", "weights"}, False),
     "serve": ({"errors", "contract", "runtime", "outputs"}, False),
+    "runs": ({"errors", "contract", "specs", "catalog", "registry"}, False),   # zoo runs lists run.json files: no torch
 }
 SERVE_MAY_USE = ("serve", "runtime", "contract", "errors", "outputs")
 

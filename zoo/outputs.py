@@ -106,14 +106,18 @@ def write_json(path: Path, data) -> None:
 
 
 @contextlib.contextmanager
-def locked(folder: Path):
+def locked(folder: Path, busy: str | None = None):
     """An exclusive advisory lock on the folder itself (flock on its descriptor: no lock file is left
-    behind) for the duration of the block."""
+    behind, and the kernel drops the lock when its holder dies) for the duration of the block. With `busy`,
+    no waiting: ZooError(busy) at once when another process holds it."""
     import fcntl
 
     fd = os.open(folder, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (fcntl.LOCK_NB if busy else 0))
+        except BlockingIOError:
+            raise ZooError(busy) from None
         yield
     finally:
         os.close(fd)   # closing releases the lock

@@ -11,12 +11,12 @@ from zoo import catalog
 from zoo.contract import (ImagePreprocess, InvalidField, OneHotPreprocess, SeriesPreprocess, Signature,
                           TabularPreprocess, TensorSpec)
 from zoo.errors import ZooError
-from zoo.specs import DatasetSpec, ModelSpec, Pretrained, Recipe
+from zoo.specs import SCHEDULES, DatasetSpec, ModelSpec, Pretrained, Recipe
 
 __all__ = [
     "TensorSpec", "ImagePreprocess", "TabularPreprocess", "SeriesPreprocess", "OneHotPreprocess",
-    "Recipe", "Pretrained", "ModelSpec", "DatasetSpec", "register", "register_dataset", "names", "get", "build", "specs",
-    "dataset", "datasets",
+    "Recipe", "SCHEDULES", "Pretrained", "ModelSpec", "DatasetSpec", "register", "register_dataset", "names", "get",
+    "build", "specs", "dataset", "datasets",
 ]
 
 _MODELS: dict[str, ModelSpec] = {}
