@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("errors", "contract", "specs", "catalog", "registry", "weights", "hub", "runtime", "data", "training",
-            "export", "bench", "serve", "cli")
+PACKAGES = ("errors", "contract", "specs", "catalog", "registry", "weights", "hub", "runtime", "data", "metrics",
+            "training", "export", "bench", "serve", "cli")
 # what each package may load of zoo (besides itself and the empty `zoo` package), and whether torch
 ALLOWED = {
     "errors": (set(), False),
@@ -23,6 +23,7 @@ ALLOWED = {
     "weights": ({"errors", "contract", "specs", "catalog", "registry"}, False),
     "hub": ({"errors", "contract", "specs", "catalog", "registry", "weights"}, False),
     "serve": ({"errors", "contract", "runtime", "outputs"}, False),
+    "metrics": ({"errors", "contract", "specs"}, True),   # torchmetrics, for training and export alike
     "runs": ({"errors", "contract", "specs", "catalog", "registry"}, False),   # zoo runs lists run.json files: no torch
 }
 SERVE_MAY_USE = ("serve", "runtime", "contract", "errors", "outputs")
@@ -216,3 +217,9 @@ def test_the_cli_imports_no_framework_until_a_command_needs_it():
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=ROOT,
                          check=True)
     assert json.loads(out.stdout.splitlines()[-1]) == []
+
+
+def test_export_uses_the_split_and_metrics_of_zoo_data_and_zoo_metrics_not_the_trainer():
+    for path in (ROOT / "zoo" / "export").rglob("*.py"):
+        for name in _imports(path):
+            assert not name.startswith("zoo.training"), f"{path.relative_to(ROOT)} imports {name}"

@@ -21,7 +21,8 @@ from zoo.cli import app
 from zoo.data import builtin
 from zoo.errors import ZooError
 from zoo.export import export
-from zoo.training._trainer import find_pretrained, set_trainable, split_indices, training_phases
+from zoo.data import split_indices
+from zoo.training._trainer import find_pretrained, set_trainable, training_phases
 from zoo.weights import load_model
 
 runner = CliRunner()

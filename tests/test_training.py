@@ -100,7 +100,7 @@ def test_electricity_is_judged_against_persistence(tmp_path):
 def test_time_ordered_split_keeps_validation_after_training():
     spec = registry.get("electricity-rnn")
     dataset = zdata.load(spec)
-    from zoo.training._trainer import split_indices
+    from zoo.data import split_indices
     train, val = split_indices(dataset, spec, 0.15, 0)
     assert train.max() + 96 < val.min() and val.max() == len(dataset) - 1
 

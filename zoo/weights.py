@@ -58,14 +58,17 @@ class Card(Mapping):
     data_source: str | None = None                     # "files" (a dataset's files) or "built-in" (the sample)
     data_fingerprint: str | None = None                # of the training data
     baselines: dict | None = None                      # output -> the training split's median (regressors)
+    val_fraction: float | None = None                  # the validation split the run held out...
+    seed: int | None = None                            # ...with this seed (zoo.data.card_split)
 
     @classmethod
     def from_dict(cls, data: dict, path: Path) -> "Card":
         _check_card(data, path)
-        dataset = data.get("dataset") or {}
+        dataset, recipe = data.get("dataset") or {}, data.get("recipe") or {}
         return cls(path, data, data.get("model"), data.get("sha256"), data.get("metrics") or {}, data.get("caveat"),
                    data.get("monitor"), bool(data.get("out_of_time")), dataset.get("source"), dataset.get("fingerprint"),
-                   (data.get("baselines") or {}).get("values"))
+                   (data.get("baselines") or {}).get("values"), recipe.get("val_fraction"),
+                   data.get("seed", recipe.get("seed")))
 
     @property
     def trained_on_files(self) -> bool:

@@ -13,9 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from zoo.data._core import Dataset, DataError, model_inputs
+from zoo.data._split import card_split, split_indices
 from zoo.registry import ModelSpec, dataset as dataset_spec, load_function
 
-__all__ = ["Dataset", "DataError", "load", "model_inputs", "real_samples"]
+__all__ = ["Dataset", "DataError", "load", "model_inputs", "real_samples", "split_indices", "card_split"]
 
 
 def load(spec: ModelSpec, data: str | Path | None = None, split: str = "train", strict: bool = False) -> Dataset:

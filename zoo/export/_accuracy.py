@@ -70,7 +70,6 @@ def held_out(spec, dataset, preprocess: dict, card, calibration_samples: int) ->
     import torch
 
     from zoo import data as zdata
-    from zoo.training import card_split
 
     if dataset is None:
         pool, validation = zdata.load(spec, None, "train"), zdata.load(spec, None, "test")
@@ -82,7 +81,7 @@ def held_out(spec, dataset, preprocess: dict, card, calibration_samples: int) ->
                              "is not the weights' real figure, only its comparison with fp32 is meaningful; pass "
                              "--data for the real validation split")
     else:
-        train_idx, val_idx = card_split(dataset, spec, card)
+        train_idx, val_idx = zdata.card_split(dataset, spec, card)
         if len(val_idx) == 0:   # the recipe holds nothing out (thermometer: 11 readings)
             val_idx, what = torch.arange(len(dataset)), f"all {len(dataset)} samples (the recipe holds none out)"
         else:
@@ -122,7 +121,7 @@ def bundle_outputs(spec, session, inputs: dict) -> dict:
 def _metrics(spec, outputs: dict, held: HeldOut) -> dict:
     import torch
 
-    from zoo.training import Metrics, scalars
+    from zoo.metrics import Metrics, scalars
 
     metrics = Metrics(spec)
     metrics.update({k: torch.from_numpy(v) for k, v in outputs.items()}, held.targets,

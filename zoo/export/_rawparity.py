@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from zoo.export import _parity
+import zoo.export._parity as _parity
 
 MAX_PROBABILITY_DIFFERENCE = 0.02
 NEAR_TIE = 2 * MAX_PROBABILITY_DIFFERENCE

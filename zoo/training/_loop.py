@@ -19,9 +19,9 @@ from rich.text import Text
 from zoo import data as zdata
 from zoo.errors import ZooError
 from zoo.registry import ModelSpec, Recipe
-from zoo.training import _checkpoint as ckpt
+import zoo.training._checkpoint as ckpt
 from zoo.training._distributed import Ranks, sum_across, wrap
-from zoo.training._metrics import lower_is_better, scalars
+from zoo.metrics import lower_is_better, scalars
 from zoo.training._runlog import RunLog
 from zoo.training._trainer import (Diverged, MixedPrecision, Phase, epoch_batches, keep_batchnorm_statistics,
                                    make_optimizer, make_scheduler, per_step, run_eval, set_trainable, train_epoch,

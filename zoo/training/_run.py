@@ -19,14 +19,14 @@ from zoo import data as zdata, registry
 from zoo.errors import ZooError
 from zoo.outputs import RUNS, locked
 from zoo.registry import SCHEDULES, ModelSpec, Recipe
-from zoo.training import _checkpoint as ckpt
+import zoo.training._checkpoint as ckpt
 from zoo.training._distributed import Ranks, local_batch_size, start as start_ranks, stop as stop_ranks
 from zoo.training._loop import EpochLoop, RunState
 from zoo.training._outoftime import headline as oot_headline, year_folds
 from zoo.training._runlog import RunLog, new_log_name
 from zoo.training._trainer import (Diverged, MixedPrecision, find_pretrained, fit_preprocessing,
                                    make_loss, median_baselines, output_folder, resolve_device, rolling_origin,
-                                   run_eval, split_indices, write_outputs)
+                                   run_eval, write_outputs)
 from zoo.weights import read_card, weights_dir
 
 BUILTIN_EPOCHS = 15  # epochs on the built-in sample unless --epochs says otherwise
@@ -165,7 +165,7 @@ def prepare(spec: ModelSpec, recipe: Recipe, data, strict: bool, pretrained, dev
         if recipe.validation == "rolling-years":
             dataset.notes.append("out-of-time validation needs two calendar years of data and this data has one: the "
                                  f"latest {recipe.val_fraction:.0%} of the windows were held out instead")
-        train_idx, val_idx = split_indices(dataset, spec, recipe.val_fraction, recipe.seed)
+        train_idx, val_idx = zdata.split_indices(dataset, spec, recipe.val_fraction, recipe.seed)
     if len(train_idx) < 2 or len(val_idx) == 1:
         raise ZooError(f"{spec.dataset}: too few samples ({len(dataset)}) to train on: the split leaves "
                        f"{len(train_idx)} for training and {len(val_idx)} for validation, and each needs at least 2")

@@ -16,7 +16,7 @@ from rich.console import Console
 from zoo.outputs import RUNS, write_json
 from zoo.registry import ModelSpec, Recipe
 from zoo.runs import KIND, RUN_FILE
-from zoo.training._metrics import lower_is_better
+from zoo.metrics import lower_is_better
 from zoo.training._plots import confusion_figure
 from zoo.weights import weights_dir
 

@@ -22,10 +22,10 @@ from zoo.data.augment import augment
 from zoo.errors import ZooError
 from zoo.outputs import RUNS, write_json, writable_folder
 from zoo.registry import SCHEDULES, ModelSpec, Pretrained, Recipe
-from zoo.training import _checkpoint as ckpt
+import zoo.training._checkpoint as ckpt
 from zoo.training._distributed import Ranks, epoch_indices, local_batch_size, shard, sum_across, wrap
 from zoo.training._outoftime import caveat, choose_alpha, corrections
-from zoo.training._metrics import Metrics, scalars
+from zoo.metrics import Metrics, scalars
 from zoo.training._plots import plot_confusion, plot_history
 from zoo.weights import read_card, sha256_file, weights_dir
 
@@ -46,42 +46,6 @@ def resolve_device(device: str) -> torch.device:
     if device not in ("cpu", "cuda"):
         raise ZooError(f"--device {device!r}: expected auto, cpu or cuda")
     return torch.device(device)
-
-
-def split_indices(dataset: zdata.Dataset, spec: ModelSpec, fraction: float, seed: int):
-    """(train, val) index tensors. Time-ordered data: the last `fraction` of the windows, with the
-    windows overlapping the boundary dropped; otherwise a split stratified by class with a fixed seed."""
-    n = len(dataset)
-    if fraction <= 0:
-        return torch.arange(n), torch.arange(0)
-    if dataset.ordered:
-        n_val = max(1, int(n * fraction))
-        gap = next(iter(dataset.inputs.values())).shape[1]
-        return torch.arange(0, max(0, n - n_val - gap)), torch.arange(n - n_val, n)
-    generator = torch.Generator().manual_seed(seed)
-    if spec.is_classifier:
-        target = next(iter(dataset.targets.values())).view(n, -1)[:, 0].long()
-        train, val = [], []
-        for cls in target.unique():
-            members = (target == cls).nonzero().view(-1)
-            members = members[torch.randperm(len(members), generator=generator)]
-            k = int(round(len(members) * fraction))
-            val.append(members[:k])
-            train.append(members[k:])
-        return torch.cat(train).sort().values, torch.cat(val).sort().values
-    order = torch.randperm(n, generator=generator)
-    n_val = max(1, int(n * fraction))
-    return order[n_val:].sort().values, order[:n_val].sort().values
-
-
-def card_split(dataset: zdata.Dataset, spec: ModelSpec, card: dict | None):
-    """(train, val) index tensors as the trainer split `dataset` for the weights of `card`: the validation
-    fraction and seed the card records (the spec's recipe for weights without a card), so the validation
-    part is the one the card's validation metrics were measured on when the data is the same."""
-    recipe = (card or {}).get("recipe") or {}
-    fraction = float(recipe.get("val_fraction", spec.recipe.val_fraction))
-    seed = int((card or {}).get("seed", recipe.get("seed", spec.recipe.seed)))
-    return split_indices(dataset, spec, fraction, seed)
 
 
 def fit_preprocessing(dataset: zdata.Dataset, train_idx: torch.Tensor) -> dict:

@@ -1,6 +1,7 @@
-"""torchmetrics for every head: classification (accuracy, precision/recall/F1 micro+macro+per class,
-confusion matrix) and regression (MSE, RMSE, MAE, R², plus the persistence forecast for series and the
-training median for other regressors)."""
+"""A model's metrics, for training and for export (which measures reduced precisions with them): torchmetrics
+for every head, classification (accuracy, precision/recall/F1 micro+macro+per class, confusion matrix, the
+classes from the Signature's top-1) and regression (MSE, RMSE, MAE, R², plus the persistence forecast for series
+and the training median for other regressors)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, 
 from torchmetrics.classification import (MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score,
                                          MulticlassPrecision, MulticlassRecall)
 
-from zoo.registry import ModelSpec
+from zoo.specs import ModelSpec
 
 PER_CLASS_LIMIT = 30  # per-class figures and confusion matrices only for heads this small
 
