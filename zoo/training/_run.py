@@ -198,8 +198,8 @@ def _finished(out: Path, spec: ModelSpec, run_id: dict) -> dict | None:
         return None
     if not card or not (out / f"{spec.name}.safetensors").is_file():
         return None
-    same_data = (card.get("dataset") or {}).get("fingerprint") == run_id["fingerprint"]
-    return card if same_data and card.get("recipe") == run_id["recipe"] else None
+    same_run = card.data_fingerprint == run_id["fingerprint"] and card.data.get("recipe") == run_id["recipe"]
+    return dict(card.data) if same_run else None
 
 
 def _train(spec: ModelSpec, recipe: Recipe, data, out: Path, dev, ranks: Ranks, resume: bool, strict: bool,

@@ -275,7 +275,7 @@ def run_eval(model, spec: ModelSpec, dataset: zdata.Dataset, loss_fn, device, ba
 
 def _real_data_weights(out: Path, name: str) -> bool:
     card = read_card(name, out)
-    return bool(card) and card.get("dataset", {}).get("source") == "files"
+    return card is not None and card.trained_on_files
 
 
 def output_folder(name: str, out: str | Path | None, *, builtin_data: bool, replace_shipped: bool = False,
