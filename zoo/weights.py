@@ -66,8 +66,8 @@ class Card(Mapping):
         _check_card(data, path)
         dataset, recipe = data.get("dataset") or {}, data.get("recipe") or {}
         return cls(path, data, data.get("model"), data.get("sha256"), data.get("metrics") or {}, data.get("caveat"),
-                   data.get("monitor"), bool(data.get("out_of_time")), dataset.get("source"), dataset.get("fingerprint"),
-                   (data.get("baselines") or {}).get("values"), recipe.get("val_fraction"),
+                   data.get("monitor"), bool(data.get("out_of_time")), dataset.get("source"),
+                   dataset.get("fingerprint"), (data.get("baselines") or {}).get("values"), recipe.get("val_fraction"),
                    data.get("seed", recipe.get("seed")))
 
     @property

@@ -638,7 +638,8 @@ def _declared(bundle: Path, manifest, spec, expected: Signature, what: str) -> N
     for key, mine, theirs in (("inputs", manifest.inputs, inputs), ("outputs", manifest.outputs, outputs),
                               *((f"{runtime.RAW_KEY}.{k}", given[k], raw[k]) for k in ("sources", "probabilities"))):
         if mine != theirs:
-            shown = [_io_text(mine), _io_text(theirs)] if key in ("inputs", "outputs") else [_short(mine), _short(theirs)]
+            text = _io_text if key in ("inputs", "outputs") else _short
+            shown = [text(mine), text(theirs)]
             raise ZooError(f"{bundle}: manifest {key} {shown[0]} are not the raw-input model's {shown[1]}", exit_code=1)
 
 
@@ -695,8 +696,9 @@ def _reverify(bundle: Path, spec, model, session, manifest, data, card, result: 
     against its budget."""
     atol, rtol = _parity.recorded_tolerance(manifest.data.get("parity"), spec.atol, spec.rtol)
     dataset = _load_data(spec, data)
-    result.parity = _parity.measure(manifest.signature, model, session, atol, rtol,
-                                    _real_samples(spec, dataset, manifest.preprocess), judge=manifest.precision == "fp32")
+    real = _real_samples(spec, dataset, manifest.preprocess)
+    result.parity = _parity.measure(manifest.signature, model, session, atol, rtol, real,
+                                    judge=manifest.precision == "fp32")
     if not result.parity.passed:
         result.refusal, result.reason = ParityError, _parity.text_table(result.parity, f"{bundle}: parity failed")
         return

@@ -212,7 +212,8 @@ def measure(spec, reference: dict, produced: dict, held: HeldOut, budget: Budget
 def refusal(spec_name: str, precision: str, report: AccuracyReport) -> str:
     """The one line that says why a reduced-precision bundle was not written."""
     where = f"{report.data['validation_samples']} validation samples ({report.data['source']})"
-    return f"{spec_name} {precision} misses its accuracy budget on {where}: {'; '.join(report.failures)}; no bundle written"
+    return (f"{spec_name} {precision} misses its accuracy budget on {where}: {'; '.join(report.failures)}; "
+            "no bundle written")
 
 
 # --- rendering ------------------------------------------------------------------------------------

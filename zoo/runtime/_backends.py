@@ -15,8 +15,8 @@ import numpy as np
 from zoo.errors import ZooError
 from zoo.runtime._manifest import SEAL_KEY
 
-__all__ = ["DeviceUnavailable", "BackendError", "default_threads", "package_version", "cuda_problem", "preload_cuda_libraries",
-           "OrtBackend", "TorchBackend"]
+__all__ = ["DeviceUnavailable", "BackendError", "default_threads", "package_version", "cuda_problem",
+           "preload_cuda_libraries", "OrtBackend", "TorchBackend"]
 
 
 class DeviceUnavailable(ZooError):
