@@ -16,7 +16,7 @@ from zoo.errors import ZooError
 
 RUNS = Path("runs")   # where `zoo train` writes unless told otherwise; the shipped weights need --replace-shipped
 
-__all__ = ["RUNS", "writable_folder", "writable_file", "atomic_write", "write_json", "locked", "staging_folder",
+__all__ = ["RUNS", "WriteFailed", "writable_folder", "writable_file", "atomic_write", "write_json", "locked", "staging_folder",
            "swap_into_place", "clean_stale_staging"]
 
 
@@ -79,6 +79,14 @@ def _new_file(path: Path) -> None:
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
 
 
+class WriteFailed(ZooError):
+    """A write the system refused (a full disk, a file-size limit): `reason` says why, the message names the path."""
+
+    def __init__(self, path: Path, error: OSError):
+        self.reason = error.strerror or str(error)
+        super().__init__(f"cannot write {path}: {self.reason}")
+
+
 def atomic_write(path: Path, write) -> None:
     """Call write(tmp_path), fsync, then rename over `path`: readers never see a partial file. The file's
     permissions follow the umask. A write the system refuses (a full disk) is one ZooError naming `path`."""
@@ -87,7 +95,7 @@ def atomic_write(path: Path, write) -> None:
         tmp = _new_entry(path.parent, f".{path.name}.", ".tmp", _new_file)
         mode = stat.S_IMODE(tmp.stat().st_mode)   # 0o666 less the umask
     except OSError as e:
-        raise ZooError(f"cannot write {path}: {e.strerror or e}") from None
+        raise WriteFailed(path, e) from None
     try:
         write(tmp)
         os.chmod(tmp, mode)   # a writer that replaces the file (safetensors does) leaves it private
@@ -97,7 +105,7 @@ def atomic_write(path: Path, write) -> None:
     except BaseException as e:
         tmp.unlink(missing_ok=True)
         if isinstance(e, OSError):
-            raise ZooError(f"cannot write {path}: {e.strerror or e}") from None
+            raise WriteFailed(path, e) from None
         raise
 
 

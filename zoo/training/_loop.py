@@ -18,6 +18,7 @@ from rich.text import Text
 
 from zoo import data as zdata
 from zoo.errors import ZooError
+from zoo.outputs import WriteFailed
 from zoo.registry import ModelSpec, Recipe
 import zoo.training._checkpoint as ckpt
 from zoo.training._distributed import Ranks, sum_across, wrap
@@ -221,11 +222,12 @@ class EpochLoop:
                  "scaler": self.precision.scaler.state_dict()}
         try:
             ckpt.save_checkpoint(self.out, self.spec.name, self.model, state.best_weights, optimizer, scheduler, saved)
-        except OSError as e:
+        except (OSError, WriteFailed) as e:
             before = ckpt.read_checkpoint_state(self.out, self.spec.name)
             kept = f"the checkpoint after epoch {before['epoch']} is intact" if before else "no checkpoint was kept"
+            reason = e.reason if isinstance(e, WriteFailed) else e.strerror or e
             raise ZooError(f"cannot write the checkpoint {ckpt.checkpoint_path(self.out, self.spec.name)}: "
-                           f"{e.strerror or e}; {kept}: free some space and run the same command with "
+                           f"{reason}; {kept}: free some space and run the same command with "
                            "--resume") from None
         self.last_save = now
 

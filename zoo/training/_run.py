@@ -17,7 +17,7 @@ from rich.markup import escape
 
 from zoo import data as zdata, registry
 from zoo.errors import ZooError
-from zoo.outputs import RUNS, locked
+from zoo.outputs import RUNS, WriteFailed, locked
 from zoo.registry import SCHEDULES, ModelSpec, Recipe
 import zoo.training._checkpoint as ckpt
 from zoo.training._distributed import Ranks, local_batch_size, start as start_ranks, stop as stop_ranks
@@ -263,8 +263,9 @@ def _finish(spec: ModelSpec, recipe: Recipe, setup: Setup, state: RunState, out:
         card = write_outputs(spec, model, out, setup.dataset, recipe, final, state.history, state.epoch,
                              state.best_epoch, {"train": len(setup.train_set), "val": len(setup.val_set)}, data,
                              train_time, setup.baselines, out_of_time)
-    except OSError as e:
-        raise ZooError(f"cannot write the weights, card or plots of {spec.name} to {out}/: {e.strerror or e}; the "
+    except (OSError, WriteFailed) as e:
+        reason = e.reason if isinstance(e, WriteFailed) else e.strerror or e
+        raise ZooError(f"cannot write the weights, card or plots of {spec.name} to {out}/: {reason}; the "
                        f"checkpoint after epoch {state.epoch} is kept: free some space and run the same command "
                        "with --resume") from None
     log.finish(card, final, state.history)
