@@ -580,7 +580,7 @@ def test_bench_labels_the_eager_baseline_weights_truthfully(tmp_path, monkeypatc
     save_file(registry.build("thermometer-mlp", seed=3).state_dict(), str(tmp_path / "mine.safetensors"))
     digest = sha256_file(tmp_path / "mine.safetensors")
     assert _eager_weights("thermometer-mlp", rt.WeightsRecord(random=True))[0] is None
-    path, label = _eager_weights("thermometer-mlp", {"random": False, "sha256": digest})
+    path, label = _eager_weights("thermometer-mlp", rt.WeightsRecord(sha256=digest))
     assert path == str(tmp_path / "mine.safetensors") and "source weights" in label
-    path, label = _eager_weights("thermometer-mlp", {"random": False, "sha256": "0" * 64})
+    path, label = _eager_weights("thermometer-mlp", rt.WeightsRecord(sha256="0" * 64))
     assert path is None and "not the bundle's source weights (latency only)" in label
