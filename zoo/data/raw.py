@@ -11,7 +11,6 @@ that the resize in the graph is exercised even where every image has the model's
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import json
@@ -25,6 +24,7 @@ import numpy as np
 from zoo.data._core import DataError
 from zoo.data._imagefiles import is_image_name
 from zoo.registry import ModelSpec
+from zoo.runtime import read_csv
 
 DERIVED_SIZES = ((97, 61), (61, 97), (300, 41), (13, 29))   # (width, height)
 SERIES_EXTRA = 8     # readings before each window: a raw series is longer than the model's window
@@ -155,9 +155,11 @@ def _csv_file(path: Path) -> Path:
 
 
 def _csv_rows(path: Path) -> list[dict]:
-    text = path.read_bytes().decode("utf-8-sig", errors="replace")
-    first = text.split("\n", 1)[0]
-    rows = list(csv.DictReader(io.StringIO(text), delimiter=";" if first.count(";") > first.count(",") else ","))
+    """The CSV's rows as dicts, read as `zoo predict` reads a CSV (zoo.runtime.read_csv)."""
+    try:
+        rows = read_csv(path).records()
+    except ValueError as e:
+        raise DataError(str(e)) from None
     if not rows:
         raise DataError(f"{path}: no rows")
     return rows
