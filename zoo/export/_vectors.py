@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 
 from zoo.errors import ZooError
-from zoo.weights import sha256_file
 
 # |got - expected| <= atol + rtol * |expected|, element-wise. Measured (benchmarks/RESULTS.md, "Test vectors"):
 # other thread counts, no graph optimisation and onnxruntime-web's wasm backend use at most a tenth of the fp32
@@ -39,6 +38,11 @@ MAX_FILE_BYTES = 64 << 20      # a test file larger than this is refused before 
 MAX_FILES = 64
 MAX_SET_BYTES = 8 << 20        # a sample whose prepared arrays exceed this is left out of the vectors
 FILE_NAME = re.compile(r"(test_data_set_\d{1,2}/(input|output)_\d{1,3}\.pb|golden/[A-Za-z0-9_.-]{1,64})")
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _save(folder: Path, relative: str, data: bytes, files: dict) -> None:
@@ -168,7 +172,7 @@ def _verified_files(bundle: Path, record: dict) -> dict[str, Path]:
         if size > MAX_FILE_BYTES:
             raise ZooError(f"{bundle}: test file {name} is {size:,} bytes, over the {MAX_FILE_BYTES:,} allowed",
                            exit_code=1)
-        if sha256_file(path) != digest:
+        if _sha256(path) != digest:
             raise ZooError(f"{bundle}: test file {name} was changed after export (its sha256 is not the manifest's)",
                            exit_code=1)
         out[name] = path
