@@ -572,9 +572,7 @@ def _source_weights(spec, manifest: runtime.Manifest, weights) -> Path:
     record = manifest.weights
     wanted = record.sha256
     if weights is not None:
-        path = Path(weights)
-        if not path.is_file():
-            raise ZooError(f"weights file {path} does not exist")
+        path = resolve(spec, weights)
         actual = sha256_file(path)
         if actual != wanted:
             raise ZooError(f"{path} (sha256 {actual[:12]}…) is not the weights this bundle was exported from "
