@@ -94,7 +94,7 @@ def browser(folders):
             tab.wait_for_selector("form button:enabled", timeout=60_000)
             return tab
 
-        open_page.origin, open_page.requests = origin, requests
+        open_page.origin, open_page.requests, open_page.context = origin, requests, context
         yield open_page
         context.close()
     server.shutdown()
@@ -185,6 +185,26 @@ def test_a_photo_with_an_exif_orientation_is_read_as_stored(folders, browser, tm
     size = tab.locator("img.preview").evaluate("img => [img.naturalWidth, img.naturalHeight]")
     assert size == [100, 40]   # as stored, not turned to 40x100
     assert "EXIF orientation 6 not applied" in tab.locator(".output .warning").text_content()
+    tab.close()
+
+
+def test_images_the_model_cannot_take_as_they_are_get_zoo_runtimes_warnings(folders, browser, tmp_path):
+    """Partly transparent and 16-bit PNGs: warned about as zoo.runtime warns, saying how the browser differs."""
+    photo = Image.open(SKY).convert("RGB")
+    rgba = photo.convert("RGBA")
+    rgba.putalpha(Image.linear_gradient("L").resize(photo.size))
+    rgba.save(tmp_path / "rgba.png")
+    Image.fromarray((np.asarray(photo.convert("L"), np.uint16) * 257).astype(np.uint16)).save(tmp_path / "16.png")
+    tab = browser(folders["clouds-cnn"])
+    with rt.load(folders["clouds-cnn"]) as session:
+        for name, expected in (("rgba.png", "transparent pixel(s): the alpha channel was dropped"),
+                               ("16.png", "16-bit image: scaled to 8 bits")):
+            python = []
+            session.classify([str(tmp_path / name)], top_k=1, warnings=python)
+            assert expected in " ".join(python[0])
+            classify_file(tab, tmp_path / name)
+            assert expected in tab.locator(".output .warning").text_content()
+            tab.locator(".output").evaluate("box => box.replaceChildren()")
     tab.close()
 
 
@@ -293,6 +313,28 @@ def test_bad_files_get_a_clear_error_and_nothing_leaves_the_folder(folders, brow
     inside = f"{browser.origin}/"
     outside = [u for u in browser.requests if not (u.startswith(inside) or u.startswith(f"blob:{inside}"))]
     assert browser.requests and not outside, outside
+
+
+def test_a_server_that_sends_the_module_with_another_type_is_named(folders, browser):
+    """Browsers refuse a JavaScript module sent as another type than text/javascript: the page says what to fix."""
+    class Octets(Static):
+        extensions_map = {**Static.extensions_map, ".mjs": "application/octet-stream"}
+
+    folder = folders["clouds-cnn"]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Octets, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        tab = browser.context.new_page()
+        tab.goto(f"http://127.0.0.1:{server.server_port}/")
+        error = tab.locator("#engine.error")
+        error.wait_for(timeout=60_000)
+        assert "sends onnxruntime-web/ort.wasm.bundle.min.mjs as text/javascript" in error.text_content()
+        assert tab.locator("form button").is_disabled()
+        tab.close()
+    finally:
+        server.shutdown()
+        other = f"http://127.0.0.1:{server.server_port}/"   # not the folder server the other tests check requests of
+        browser.requests[:] = [u for u in browser.requests if other not in u]
 
 
 # --- the folder: contents, integrity, onnxruntime-web's files -----------------------------------------------

@@ -1,0 +1,164 @@
+"""The raw-input model in the browser against Python, per image, on the same machine and the same real photos: the
+web folder's own page (`zoo export NAME --format web`: onnxruntime-web, WebAssembly, one thread) in headless
+chromium, served by python's http.server, against zoo.runtime (decode, preprocess and predict on the fp32 bundle)
+and against bare onnxruntime on the raw-input model (Pillow's decode + run), one thread each.
+
+Browser: the page's own `predict` (what its Classify button runs: the browser decodes the file, the page converts the
+pixels, onnxruntime-web runs the graph, the answer is ranked), timed inside the page with performance.now() (which
+Chromium rounds to 0.1 ms on a page that is not cross-origin isolated); the file is fetched before the clock starts,
+and drawing the answer is not timed. The three paths alternate in rounds (each round: every photo through one path,
+then the next), so load from other processes hits them alike; medians per image. The browser's answers are also
+compared with zoo.runtime's (top-1 agreement, largest probability difference): Chromium decodes the JPEGs, not Pillow.
+
+    flock /tmp/zoo-bench.lock python benchmarks/web_speed.py --data ../shared/data --bundles FOLDER \\
+        [--models clouds-cnn,tinyvgg-pizza-steak,food10-mobilenetv2] [--per-dataset 5] [--rounds 3] [--json FILE]
+
+Web folders (and the bundles they come from) missing from --bundles are exported there first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import http.server
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+import zoo.runtime
+from zoo.export import export
+
+sys.path.insert(0, str(Path(__file__).parent))
+from raw_inputs import photos  # noqa: E402 - the same real photos as the raw-input benchmark
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", "--no-first-run"]
+IN_PAGE = """async ([urls, topK]) => {
+  const form = document.querySelector("form"), input = form.querySelector("input[type=file]"), out = [];
+  for (const url of urls) {
+    const blob = await (await fetch(url)).blob();
+    const files = new DataTransfer();
+    files.items.add(new File([blob], url.split("/").pop(), {type: blob.type}));
+    input.files = files.files;
+    const start = performance.now();
+    const answer = await window.zoo.predict(form, topK);
+    out.push({ms: performance.now() - start, outputs: answer.predictions[0].outputs});
+  }
+  return out;
+}"""
+
+
+class Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def folders_for(name: str, out: Path) -> tuple[Path, Path]:
+    fp32, web = out / f"{name}-onnx", out / f"{name}-web"
+    if not (web / "manifest.json").is_file() or not (fp32 / "manifest.json").is_file():
+        export(name, ["onnx"], out=out, web=True)
+    return fp32, web
+
+
+def python_paths(web: Path, reference):
+    """zoo.runtime on the fp32 bundle, and bare onnxruntime on the raw-input model fed Pillow's pixels."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
+    manifest = zoo.runtime.read_manifest(web)
+    bare = ort.InferenceSession(str(manifest.file), options, providers=["CPUExecutionProvider"])
+    pre = manifest.preprocess[manifest.network_inputs[0].name]
+    name = manifest.inputs[0].name
+    return {"zoo.runtime": lambda path: reference.predict_raw([path]),
+            "onnxruntime, raw-input model": lambda path: bare.run(None, {name: pre.pixels(path)[None]})}
+
+
+def measure(name: str, out: Path, images: list[Path], origin: str, context, rounds: int) -> dict:
+    """Per image, median ms of each path and the browser's agreement with zoo.runtime; `out` is served at `origin`."""
+    fp32, web = folders_for(name, out)
+    urls = [f"{origin}/{p.relative_to(out)}" for p in images]
+    tab = context.new_page()
+    tab.goto(f"{origin}/{web.name}/")
+    tab.wait_for_selector("form button:enabled", timeout=120_000)
+    with zoo.runtime.load(fp32, threads=1) as reference:
+        labels = reference.manifest.labels["logits"]
+        paths = python_paths(web, reference)
+        times = {label: [] for label in [*paths, "browser (onnxruntime-web)"]}
+        for call in paths.values():   # warm-up
+            for path in images[:3]:
+                call(str(path))
+        browser = tab.evaluate(IN_PAGE, [urls[:3], len(labels)])
+        for _ in range(rounds):
+            for label, call in paths.items():
+                for path in images:
+                    start = time.perf_counter()
+                    call(str(path))
+                    times[label].append((time.perf_counter() - start) * 1e3)
+            browser = tab.evaluate(IN_PAGE, [urls, len(labels)])
+            times["browser (onnxruntime-web)"] += [r["ms"] for r in browser]
+        expected = reference.probabilities(reference.predict_raw([str(p) for p in images]))["logits"]
+    tab.close()
+    got = np.array([[dict((c["label"], c["probability"]) for c in r["outputs"]["logits"])[label] for label in labels]
+                    for r in browser])
+    medians = {label: statistics.median(v) for label, v in times.items()}
+    return {"ms_per_image": medians, "samples_per_path": len(times["zoo.runtime"]),
+            "browser_over_zoo_runtime": medians["browser (onnxruntime-web)"] / medians["zoo.runtime"],
+            "browser_over_onnxruntime": medians["browser (onnxruntime-web)"] / medians["onnxruntime, raw-input model"],
+            "top1_agreement_browser_vs_zoo_runtime": float(np.mean(got.argmax(1) == expected.argmax(1))),
+            "max_probability_difference_browser_vs_zoo_runtime": float(np.abs(got - expected).max())}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="../shared/data")
+    parser.add_argument("--bundles", default="bundles")
+    parser.add_argument("--models", default="clouds-cnn,tinyvgg-pizza-steak,food10-mobilenetv2")
+    parser.add_argument("--per-dataset", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", dest="json_file")
+    args = parser.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    out = Path(args.bundles).resolve()
+    flags = {"json_file": "json", "per_dataset": "per-dataset"}
+    result = {"command": "flock /tmp/zoo-bench.lock python benchmarks/web_speed.py " + " ".join(
+                  f"--{flags.get(k, k)} {v}" for k, v in vars(args).items() if v is not None),
+              "threads": 1, "load_average_start": os.getloadavg(), "onnxruntime": ort.__version__,
+              "chromium": subprocess.run([CHROMIUM, "--version"], capture_output=True, text=True).stdout.strip(),
+              "models": {}}
+    with tempfile.TemporaryDirectory(dir=out, prefix=".photos-") as tmp:
+        images = []
+        for i, image in enumerate(photos(Path(args.data), args.per_dataset)):
+            path = Path(tmp) / f"{i:03d}{image.suffix if isinstance(image, Path) else '.jpg'}"
+            shutil.copyfile(image, path) if isinstance(image, Path) else path.write_bytes(image)
+            images.append(path)
+        result["photos"] = len(images)
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(out)))
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        origin = f"http://127.0.0.1:{server.server_port}"
+        print(f"{len(images)} photos; load average {os.getloadavg()}", flush=True)
+        with tempfile.TemporaryDirectory() as profile, sync_playwright() as playwright:
+            context = playwright.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, headless=True,
+                                                                    args=FLAGS)
+            for name in args.models.split(","):
+                result["models"][name] = measure(name, out, images, origin, context, args.rounds)
+                print(name, json.dumps(result["models"][name]), flush=True)
+            context.close()
+        server.shutdown()
+    result["load_average_end"] = os.getloadavg()
+    if args.json_file:
+        Path(args.json_file).write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
