@@ -9,9 +9,12 @@ Chromium rounds to 0.1 ms on a page that is not cross-origin isolated); the file
 and drawing the answer is not timed. The three paths alternate in rounds (each round: every photo through one path,
 then the next), so load from other processes hits them alike; medians per image. The browser's answers are also
 compared with zoo.runtime's (top-1 agreement, largest probability difference): Chromium decodes the JPEGs, not Pillow.
+With --node-example DIR (a copy of examples/node after `npm ci`), the Node.js example's answers on the same photos
+(jpeg-js and pngjs decode them) are compared too (not timed: each call starts a process).
 
     flock /tmp/zoo-bench.lock python benchmarks/web_speed.py --data ../shared/data --bundles FOLDER \\
-        [--models clouds-cnn,tinyvgg-pizza-steak,food10-mobilenetv2] [--per-dataset 5] [--rounds 3] [--json FILE]
+        [--models clouds-cnn,tinyvgg-pizza-steak,food10-mobilenetv2] [--per-dataset 5] [--rounds 3] \\
+        [--node-example DIR] [--json FILE]
 
 Web folders (and the bundles they come from) missing from --bundles are exported there first.
 """
@@ -83,7 +86,21 @@ def python_paths(web: Path, reference):
             "onnxruntime, raw-input model": lambda path: bare.run(None, {name: pre.pixels(path)[None]})}
 
 
-def measure(name: str, out: Path, images: list[Path], origin: str, context, rounds: int) -> dict:
+def agreement(answers: list[dict], labels: list[str], expected: np.ndarray, who: str) -> dict:
+    """Answers [{label: probability}] against zoo.runtime's probabilities (N, classes)."""
+    got = np.array([[answer[label] for label in labels] for answer in answers])
+    return {f"top1_agreement_{who}_vs_zoo_runtime": float(np.mean(got.argmax(1) == expected.argmax(1))),
+            f"max_probability_difference_{who}_vs_zoo_runtime": float(np.abs(got - expected).max())}
+
+
+def node_answers(example: Path, raw: Path, images: list[Path], k: int) -> list[dict]:
+    done = subprocess.run(["node", str(example / "classify.mjs"), str(raw), *map(str, images), "--top-k", str(k),
+                           "--json"], capture_output=True, text=True, check=True, timeout=900)
+    return [dict(map(tuple, answer["outputs"]["logits"])) for answer in json.loads(done.stdout)]
+
+
+def measure(name: str, out: Path, images: list[Path], origin: str, context, rounds: int,
+            example: Path | None = None) -> dict:
     """Per image, median ms of each path and the browser's agreement with zoo.runtime; `out` is served at `origin`."""
     fp32, web = folders_for(name, out)
     urls = [f"{origin}/{p.relative_to(out)}" for p in images]
@@ -108,14 +125,16 @@ def measure(name: str, out: Path, images: list[Path], origin: str, context, roun
             times["browser (onnxruntime-web)"] += [r["ms"] for r in browser]
         expected = reference.probabilities(reference.predict_raw([str(p) for p in images]))["logits"]
     tab.close()
-    got = np.array([[dict((c["label"], c["probability"]) for c in r["outputs"]["logits"])[label] for label in labels]
-                    for r in browser])
     medians = {label: statistics.median(v) for label, v in times.items()}
-    return {"ms_per_image": medians, "samples_per_path": len(times["zoo.runtime"]),
-            "browser_over_zoo_runtime": medians["browser (onnxruntime-web)"] / medians["zoo.runtime"],
-            "browser_over_onnxruntime": medians["browser (onnxruntime-web)"] / medians["onnxruntime, raw-input model"],
-            "top1_agreement_browser_vs_zoo_runtime": float(np.mean(got.argmax(1) == expected.argmax(1))),
-            "max_probability_difference_browser_vs_zoo_runtime": float(np.abs(got - expected).max())}
+    row = {"ms_per_image": medians, "samples_per_path": len(times["zoo.runtime"]),
+           "browser_over_zoo_runtime": medians["browser (onnxruntime-web)"] / medians["zoo.runtime"],
+           "browser_over_onnxruntime": medians["browser (onnxruntime-web)"] / medians["onnxruntime, raw-input model"]}
+    browser = [{c["label"]: c["probability"] for c in r["outputs"]["logits"]} for r in browser]
+    row.update(agreement(browser, labels, expected, "browser"))
+    if example is not None:
+        raw = out / f"{name}-onnx-raw"
+        row.update(agreement(node_answers(example, raw, images, len(labels)), labels, expected, "node"))
+    return row
 
 
 def main():
@@ -125,12 +144,14 @@ def main():
     parser.add_argument("--models", default="clouds-cnn,tinyvgg-pizza-steak,food10-mobilenetv2")
     parser.add_argument("--per-dataset", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--node-example", help="a copy of examples/node after npm ci: compare its answers too")
     parser.add_argument("--json", dest="json_file")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
     out = Path(args.bundles).resolve()
-    flags = {"json_file": "json", "per_dataset": "per-dataset"}
+    example = Path(args.node_example).resolve() if args.node_example else None
+    flags = {"json_file": "json", "per_dataset": "per-dataset", "node_example": "node-example"}
     result = {"command": "flock /tmp/zoo-bench.lock python benchmarks/web_speed.py " + " ".join(
                   f"--{flags.get(k, k)} {v}" for k, v in vars(args).items() if v is not None),
               "threads": 1, "load_average_start": os.getloadavg(), "onnxruntime": ort.__version__,
@@ -151,7 +172,7 @@ def main():
             context = playwright.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, headless=True,
                                                                     args=FLAGS)
             for name in args.models.split(","):
-                result["models"][name] = measure(name, out, images, origin, context, args.rounds)
+                result["models"][name] = measure(name, out, images, origin, context, args.rounds, example)
                 print(name, json.dumps(result["models"][name]), flush=True)
             context.close()
         server.shutdown()

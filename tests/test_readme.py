@@ -85,6 +85,18 @@ EXAMPLES = [
                    ("10.0.0.1", "127.0.0.1"), ("--master-port 29500", "--master-port {master_port}"),
                    ("   # machine 0", " &   # machine 0"), ("   # machine 1", " && wait $!   # machine 1"))),
     Example('session = zoo.runtime.load("bundles/clouds-cnn-onnx", device="cpu")', expect="(2, 7)"),
+    Example("python3 -m http.server 8080 -d bundles/clouds-cnn-web",   # served in the background, its page fetched
+            edits=(("python3 -m http.server 8080 -d bundles/clouds-cnn-web",
+                    "python3 -m http.server {web_port} -d bundles/clouds-cnn-web & server=$!; sleep 2; "
+                    "curl -sf http://127.0.0.1:{web_port}/ | grep -c model-data; kill $server"),),
+            expect="wrote bundles/clouds-cnn-web"),
+    Example("node classify.mjs ../../bundles/clouds-cnn-onnx-raw",   # a copy of the example: no node_modules in it
+            edits=(("cd examples/node && npm ci", "mkdir node-example && cp examples/node/package.json "
+                    "examples/node/package-lock.json examples/node/.npmrc examples/node/classify.mjs node-example && "
+                    "cd node-example && npm ci --no-audit --no-fund"),
+                   ("../../bundles/", "../bundles/"), ("../images/sky.jpg", "../examples/images/sky.jpg")),
+            expect="sky.jpg: "),
+    Example('bundle = "bundles/clouds-cnn-onnx-raw"', expect="test_data_set_0 ok"),
     Example("zoo serve clouds-cnn water-mlp            #",
             edits=(("pip install -e '.[serve]'", f"{SKIPPED_LINE} installs from PyPI; the test environment has "
                     "the serving extra"),
@@ -162,7 +174,8 @@ def test_every_readme_example_runs(tmp_path):
 
     pytest.importorskip("tritonclient.http", reason="the serving example's client: pip install -e '.[test]'")
     values = {"clouds_train": builtin.materialize("clouds", "train"),
-              "clouds_test": builtin.materialize("clouds", "test"), "port": free_port(), "master_port": free_port()}
+              "clouds_test": builtin.materialize("clouds", "test"), "port": free_port(), "master_port": free_port(),
+              "web_port": free_port()}
     env = _sandbox(tmp_path)
     server = None
     try:
