@@ -4,7 +4,9 @@ chromium, served by python's http.server, against zoo.runtime (decode, preproces
 and against bare onnxruntime on the raw-input model (Pillow's decode + run), one thread each.
 
 Browser: the page's own `predict` (what its Classify button runs: the browser decodes the file, the page converts the
-pixels, onnxruntime-web runs the graph, the answer is ranked), timed inside the page with performance.now() (which
+pixels, onnxruntime-web runs the graph, the answer is ranked), then its two steps apart, each over every photo in
+turn as the whole was (decoding to the graph's feeds; the graph alone on them), timed inside the page with
+performance.now() (which
 Chromium rounds to 0.1 ms on a page that is not cross-origin isolated); the file is fetched before the clock starts,
 and drawing the answer is not timed. The three paths alternate in rounds (each round: every photo through one path,
 then the next), so load from other processes hits them alike; medians per image. The browser's answers are also
@@ -49,14 +51,29 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
          "--disable-sync", "--no-first-run"]
 IN_PAGE = """async ([urls, topK]) => {
   const form = document.querySelector("form"), input = form.querySelector("input[type=file]"), out = [];
-  for (const url of urls) {
+  const choose = async (url) => {
     const blob = await (await fetch(url)).blob();
     const files = new DataTransfer();
     files.items.add(new File([blob], url.split("/").pop(), {type: blob.type}));
     input.files = files.files;
+  };
+  for (const url of urls) {   // what the Classify button runs
+    await choose(url);
     const start = performance.now();
     const answer = await window.zoo.predict(form, topK);
     out.push({ms: performance.now() - start, outputs: answer.predictions[0].outputs});
+  }
+  const feeds = [];
+  for (const [i, url] of urls.entries()) {   // its steps apart, each over every photo as the whole was
+    await choose(url);
+    const start = performance.now();
+    feeds.push(await window.zoo.feeds(form));
+    out[i].decode_ms = performance.now() - start;
+  }
+  for (const [i, f] of feeds.entries()) {
+    const start = performance.now();
+    await window.zoo.session.run(f);
+    out[i].run_ms = performance.now() - start;
   }
   return out;
 }"""
@@ -74,16 +91,19 @@ def folders_for(name: str, out: Path) -> tuple[Path, Path]:
     return fp32, web
 
 
-def python_paths(web: Path, reference):
-    """zoo.runtime on the fp32 bundle, and bare onnxruntime on the raw-input model fed Pillow's pixels."""
+def python_paths(web: Path, reference, images: list[Path]):
+    """zoo.runtime on the fp32 bundle, bare onnxruntime on the raw-input model fed Pillow's pixels, and the graph
+    alone on pixels decoded beforehand."""
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
     manifest = zoo.runtime.read_manifest(web)
     bare = ort.InferenceSession(str(manifest.file), options, providers=["CPUExecutionProvider"])
     pre = manifest.preprocess[manifest.network_inputs[0].name]
     name = manifest.inputs[0].name
+    decoded = {str(path): pre.pixels(str(path))[None] for path in images}
     return {"zoo.runtime": lambda path: reference.predict_raw([path]),
-            "onnxruntime, raw-input model": lambda path: bare.run(None, {name: pre.pixels(path)[None]})}
+            "onnxruntime, raw-input model": lambda path: bare.run(None, {name: pre.pixels(path)[None]}),
+            "onnxruntime: graph alone": lambda path: bare.run(None, {name: decoded[path]})}
 
 
 def agreement(answers: list[dict], labels: list[str], expected: np.ndarray, who: str) -> dict:
@@ -93,10 +113,10 @@ def agreement(answers: list[dict], labels: list[str], expected: np.ndarray, who:
             f"max_probability_difference_{who}_vs_zoo_runtime": float(np.abs(got - expected).max())}
 
 
-def node_answers(example: Path, raw: Path, images: list[Path], k: int) -> list[dict]:
+def node_answers(example: Path, raw: Path, images: list[Path], k: int, output: str) -> list[dict]:
     done = subprocess.run(["node", str(example / "classify.mjs"), str(raw), *map(str, images), "--top-k", str(k),
                            "--json"], capture_output=True, text=True, check=True, timeout=900)
-    return [dict(map(tuple, answer["outputs"]["logits"])) for answer in json.loads(done.stdout)]
+    return [dict(map(tuple, answer["outputs"][output])) for answer in json.loads(done.stdout)]
 
 
 def measure(name: str, out: Path, images: list[Path], origin: str, context, rounds: int,
@@ -108,9 +128,10 @@ def measure(name: str, out: Path, images: list[Path], origin: str, context, roun
     tab.goto(f"{origin}/{web.name}/")
     tab.wait_for_selector("form button:enabled", timeout=120_000)
     with zoo.runtime.load(fp32, threads=1) as reference:
-        labels = reference.manifest.labels["logits"]
-        paths = python_paths(web, reference)
-        times = {label: [] for label in [*paths, "browser (onnxruntime-web)"]}
+        output, labels = next(iter(reference.manifest.labels.items()))   # the image models have one
+        paths = python_paths(web, reference, images)
+        browser_paths = ["browser (onnxruntime-web)", "browser: decoding", "browser: graph alone"]
+        times = {label: [] for label in [*paths, *browser_paths]}
         for call in paths.values():   # warm-up
             for path in images[:3]:
                 call(str(path))
@@ -122,18 +143,19 @@ def measure(name: str, out: Path, images: list[Path], origin: str, context, roun
                     call(str(path))
                     times[label].append((time.perf_counter() - start) * 1e3)
             browser = tab.evaluate(IN_PAGE, [urls, len(labels)])
-            times["browser (onnxruntime-web)"] += [r["ms"] for r in browser]
-        expected = reference.probabilities(reference.predict_raw([str(p) for p in images]))["logits"]
+            for label, key in zip(browser_paths, ("ms", "decode_ms", "run_ms")):
+                times[label] += [r[key] for r in browser]
+        expected = reference.probabilities(reference.predict_raw([str(p) for p in images]))[output]
     tab.close()
     medians = {label: statistics.median(v) for label, v in times.items()}
     row = {"ms_per_image": medians, "samples_per_path": len(times["zoo.runtime"]),
            "browser_over_zoo_runtime": medians["browser (onnxruntime-web)"] / medians["zoo.runtime"],
            "browser_over_onnxruntime": medians["browser (onnxruntime-web)"] / medians["onnxruntime, raw-input model"]}
-    browser = [{c["label"]: c["probability"] for c in r["outputs"]["logits"]} for r in browser]
+    browser = [{c["label"]: c["probability"] for c in r["outputs"][output]} for r in browser]
     row.update(agreement(browser, labels, expected, "browser"))
     if example is not None:
         raw = out / f"{name}-onnx-raw"
-        row.update(agreement(node_answers(example, raw, images, len(labels)), labels, expected, "node"))
+        row.update(agreement(node_answers(example, raw, images, len(labels), output), labels, expected, "node"))
     return row
 
 

@@ -10,10 +10,8 @@ import functools
 import http.server
 import io
 import json
-import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import urllib.parse
@@ -26,25 +24,13 @@ from typer.testing import CliRunner
 
 import zoo.runtime as rt
 from npm_tools import npm_missing
-from servers import ROOT
+from servers import HOSTILE, HOSTILE_LABELS, ROOT, export_hostile
 from test_serve_page import CHROMIUM, FLAGS
 from zoo.cli import app
 from zoo.errors import ZooError
 from zoo.export import _ortweb, _rawparity, export
 
 SKY = ROOT / "examples" / "images" / "sky.jpg"
-HOSTILE = "evil<!--<script>"
-HOSTILE_LABELS = ("</script><script>window.hacked = 1</script>", '<img src=x onerror="window.hacked = 2">')
-EXPORT_HOSTILE = f"""
-import sys
-from zoo.registry import ModelSpec, TabularPreprocess, TensorSpec, register
-from zoo.export import export
-register(ModelSpec(name={HOSTILE!r}, course="test", task="binary", build="zoo.models.fundamentals:circles_mlp",
-                   inputs=(TensorSpec("point", ("batch", 2)),), outputs=(TensorSpec("probability", ("batch", 1)),),
-                   output_kind="probability", preprocess={{"point": TabularPreprocess(columns=("x1", "x2"))}},
-                   labels={{"probability": {HOSTILE_LABELS!r}}}, dataset="circles"))
-print(export({HOSTILE!r}, ["onnx"], random_weights=True, out=sys.argv[1], web=True)[-1])
-"""
 runner = CliRunner()
 
 
@@ -59,9 +45,7 @@ def folders(tmp_path_factory):
     made = {name: export(name, ["onnx"], out=out, web=True)[-1] for name in ("clouds-cnn", "lenet-mnist",
                                                                              "insurance-mlp")}
     made["electricity-lstm"] = export("electricity-lstm", ["onnx"], out=out, web=True, random_weights=True)[-1]
-    hostile = subprocess.run([sys.executable, "-c", EXPORT_HOSTILE, str(out)], capture_output=True, text=True,
-                             check=True, cwd=ROOT).stdout.strip().splitlines()[-1]
-    made[HOSTILE] = Path(hostile)
+    made[HOSTILE] = export_hostile(out, web=True)
     assert all(p.name == f"{name}-web" for name, p in made.items())
     return made
 

@@ -51,10 +51,9 @@ BUNDLE_FILES = frozenset({runtime.MANIFEST_NAME, runtime.SIGNATURE_NAME, *runtim
 
 def zoo_writes(name: str) -> bool:
     """Whether an entry of a bundle folder is one zoo writes (model, manifest, signature, test vectors,
-    golden cases, a web folder's page and onnxruntime-web files), as opposed to a file a user added, which a
-    re-export keeps."""
-    return (name in BUNDLE_FILES or name in ("golden", _web.PAGE, _web.RUNTIME_FOLDER)
-            or re.fullmatch(r"test_data_set_\d+", name) is not None)
+    golden cases), as opposed to a file a user added, which a re-export keeps (a web folder's page and
+    onnxruntime-web files are in every new one, so they are replaced, never kept)."""
+    return name in BUNDLE_FILES or name == "golden" or re.fullmatch(r"test_data_set_\d+", name) is not None
 
 
 def choices(values, allowed, what: str) -> list[str]:
