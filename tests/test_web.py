@@ -396,6 +396,20 @@ def test_without_npm_the_error_says_what_to_install(tmp_path, monkeypatch):
     assert "--onnxruntime-web PATH" in line and not (tmp_path / "out" / "water-mlp-onnx").exists()
 
 
+def test_an_unreachable_registry_is_named_with_npms_reason(tmp_path, monkeypatch):
+    if shutil.which("npm") is None:
+        pytest.skip("npm is not installed (Debian: apt-get install npm)")
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "zoo"))
+    monkeypatch.setenv("npm_config_cache", str(tmp_path / "npm"))   # not the tarball npm may hold already
+    monkeypatch.setenv("npm_config_registry", "http://127.0.0.1:9/")   # nothing listens there
+    monkeypatch.setenv("npm_config_fetch_retries", "0")
+    with pytest.raises(ZooError) as error:
+        _ortweb.files()
+    assert str(error.value).startswith("`npm pack onnxruntime-web@1.31.1` failed (code ECONNREFUSED: ")
+    assert "is the npm registry reachable? Or pass --onnxruntime-web PATH" in str(error.value)
+    assert "\n" not in str(error.value)
+
+
 def test_sizes_are_bounded_before_anything_is_read(tmp_path):
     """A tarball over 256 MiB and a page file over 64 MiB are refused by their size (sparse files: no disk used)."""
     from zoo.export import _web

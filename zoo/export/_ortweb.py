@@ -104,20 +104,27 @@ def _npm_pack():
         raise ZooError(f"zoo export --format web needs {PACKAGE} and npm is not installed: {HOW}")
     with tempfile.TemporaryDirectory(prefix="zoo-npm-pack-") as tmp:
         try:
-            done = subprocess.run([npm, "pack", PACKAGE, "--ignore-scripts", "--silent"], cwd=tmp,
+            done = subprocess.run([npm, "pack", PACKAGE, "--ignore-scripts", "--loglevel=error"], cwd=tmp,
                                   capture_output=True, text=True, timeout=NPM_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             raise ZooError(f"`npm pack {PACKAGE}` took over {NPM_TIMEOUT_S} s (is the npm registry reachable?): "
                            f"{HOW}") from None
         tarballs = sorted(Path(tmp).glob("*.tgz"))
         if done.returncode != 0 or len(tarballs) != 1:
-            lines = [line.strip() for line in (done.stderr or done.stdout).splitlines() if line.strip()]
-            reason = next((line for line in lines if "code E" in line or "ENOTFOUND" in line),
-                          lines[0] if lines else f"exit status {done.returncode}")
-            raise ZooError(f"`npm pack {PACKAGE}` failed ({reason[:200]}): is the npm registry reachable? Or pass "
-                           f"--onnxruntime-web PATH (the tarball of `npm pack {PACKAGE}` or a folder holding its "
+            raise ZooError(f"`npm pack {PACKAGE}` failed ({_npm_reason(done)}): is the npm registry reachable? Or "
+                           f"pass --onnxruntime-web PATH (the tarball of `npm pack {PACKAGE}` or a folder holding its "
                            "dist/ files)")
         yield tarballs[0]
+
+
+def _npm_reason(done: subprocess.CompletedProcess) -> str:
+    """npm's error code and message, from its `npm error ...` (npm 9: `npm ERR! ...`) lines."""
+    lines = [line.split(" ", 2)[-1].strip() for line in done.stderr.splitlines()
+             if line.startswith(("npm error ", "npm ERR! "))]
+    code = next((line for line in lines if line.startswith("code ")), None)
+    message = next((line for line in lines if "Error:" in line or line.startswith(("notarget", "404"))), None)
+    found = [part for part in (code, message) if part]
+    return ": ".join(found)[:300] if found else f"exit status {done.returncode}"
 
 
 def _integrity(path: Path) -> str:
