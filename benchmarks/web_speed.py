@@ -12,7 +12,7 @@ and drawing the answer is not timed. The three paths alternate in rounds (each r
 then the next), so load from other processes hits them alike; medians per image. The browser's answers are also
 compared with zoo.runtime's (top-1 agreement, largest probability difference): Chromium decodes the JPEGs, not Pillow.
 With --node-example DIR (a copy of examples/node after `npm ci`), the Node.js example's answers on the same photos
-(jpeg-js and pngjs decode them) are compared too (not timed: each call starts a process).
+(libjpeg-turbo in WebAssembly and pngjs decode them) are compared too (not timed: each call starts a process).
 
     flock /tmp/zoo-bench.lock python benchmarks/web_speed.py --data ../shared/data --bundles FOLDER \\
         [--models clouds-cnn,tinyvgg-pizza-steak,food10-mobilenetv2] [--per-dataset 5] [--rounds 3] \\

@@ -1,6 +1,6 @@
 """examples/node: the Node.js example classifies image files in the formats people have (JPEG baseline, progressive
-and grayscale; PNG RGB, RGBA, palette, grayscale, 16-bit) with a raw-input bundle through onnxruntime-node and pure-JS
-decoders, no zoo code, and answers as `zoo predict` does on the same files. Its npm packages are installed with
+and grayscale; PNG RGB, RGBA, palette, grayscale, 16-bit) with a raw-input bundle through onnxruntime-node, with
+libjpeg-turbo in WebAssembly and pngjs as decoders, no zoo code, and answers as `zoo predict` does on the same files. Its npm packages are installed with
 `npm ci` from the committed package-lock.json into a folder cached outside the repository (keyed by the lockfile's
 sha256). Skipped, with the reason, where node, npm or the npm registry is missing (CI installs Node.js from Debian)."""
 
@@ -21,7 +21,7 @@ from PIL import Image
 
 from npm_tools import npm_missing
 from servers import ROOT
-from zoo.export import _rawparity, _vectors, export
+from zoo.export import _vectors, export
 
 EXAMPLE = ROOT / "examples" / "node"
 SKY = ROOT / "examples" / "images" / "sky.jpg"
@@ -78,9 +78,8 @@ def bundles(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory) -> dict[Path, bool]:
-    """Image files made from a real photo, in the formats people have -> whether their decoding is lossless (PNG:
-    every decoder gives the same pixels; JPEG: decoders may differ by a level)."""
+def images(tmp_path_factory) -> list[Path]:
+    """Image files made from a real photo, in the formats people have."""
     folder = tmp_path_factory.mktemp("node-images")
     photo = Image.open(SKY).convert("RGB")
     rgba = photo.convert("RGBA")
@@ -90,11 +89,9 @@ def images(tmp_path_factory) -> dict[Path, bool]:
              "gray.jpg": (photo.convert("L"), {}), "rgb.png": (photo, {}), "rgba.png": (rgba, {}),
              "palette.png": (photo.quantize(64), {}), "gray.png": (photo.convert("L"), {}),
              "gray16.png": (sixteen, {}), "odd.png": (photo.resize((37, 91)), {})}
-    out = {SKY: False}
     for name, (image, options) in files.items():
         image.save(folder / name, **options)
-        out[folder / name] = name.endswith(".png")
-    return out
+    return [SKY, *(folder / name for name in files)]
 
 
 def zoo_predict(bundle: Path, files, top_k: int) -> dict:
@@ -105,30 +102,37 @@ def zoo_predict(bundle: Path, files, top_k: int) -> dict:
 
 @pytest.mark.parametrize("name", ["clouds-cnn", "lenet-mnist"])
 def test_the_example_answers_as_zoo_predict_on_the_same_files(example, bundles, images, name):
-    """Top-1 equal on every file; probabilities within the golden cases' tolerance for PNGs (the same pixels) and
-    within the raw-input parity budget for JPEGs (jpeg-js's IDCT and upsampling are not libjpeg-turbo's)."""
-    files, k = list(images), 10   # every class
+    """Top-1 equal on every file and every probability within the golden cases' tolerance: the example decodes JPEGs
+    with libjpeg-turbo, as Pillow does, and PNGs losslessly, so the graph gets zoo's pixels."""
+    files, k = images, 10   # every class
     done = example(bundles[name], *files, "--top-k", k, "--json")
     assert done.returncode == 0, done.stderr
     node = {a["file"]: [tuple(c) for c in a["outputs"]["logits"]] for a in json.loads(done.stdout)}
     python = zoo_predict(bundles[name], files, k)
-    for file, lossless in images.items():
+    tolerance = _vectors.GOLDEN_TOLERANCE["probability"]
+    for file in images:
         got, expected = node[str(file)], python[str(file)]
         assert got[0][0] == expected[0][0], (file, got, expected)
-        tolerance = _vectors.GOLDEN_TOLERANCE["probability"] if lossless else _rawparity.MAX_PROBABILITY_DIFFERENCE
         want = dict(expected)
         assert len(got) == len(want) and all(abs(p - want[label]) <= tolerance for label, p in got), (file, got)
 
 
 def test_bad_input_is_refused_in_one_line(example, bundles, tmp_path):
-    """Not an image, an image whose header claims too many pixels (before decoding), a bundle that takes tensors,
-    and a model file changed after export."""
+    """Not an image, a JPEG libjpeg-turbo refuses (the next file still classified right), an image whose header
+    claims too many pixels (before decoding), a bundle that takes tensors, and a model file changed after export."""
     bundle = bundles["clouds-cnn"]
     text = tmp_path / "notes.jpg"
     text.write_text("not an image")
-    done = example(bundle, text, SKY)
-    assert done.returncode == 2 and done.stderr.strip() == f"error: cannot read image {text}: not a JPEG or PNG file"
-    assert done.stdout.startswith(f"{SKY}: ")   # the other file is still classified
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(SKY.read_bytes()[:2] + b"\xff\xdb\x00\x04\x00\x00" + b"\x00" * 64)
+    done = example(bundle, text, broken, SKY, "--json")
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert lines[0] == f"error: cannot read image {text}: not a JPEG or PNG file"
+    assert lines[1].startswith(f"error: cannot read image {broken}: libjpeg-turbo cannot decode it (corrupt")
+    (answer,) = json.loads(done.stdout)   # the other file is still classified, as zoo predict does
+    assert answer["file"] == str(SKY)
+    assert answer["outputs"]["logits"][0][0] == zoo_predict(bundle, [SKY], 1)[str(SKY)][0][0]
     Image.new("L", (1, 1)).save(tmp_path / "one.png")
     huge = bytearray((tmp_path / "one.png").read_bytes())
     huge[16:24] = (20_000).to_bytes(4, "big") * 2

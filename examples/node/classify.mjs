@@ -2,7 +2,9 @@
 // Classify image files with a zoo raw-input bundle (`zoo export NAME --format onnx --raw-inputs`) in Node.js. The
 // model does its own preprocessing (resize, crop, scaling, channel statistics) in ONNX operators, so all this file
 // does is read manifest.json, decode the images as Pillow does (RGB with alpha dropped, or Pillow's 8-bit luma for
-// grayscale models; EXIF orientation not applied) with pure-JS decoders, and run onnxruntime-node. No zoo code.
+// grayscale models; EXIF orientation not applied) and run onnxruntime-node. No zoo code. JPEGs are decoded by
+// libjpeg-turbo compiled to WebAssembly (@cwasm/jpeg-turbo), the library Pillow decodes them with, so the pixels are
+// Pillow's; PNGs by pngjs (lossless: every decoder gives the same pixels). Neither needs a native binary.
 //
 //   npm ci
 //   node classify.mjs ../../bundles/clouds-cnn-onnx-raw ../images/sky.jpg [more images] [--top-k 3] [--json]
@@ -11,7 +13,7 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 
-import jpeg from "jpeg-js";
+import jpeg from "@cwasm/jpeg-turbo";
 import ort from "onnxruntime-node";
 import pngjs from "pngjs";
 
@@ -66,10 +68,19 @@ function readManifest(bundle) {
 
 // --- decoding, as Pillow decodes -----------------------------------------------------------------------------
 
+// The format and the size a PNG's or a JPEG's header declares, read before anything is decoded.
 function header(bytes) {
-  if (bytes.subarray(1, 4).toString("latin1") === "PNG") return {kind: "png", width: bytes.readUInt32BE(16), height: bytes.readUInt32BE(20)};
-  if (bytes[0] === 0xff && bytes[1] === 0xd8) return {kind: "jpeg"};
-  return {kind: null};
+  if (bytes.length >= 24 && bytes.subarray(1, 4).toString("latin1") === "PNG") {
+    return {kind: "png", width: bytes.readUInt32BE(16), height: bytes.readUInt32BE(20)};
+  }
+  if (bytes[0] !== 0xff || bytes[1] !== 0xd8) return {kind: null};
+  for (let at = 2; at + 9 <= bytes.length && bytes[at] === 0xff; at += 2 + bytes.readUInt16BE(at + 2)) {
+    const marker = bytes[at + 1];
+    if (marker >= 0xc0 && marker <= 0xcf && ![0xc4, 0xc8, 0xcc].includes(marker)) {   // a start of frame
+      return {kind: "jpeg", height: bytes.readUInt16BE(at + 5), width: bytes.readUInt16BE(at + 7)};
+    }
+  }
+  return {kind: "jpeg", width: 0, height: 0};
 }
 
 // An image file -> {width, height, rgba}: 8 bits per channel (16-bit PNGs scaled as Pillow does, v / 257 rounded).
@@ -77,18 +88,20 @@ function decode(file) {
   const size = fs.statSync(file).size;
   if (size > MAX_FILE_BYTES) throw new Error(`${size} bytes, over the ${MAX_FILE_BYTES} this example reads`);
   const bytes = fs.readFileSync(file);
-  const kind = header(bytes);
-  if (kind.kind === "png") {
-    if (kind.width * kind.height > MAX_PIXELS) throw new Error(`${kind.width}x${kind.height} pixels, over ${MAX_PIXELS}`);
+  const {kind, width, height} = header(bytes);
+  if (kind === null) throw new Error("not a JPEG or PNG file");
+  if (width * height > MAX_PIXELS) throw new Error(`${width}x${height} pixels, over ${MAX_PIXELS}`);
+  if (kind === "png") {
     const png = pngjs.PNG.sync.read(bytes);
     return {width: png.width, height: png.height, rgba: png.data};
   }
-  if (kind.kind === "jpeg") {
-    const image = jpeg.decode(bytes, {useTArray: true, formatAsRGBA: true, maxResolutionInMP: MAX_PIXELS / 1e6,
-                                      maxMemoryUsageInMB: 1024});
+  try {
+    const image = jpeg.decode(bytes);
     return {width: image.width, height: image.height, rgba: image.data};
+  } catch {
+    throw new Error("libjpeg-turbo cannot decode it (corrupt, truncated, or a kind it does not convert to RGB, " +
+                    "such as CMYK)");
   }
-  throw new Error("not a JPEG or PNG file");
 }
 
 // RGBA -> the model's pixels, uint8 (height, width, channels): RGB with alpha dropped, or Pillow's luma for "L".
