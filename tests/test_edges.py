@@ -60,7 +60,7 @@ def exported(tmp_path_factory):
 
 
 def _snapshot(folder: Path) -> dict:
-    return {p.name: p.read_bytes() for p in folder.iterdir()}
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
 # --- 1. a bundle of other weights is not replaced without a word ----------------------------------------------

@@ -25,9 +25,10 @@ import numpy as np
 
 __all__ = ["TensorSpec", "ImagePreprocess", "TabularPreprocess", "SeriesPreprocess", "OneHotPreprocess",
            "Preprocess", "InvalidField", "preprocess_from_dict", "preprocessing_from_dict", "preprocessing_to_dict",
-           "RANGE_SLACK", "LIMITS", "decimal_comma"]
+           "RANGE_SLACK", "LIMITS", "decimal_comma", "MAX_IMAGE_PIXELS", "ImageTooLarge"]
 
 RANGE_SLACK = 0.1  # a value more than this share of the training range outside it gets a warning
+MAX_IMAGE_PIXELS = 64_000_000   # image files and bytes with more pixels are refused before decoding (8000 x 8000)
 STRING = "string"  # the dtype of a tensor of text (category names fed to a raw-input model); not a numpy name
 
 # What a card or manifest may declare, so that a hostile or corrupted one is refused when it is read instead of
@@ -45,6 +46,10 @@ LIMITS = {
     "vocabulary": 1024,             # one-hot categories; apply() builds a vocabulary x vocabulary identity (30)
     "series_window": 65536,         # readings per window (96)
 }
+
+
+class ImageTooLarge(ValueError):
+    """An image file whose pixel count is over the cap, found before it was decoded."""
 
 Warn = Callable[[int, str], None] | None   # warn(sample index, message) collects per-sample warnings
 
@@ -168,6 +173,13 @@ class TensorSpec:
         return tensors
 
 
+def _warn_if_flat(array: np.ndarray, warn: Warn, index: int) -> None:
+    colours = array.reshape(-1, array.shape[2] if array.ndim == 3 else 1)
+    if warn and (colours == colours[0]).all():
+        warn(index, f"the image is one flat colour {tuple(int(v) for v in colours[0])}: there is nothing in it "
+                    "for the model to recognise, so its answer means little")
+
+
 # --- images --------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -195,23 +207,37 @@ class ImagePreprocess:
         h, w = self.size[0] + 2 * self.pad, self.size[1] + 2 * self.pad
         return (self.channels * h * w,) if self.flatten else (self.channels, h, w)
 
-    def image(self, source, warn: Warn = None, index: int = 0):
+    def image(self, source, warn: Warn = None, index: int = 0, max_pixels: int | None = MAX_IMAGE_PIXELS):
         """Image file path, encoded bytes, PIL image or uint8 array (H, W) / (H, W, C) -> PIL image in `mode`,
-        8 bits, at its own size. 16-bit images are scaled to 8 bits; images the model cannot take as they
-        are (16/32-bit, transparency) are still decoded, with a warning through `warn`."""
-        from PIL import Image, UnidentifiedImageError
+        8 bits, at its own size. A file or bytes of more than `max_pixels` pixels is refused (ImageTooLarge)
+        before it is decoded (None: only Pillow's own limit, 179 Mpx). 16-bit images are scaled to 8 bits;
+        images the model cannot take as they are (16/32-bit, transparency, several frames) are still decoded,
+        with a warning through `warn`."""
+        from PIL import Image
 
         if isinstance(source, (str, Path, bytes)):
+            what = f"({len(source)} bytes)" if isinstance(source, bytes) else source
             try:
                 with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+                    pixels = img.width * img.height
+                    if max_pixels is not None and pixels > max_pixels:
+                        raise ImageTooLarge(f"image {what} is {img.width}x{img.height} ({pixels / 1e6:.1f} Mpx): "
+                                            f"more than the {max_pixels / 1e6:g} Mpx allowed")
+                    frames = getattr(img, "n_frames", 1) if img.format != "MPO" else 1   # MPO: photo + previews
                     img.load()
                     image = img
-            except (OSError, UnidentifiedImageError, Image.DecompressionBombError, ValueError) as e:
-                what = f"({len(source)} bytes)" if isinstance(source, bytes) else source
-                reason = str(e)
+            except ImageTooLarge:
+                raise
+            except Image.DecompressionBombError:
+                limit = 2 * Image.MAX_IMAGE_PIXELS / 1e6
+                raise ImageTooLarge(f"image {what} has more than Pillow's limit of {limit:.0f} Mpx") from None
+            except Exception as e:  # noqa: BLE001 - Pillow's decoders raise many types on hostile files
+                reason = str(e) or type(e).__name__
                 if isinstance(source, bytes) and " <_io.BytesIO" in reason:   # PIL names the buffer object
                     reason = reason[: reason.index(" <_io.BytesIO")]
                 raise ValueError(f"cannot read image {what}: {reason}") from None
+            if frames > 1 and warn:
+                warn(index, f"{frames} frames (an animation or a multi-page file): only the first was used")
         elif isinstance(source, np.ndarray):
             if source.dtype != np.uint8 or source.ndim not in (2, 3) or (source.ndim == 3 and source.shape[2] not in (1, 3, 4)):
                 raise ValueError(f"an image array must be uint8 (H, W) or (H, W, 1|3|4), got {source.dtype} {source.shape}")
@@ -223,16 +249,19 @@ class ImagePreprocess:
         image = self._to_8bit(image, warn, index)
         return image if image.mode == self.mode else image.convert(self.mode)
 
-    def pixels(self, source, warn: Warn = None, index: int = 0) -> np.ndarray:
+    def pixels(self, source, warn: Warn = None, index: int = 0,
+               max_pixels: int | None = MAX_IMAGE_PIXELS) -> np.ndarray:
         """What a raw-input model takes: `image`'s pixels, uint8 (H, W, channels), not resized."""
-        array = np.asarray(self.image(source, warn, index), dtype=np.uint8)
+        array = np.asarray(self.image(source, warn, index, max_pixels), dtype=np.uint8)
+        _warn_if_flat(array, warn, index)
         return array[..., None] if array.ndim == 2 else array
 
-    def decode(self, source, warn: Warn = None, index: int = 0) -> np.ndarray:
-        """`image`, resized to `size` as `resize` says -> uint8 (C, H, W)."""
+    def decode(self, source, warn: Warn = None, index: int = 0,
+               max_pixels: int | None = MAX_IMAGE_PIXELS) -> np.ndarray:
+        """`image`, resized to `size` as `resize` says -> uint8 (C, H, W) (a flat colour gets a warning)."""
         from PIL import Image
 
-        image = self.image(source, warn, index)
+        image = self.image(source, warn, index, max_pixels)
         height, width = self.size
         if self.resize == "crop" and image.size != (width, height):
             scale = max(width / image.width, height / image.height)
@@ -243,6 +272,7 @@ class ImagePreprocess:
         elif image.size != (width, height):
             image = image.resize((width, height), Image.BILINEAR)
         array = np.asarray(image, dtype=np.uint8)
+        _warn_if_flat(array, warn, index)
         return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
 
     @staticmethod
@@ -250,14 +280,16 @@ class ImagePreprocess:
         from PIL import Image
 
         if image.mode.startswith("I;16") or image.mode in ("I", "F"):
-            values = np.asarray(image, dtype=np.float64)
+            values = np.asarray(image)   # uint16, int32 or float32 as stored: no wider copy
             low, high = values.min(), values.max()
             if image.mode == "I" and 0 <= low and high <= 255:   # 8-bit values in a 32-bit container
                 return Image.fromarray(values.astype(np.uint8))
             if image.mode != "F" and 0 <= low and high <= 65535:
                 if warn:
                     warn(index, "16-bit image: scaled to 8 bits; the model was trained on 8-bit images")
-                return Image.fromarray(np.round(values / 257).astype(np.uint8))
+                # round(v / 257) for every 16-bit value, looked up: one byte per pixel, no float copy
+                table = ((np.arange(65536, dtype=np.uint32) + 128) // 257).astype(np.uint8)
+                return Image.fromarray(table[values])
             if warn:
                 warn(index, f"{image.mode} image with values {low:g} to {high:g}: clipped to 0-255; the model was "
                             "trained on 8-bit images")
@@ -268,13 +300,13 @@ class ImagePreprocess:
                 warn(index, f"{int((alpha < 255).sum())} transparent pixel(s): the alpha channel was dropped")
         return image
 
-    def encode(self, items, warn: Warn = None) -> np.ndarray:
-        """One image or a list of them -> uint8 (N, C, H, W)."""
+    def encode(self, items, warn: Warn = None, max_pixels: int | None = MAX_IMAGE_PIXELS) -> np.ndarray:
+        """One image or a list of them -> uint8 (N, C, H, W); `max_pixels` as in `decode`."""
         many = isinstance(items, (list, tuple)) or (isinstance(items, np.ndarray) and items.ndim == 4)
         items = list(items) if many else [items]
         if not items:
             raise ValueError("expected at least one image, got none")
-        return np.stack([self.decode(item, warn, i) for i, item in enumerate(items)])
+        return np.stack([self.decode(item, warn, i, max_pixels) for i, item in enumerate(items)])
 
     def apply(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 (N, C, H, W) -> float32 model input."""

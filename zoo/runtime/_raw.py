@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from zoo.contract import InvalidField, Preprocess, TensorSpec
+from zoo.contract import MAX_IMAGE_PIXELS, InvalidField, Preprocess, TensorSpec
 
 KEY = "raw_inputs"   # the manifest field; a bundle without it takes the network's own tensors
 
@@ -50,7 +50,8 @@ class RawInputs:
         return cls(network, {k: tuple(v) for k, v in sources.items()}, dict(probabilities))
 
 
-def graph_values(name: str, pre: Preprocess, raw, warn: Callable | None) -> dict[str, list | np.ndarray]:
+def graph_values(name: str, pre: Preprocess, raw, warn: Callable | None,
+                 max_pixels: int | None = MAX_IMAGE_PIXELS) -> dict[str, list | np.ndarray]:
     """One network input's raw value(s) -> the graph inputs that make it, with the batch axis first:
     images as a list of uint8 (H, W, C) arrays (stacked per size by `batches`), the rest as arrays."""
     if pre.kind == "image":
@@ -58,7 +59,7 @@ def graph_values(name: str, pre: Preprocess, raw, warn: Callable | None) -> dict
         items = list(raw) if many else [raw]
         if not items:
             raise ValueError("expected at least one image, got none")
-        return {name: [pre.pixels(item, warn, i) for i, item in enumerate(items)]}
+        return {name: [pre.pixels(item, warn, i, max_pixels) for i, item in enumerate(items)]}
     if pre.kind == "tabular":
         columns = pre.values(raw, warn)
         return {c: (np.asarray(pre.categories[c], dtype=object)[v] if c in pre.categories else v)

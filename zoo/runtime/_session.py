@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from zoo.contract import MAX_IMAGE_PIXELS, ImageTooLarge
 from zoo.runtime._backends import BackendError, OrtBackend, TorchBackend
 from zoo.runtime._inputs import InputChecker
 from zoo.runtime._integrity import check_files
@@ -151,7 +152,8 @@ class Session:
 
     # --- raw inputs ---------------------------------------------------------------------------------
 
-    def prepare(self, raw, warnings: list | None = None, strict: bool = False) -> dict[str, np.ndarray]:
+    def prepare(self, raw, warnings: list | None = None, strict: bool = False,
+                max_pixels: int | None = MAX_IMAGE_PIXELS) -> dict[str, np.ndarray]:
         """Raw inputs -> model arrays, with the manifest's preprocessing.
 
         Single-input models take the raw value itself; several inputs take {input name: raw value}.
@@ -160,17 +162,20 @@ class Session:
         series: a 1-D sequence of numbers (the model forecasts the value after it);
         onehot: a category name or a list of names.
         What the preprocessing finds unusual (a value outside the training range, a 16-bit or transparent
-        image) is put in `warnings`, when given, as one list of messages per sample; with `strict` it is a
-        ValueError instead. A raw-input bundle (preprocessing in the graph) gets the checked raw values as its
-        graph takes them: uint8 pixels at their own size, columns, category names; images of different sizes
-        cannot be one tensor there: `predict_raw` and `classify` run each size separately."""
-        count, runs = self._prepared(raw, warnings, strict)
+        image, an animation, an image of one flat colour) is put in `warnings`, when given, as one list of
+        messages per sample; with `strict` it is a ValueError instead. An image file or bytes of more than
+        `max_pixels` pixels (default 64 Mpx; None: Pillow's own limit) is refused before it is decoded, with
+        ImageTooLarge (a ValueError). A raw-input bundle (preprocessing in the graph) gets the checked raw values
+        as its graph takes them: uint8 pixels at their own size, columns, category names; images of different
+        sizes cannot be one tensor there: `predict_raw` and `classify` run each size separately."""
+        count, runs = self._prepared(raw, warnings, strict, max_pixels)
         if len(runs) > 1:
             raise ValueError(f"{count} images of {len(runs)} different sizes cannot be one batch of a raw-input "
                              "model: use predict_raw() or classify(), which run each size separately")
         return runs[0][1]
 
-    def _prepared(self, raw, warnings: list | None, strict: bool) -> tuple[int, list[tuple[np.ndarray, dict]]]:
+    def _prepared(self, raw, warnings: list | None, strict: bool,
+                  max_pixels: int | None) -> tuple[int, list[tuple[np.ndarray, dict]]]:
         """`prepare`'s work: (samples, [(sample indices, arrays)]), one run except for raw-input bundles."""
         names = [t.name for t in self.manifest.network_inputs]
         if len(names) == 1 and not (isinstance(raw, Mapping) and set(raw) == set(names)):
@@ -195,9 +200,13 @@ class Session:
                 found.setdefault(index, []).append(f"input {name!r}: {message}")
             try:
                 if self.manifest.raw is None:
-                    arrays[name] = pre.apply(pre.encode(raw[name], warn))
+                    encoded = (pre.encode(raw[name], warn, max_pixels) if pre.kind == "image" else
+                               pre.encode(raw[name], warn))
+                    arrays[name] = pre.apply(encoded)
                 else:
-                    arrays.update(graph_values(name, pre, raw[name], warn))
+                    arrays.update(graph_values(name, pre, raw[name], warn, max_pixels))
+            except ImageTooLarge as e:
+                raise ImageTooLarge(f"input {name!r}: {e}") from None
             except ValueError as e:
                 raise ValueError(f"input {name!r}: {e}") from None
         count = len(next(iter(arrays.values())))
@@ -206,11 +215,12 @@ class Session:
         runs = [(np.arange(count), arrays)] if self.manifest.raw is None else batches(arrays)
         return count, runs
 
-    def predict_raw(self, raw, top_k: int | None = None, warnings: list | None = None, strict: bool = False):
+    def predict_raw(self, raw, top_k: int | None = None, warnings: list | None = None, strict: bool = False,
+                    max_pixels: int | None = MAX_IMAGE_PIXELS):
         """Raw inputs (see `prepare`) -> named outputs, or with `top_k` the labelled classes (see `classify`)."""
         if top_k is not None:
-            return self.classify(raw, top_k, warnings=warnings, strict=strict)
-        count, runs = self._prepared(raw, warnings, strict)
+            return self.classify(raw, top_k, warnings=warnings, strict=strict, max_pixels=max_pixels)
+        count, runs = self._prepared(raw, warnings, strict, max_pixels)
         return scatter(count, [(index, self.predict(arrays)) for index, arrays in runs])
 
     def probabilities(self, outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -225,12 +235,14 @@ class Session:
                 for name in self.output_names if name in self.manifest.labels}
 
     def classify(self, raw, top_k: int = 1, arrays: bool = False, warnings: list | None = None,
-                 strict: bool = False) -> list[dict[str, list[tuple[str, float]]]]:
+                 strict: bool = False,
+                 max_pixels: int | None = MAX_IMAGE_PIXELS) -> list[dict[str, list[tuple[str, float]]]]:
         """Raw inputs (or model arrays with `arrays=True`) -> per sample, per labelled output, the `top_k`
-        (label, probability) pairs, most likely first. `warnings` and `strict` as in `prepare`."""
+        (label, probability) pairs, most likely first. `warnings`, `strict` and `max_pixels` as in `prepare`."""
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
-        return self.rank(self.predict(raw) if arrays else self.predict_raw(raw, warnings=warnings, strict=strict), top_k)
+        return self.rank(self.predict(raw) if arrays else
+                         self.predict_raw(raw, warnings=warnings, strict=strict, max_pixels=max_pixels), top_k)
 
     def rank(self, outputs: Mapping[str, np.ndarray], top_k: int) -> list[dict[str, list[tuple[str, float]]]]:
         """Model outputs -> per sample, per labelled output, the `top_k` (label, probability) pairs."""

@@ -5,7 +5,8 @@ Routes: GET /v2, /v2/health/live, /v2/health/ready; GET /v2/models/{name}[/versi
 tensors, `<input>_raw` BYTES inputs through the preprocessing, the classification extension);
 POST /v2/models/{name}/classify (an image upload, a form, a CSV body or JSON: labels with probabilities);
 GET /metrics (Prometheus); GET / (a page to try the models). Errors are JSON {"error": "..."} with a 4xx
-status naming what was wrong; bodies over the limit get 413."""
+status naming what was wrong; bodies and images over the limits get 413, heads over the limit 431, requests
+that arrive too slowly 408 (the connection guard, _guard.py), requests cut off by the end of the drain 503."""
 
 from __future__ import annotations
 
@@ -14,21 +15,24 @@ import contextlib
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 import zoo.runtime
+from zoo.contract import ImageTooLarge
 from zoo.errors import ZooError
 from zoo.serve import _page, _raw
 from zoo.serve._batching import Batcher, Closed, rows_of
 from zoo.serve._metrics import UNKNOWN, Metrics
-from zoo.serve._protocol import VERSION, RequestError, encode_infer, model_metadata, parse_infer, split_body
+from zoo.serve._protocol import (VERSION, RequestError, encode_infer, model_metadata, parse_infer, parse_json,
+                                 split_body)
 from zoo.serve._triton_repo import model_config
 
 log = logging.getLogger("zoo.serve")
@@ -41,6 +45,11 @@ class Options:
     max_queue_delay_ms: float = 0.0   # how long the oldest queued request waits for more to batch with it
     instances: int = 1                # backend calls that may run at once, per model (worker threads)
     max_body_bytes: int = 32 * 2**20  # larger request bodies get 413
+    max_image_pixels: int = 16_000_000   # larger images get 413 before they are decoded (a 12 Mpx photo passes)
+    decode_workers: int = 2           # raw inputs (image decodes) prepared at once; the rest wait their turn
+    max_head_bytes: int = 64 * 2**10  # a larger request line + headers gets 431 (the connection guard)
+    head_timeout: float = 10.0        # seconds to receive a request's head, else 408 and the connection closes
+    body_timeout: float = 60.0        # seconds to receive its body after the head, else the same
 
 
 class _Model:
@@ -74,9 +83,9 @@ class _BodyLimit:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+        if declared is not None and declared.isdigit() and (len(declared) > 18 or int(declared) > self.limit):
             await self._drain(receive)
-            return await _error(413, self._message(f"{int(declared)} bytes"))(scope, receive, send)
+            return await _error(413, self._message(f"{declared.decode()} bytes"))(scope, receive, send)
         seen = 0
 
         async def limited():
@@ -116,6 +125,7 @@ def create_app(sessions: list, options: Options = Options()) -> Starlette:
             raise ValueError(f"two bundles of model {name!r} ({models[name].session.manifest.bundle} and "
                              f"{session.manifest.bundle}): serve one of them")
         models[name] = _Model(session, options, metrics)
+    decoders = ThreadPoolExecutor(options.decode_workers, thread_name_prefix="zoo-decode")
 
     def model_of(request: Request) -> _Model:
         name = request.path_params["model"]
@@ -136,12 +146,21 @@ def create_app(sessions: list, options: Options = Options()) -> Starlette:
                     response = await handler(request, model_of(request))
                 except RequestError as e:
                     response = _error(e.status, str(e))
+                except ImageTooLarge as e:
+                    response = _error(413, f"{e} (--max-image-mpx)")
                 except ValueError as e:   # the runtime's checks: shapes, NaN, unreadable images, preprocessing
                     response = _error(400, str(e))
                 except HTTPException as e:   # e.g. a malformed multipart body
                     response = _error(e.status_code, e.detail)
                 except Closed as e:
                     response = _error(503, str(e))
+                except ClientDisconnect:
+                    log.info("%s %s: the client went away before its request was read", request.method,
+                             request.url.path)
+                    response = Response(status_code=499)   # nginx's code for it; only the metrics see it
+                except asyncio.CancelledError:   # uvicorn cancels what is still running when the drain time is up
+                    response = _error(503, "the server is shutting down and this request did not finish within "
+                                           "its drain time (--drain-seconds)")
                 except zoo.runtime.BackendError as e:
                     log.error("%s: %s", name, e)
                     response = _error(500, str(e))
@@ -150,6 +169,11 @@ def create_app(sessions: list, options: Options = Options()) -> Starlette:
                 return response
             return run
         return wrap
+
+    async def prepared(session, raw: dict, strict: bool):
+        """Raw inputs -> model arrays in one of `decode_workers` threads: images are decoded a few at a time."""
+        return await asyncio.get_running_loop().run_in_executor(decoders, _raw.prepare, session, raw, strict,
+                                                                options.max_image_pixels)
 
     @counted("infer")
     async def infer(request: Request, model: _Model) -> Response:
@@ -161,7 +185,7 @@ def create_app(sessions: list, options: Options = Options()) -> Starlette:
                 raise RequestError(f"give every input as a tensor or every one raw (<input>_raw), not a mix: got "
                                    f"{list(parsed.tensors)} as tensors and {list(parsed.raw)} raw")
             raw = _raw.from_elements(model.session, parsed.raw)
-            arrays, _ = await asyncio.to_thread(_raw.prepare, model.session, raw, parsed.strict)
+            arrays, _ = await prepared(model.session, raw, parsed.strict)
         else:
             arrays = parsed.tensors
         outputs = await model.batcher.predict(arrays)
@@ -187,12 +211,7 @@ def create_app(sessions: list, options: Options = Options()) -> Starlette:
                     fields.setdefault(key, []).append(value if isinstance(value, str) else await value.read())
             raw = _raw.from_form(session, fields)
         elif kind == "application/json":
-            body = await request.body()
-            try:
-                data = json.loads(body)
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                raise RequestError(f"the request body is not valid JSON: {e}") from None
-            raw = _raw.from_json(session, data)
+            raw = _raw.from_json(session, parse_json(await request.body(), "the request body"))
         elif kind == "text/csv":
             try:
                 text = (await request.body()).decode()
@@ -204,7 +223,7 @@ def create_app(sessions: list, options: Options = Options()) -> Starlette:
         else:
             raise RequestError(f"unsupported content type {kind or '(none)'!r}: send an image file (image/* or "
                                "application/octet-stream), multipart/form-data, text/csv or application/json", 415)
-        arrays, notes = await asyncio.to_thread(_raw.prepare, session, raw, strict)
+        arrays, notes = await prepared(session, raw, strict)
         step, rows = model.batcher.max_batch_size, rows_of(arrays)
         parts = await asyncio.gather(*(model.batcher.predict({n: a[i:i + step] for n, a in arrays.items()})
                                        for i in range(0, rows, step)))
@@ -264,6 +283,7 @@ def create_app(sessions: list, options: Options = Options()) -> Starlette:
             yield
         finally:
             await asyncio.gather(*(m.batcher.close() for m in models.values()))
+            decoders.shutdown(wait=False, cancel_futures=True)
 
     prefix = "/v2/models/{model}"
     versioned = f"{prefix}/versions/{{version}}"
@@ -290,10 +310,15 @@ def _page_entry(model: _Model) -> dict:
 def serve(sessions: list, host: str = "127.0.0.1", port: int = 8000, options: Options = Options(),
           drain_seconds: float = 30, access_log: bool = False, announce=print) -> None:
     """Serve on host:port until SIGTERM or Ctrl-C, which stop taking connections, let in-flight requests
-    finish (at most `drain_seconds`), then return. `announce` gets the line saying where it listens."""
+    finish (at most `drain_seconds`; those still running then get 503), then return. `announce` gets the
+    line saying where it listens."""
+    import copy
     import socket
 
     import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
+
+    from zoo.serve._guard import GuardedProtocol
 
     app = create_app(sessions, options)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -304,7 +329,11 @@ def serve(sessions: list, host: str = "127.0.0.1", port: int = 8000, options: Op
     except OSError as e:
         sock.close()
         raise ZooError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
-    config = uvicorn.Config(app, log_level="info" if access_log else "warning", access_log=access_log,
+    level = "info" if access_log else "warning"
+    logs = copy.deepcopy(LOGGING_CONFIG)   # zoo.serve's lines (one per disconnect or refused connection) as uvicorn's
+    logs["loggers"]["zoo.serve"] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
+    guard = GuardedProtocol.with_limits(options.max_head_bytes, options.head_timeout, options.body_timeout)
+    config = uvicorn.Config(app, http=guard, log_config=logs, log_level=level, access_log=access_log,
                             lifespan="on", timeout_graceful_shutdown=drain_seconds)
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if family == socket.AF_INET6 else host

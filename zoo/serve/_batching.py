@@ -126,6 +126,9 @@ class Batcher:
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
         while (batch := await self._collect()) is not None:
+            batch = [i for i in batch if not i.future.done()]   # callers cancelled (at the end of a drain) are not run
+            if not batch:
+                continue
             started = loop.time()
             clock = time.perf_counter()
             try:

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from zoo.contract import MAX_IMAGE_PIXELS
 from zoo.runtime import read_csv, read_series
 from zoo.serve._protocol import RAW_SUFFIX
 
@@ -128,9 +129,10 @@ def from_elements(session, raw: dict[str, list[bytes]]) -> dict[str, list]:
         else:
             values = []
             for e in elements:
+                text = _text(e, name)
                 try:
-                    values.append(json.loads(_text(e, name)))
-                except json.JSONDecodeError as err:
+                    values.append(json.loads(text))
+                except (ValueError, RecursionError) as err:   # not JSON, or nested too deeply to read
                     what = "a JSON record" if kind == "tabular" else "a JSON list of numbers"
                     raise ValueError(f"input {name + RAW_SUFFIX!r}: each element must be {what}: {err}") from None
             out[name] = [_rows(kind, v, name)[0] if kind == "tabular" else v for v in values]
@@ -144,9 +146,11 @@ def _text(element: bytes, name: str) -> str:
         raise ValueError(f"input {name!r}: expected UTF-8 text") from None
 
 
-def prepare(session, raw: dict[str, list], strict: bool = False) -> tuple[dict[str, np.ndarray], list[list[str]]]:
+def prepare(session, raw: dict[str, list], strict: bool = False,
+            max_pixels: int | None = MAX_IMAGE_PIXELS) -> tuple[dict[str, np.ndarray], list[list[str]]]:
     """Raw values (one list per input, one value per row) -> (model arrays, per row the warnings of the
-    preprocessing). With `strict`, such a warning is a ValueError instead."""
+    preprocessing). With `strict`, such a warning is a ValueError instead; an image over `max_pixels` is
+    refused before it is decoded (ImageTooLarge)."""
     missing = [n for n in session.input_names if n not in raw]
     if missing:
         raise ValueError(f"raw inputs: every input must be given raw, or every one as a tensor; missing {missing}")
@@ -156,12 +160,13 @@ def prepare(session, raw: dict[str, list], strict: bool = False) -> tuple[dict[s
                          f"{ {n: len(v) for n, v in raw.items()} }")
     if all(_kind(session, n) != "series" for n in raw):
         notes: list = []
-        return session.prepare(raw, warnings=notes, strict=strict), notes
+        return session.prepare(raw, warnings=notes, strict=strict, max_pixels=max_pixels), notes
     # a series is one row per call of the preprocessing
     parts, notes = [], []
     for i in range(counts.pop()):
         note: list = []
-        parts.append(session.prepare({n: v[i] for n, v in raw.items()}, warnings=note, strict=strict))
+        parts.append(session.prepare({n: v[i] for n, v in raw.items()}, warnings=note, strict=strict,
+                                     max_pixels=max_pixels))
         notes += note
     return {n: np.concatenate([p[n] for p in parts]) for n in session.input_names}, notes
 
