@@ -118,18 +118,22 @@ def test_the_example_answers_as_zoo_predict_on_the_same_files(example, bundles, 
 
 
 def test_bad_input_is_refused_in_one_line(example, bundles, tmp_path):
-    """Not an image, a JPEG libjpeg-turbo refuses (the next file still classified right), an image whose header
-    claims too many pixels (before decoding), a bundle that takes tensors, and a model file changed after export."""
+    """Not an image, JPEGs libjpeg-turbo refuses (corrupt, CMYK; the next file still classified right), an image
+    whose header claims too many pixels (before decoding), a bundle that takes tensors, and a model file changed
+    after export."""
     bundle = bundles["clouds-cnn"]
     text = tmp_path / "notes.jpg"
     text.write_text("not an image")
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(SKY.read_bytes()[:2] + b"\xff\xdb\x00\x04\x00\x00" + b"\x00" * 64)
-    done = example(bundle, text, broken, SKY, "--json")
+    cmyk = tmp_path / "cmyk.jpg"   # Pillow reads it; the example refuses it rather than guess the colours
+    Image.open(SKY).convert("CMYK").save(cmyk)
+    done = example(bundle, text, broken, cmyk, SKY, "--json")
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert lines[0] == f"error: cannot read image {text}: not a JPEG or PNG file"
     assert lines[1].startswith(f"error: cannot read image {broken}: libjpeg-turbo cannot decode it (corrupt")
+    assert lines[2].startswith(f"error: cannot read image {cmyk}: libjpeg-turbo") and "CMYK" in lines[2]
     (answer,) = json.loads(done.stdout)   # the other file is still classified, as zoo predict does
     assert answer["file"] == str(SKY)
     assert answer["outputs"]["logits"][0][0] == zoo_predict(bundle, [SKY], 1)[str(SKY)][0][0]
