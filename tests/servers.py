@@ -82,3 +82,25 @@ class Server:
         if self.output is not subprocess.DEVNULL:
             self.output.close()
         return self.process.returncode
+
+
+# a model whose name and labels are markup, registered and exported in a process of its own (not the tests' registry)
+HOSTILE = "evil<!--<script>"
+HOSTILE_LABELS = ("</script><script>window.hacked = 1</script>", '<img src=x onerror="window.hacked = 2">')
+EXPORT_HOSTILE = f"""
+import sys
+from zoo.registry import ModelSpec, TabularPreprocess, TensorSpec, register
+from zoo.export import export
+register(ModelSpec(name={HOSTILE!r}, course="test", task="binary", build="zoo.models.fundamentals:circles_mlp",
+                   inputs=(TensorSpec("point", ("batch", 2)),), outputs=(TensorSpec("probability", ("batch", 1)),),
+                   output_kind="probability", preprocess={{"point": TabularPreprocess(columns=("x1", "x2"))}},
+                   labels={{"probability": {HOSTILE_LABELS!r}}}, dataset="circles"))
+print(export({HOSTILE!r}, ["onnx"], random_weights=True, out=sys.argv[1], web=sys.argv[2] == "web")[-1])
+"""
+
+
+def export_hostile(out: Path, web: bool = False) -> Path:
+    """The hostile model exported with random weights into `out`: its ONNX bundle, or with `web` its web folder."""
+    done = subprocess.run([sys.executable, "-c", EXPORT_HOSTILE, str(out), "web" if web else "onnx"],
+                          capture_output=True, text=True, check=True, cwd=ROOT)
+    return Path(done.stdout.strip().splitlines()[-1])

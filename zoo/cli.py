@@ -553,7 +553,10 @@ def export(
                                                show_default="the model last trained into runs/, with those weights")] = None,
     format_: Annotated[str, typer.Option("--format", help="onnx, torchscript, pt2 or all (or a comma-separated "
                                                           "list); triton: a Triton model repository in <out>/triton/ "
-                                                          "(made from the ONNX bundle, which is written too).")] = "onnx",
+                                                          "(made from the ONNX bundle, which is written too); web: a "
+                                                          "static folder <out>/<name>-web/ whose page runs the model "
+                                                          "in the browser (made from the raw-input bundle, which is "
+                                                          "written too).")] = "onnx",
     weights: Annotated[str | None, typer.Option(help="Weights file.", show_default="the shipped weights")] = None,
     out: Annotated[str, typer.Option(help="Folder for the bundles (<out>/<name>-<format>/).")] = "bundles",
     random_weights: Annotated[bool, typer.Option("--random-weights", help="Export untrained weights "
@@ -584,6 +587,11 @@ def export(
                                              "keygen): model.sig, checked by --trusted-key.")] = None,
     replace: Annotated[bool, typer.Option("--replace", help="Replace bundles in --out that were exported from "
                                           "other weights (refused otherwise).")] = False,
+    onnxruntime_web: Annotated[str | None, typer.Option("--onnxruntime-web", metavar="PATH", help="--format web: "
+                                                        "onnxruntime-web's files from here (the tarball of npm pack "
+                                                        "onnxruntime-web@VERSION, or a folder holding them).",
+                                                        show_default="zoo's cache, filled with npm the first "
+                                                                     "time")] = None,
     json_: JsonFlag = False,
 ):
     """Export a model to ONNX / TorchScript / torch.export bundles; parity is measured before writing.
@@ -615,11 +623,13 @@ def export(
         jobs = [(name, weights)]
     budget = Budget(min_agreement, max_drop, max_mse_increase)
     formats = _comma_list(format_)
-    choices(formats, [*FORMATS, "triton"], "format")   # one line naming a bad one
-    triton = "triton" in formats
-    if triton:   # a Triton repository is made from the ONNX bundles
-        formats = [f for f in formats if f != "triton"]
+    choices(formats, [*FORMATS, "triton", "web"], "format")   # one line naming a bad one
+    triton, web = "triton" in formats, "web" in formats
+    if triton or web:   # a Triton repository is made from the ONNX bundles, a web folder from the raw-input one
+        formats = [f for f in formats if f not in ("triton", "web")]
         formats = formats if "onnx" in formats or "all" in formats else [*formats, "onnx"]
+    if onnxruntime_web is not None and not web:
+        raise ZooError("--onnxruntime-web is for --format web")
     results, repositories, failed, notes = [], [], [], []
     for model, model_weights in jobs:
         with err_console.status(printable(f"exporting {model} ({format_}, {precision}) and measuring parity")):
@@ -627,7 +637,8 @@ def export(
                 paths = export_model(model, formats, weights=model_weights, out=out,
                                      random_weights=random_weights, data=data, atol=atol, rtol=rtol,
                                      precisions=_comma_list(precision), optimize=optimize, budget=budget,
-                                     sign=sign, replace=replace, notes=notes, raw_inputs=raw_inputs)
+                                     sign=sign, replace=replace, notes=notes, raw_inputs=raw_inputs, web=web,
+                                     onnxruntime_web=onnxruntime_web)
             except (ParityError, PrecisionRefused) as e:
                 paths = getattr(e, "bundles", [])
                 failed.append(e)
@@ -639,15 +650,15 @@ def export(
                                     "reason": r.get("reason")})
         manifests = [read_manifest(Path(p)) for p in paths]
         for manifest in manifests:
-            m = manifest.data
-            results.append({"model": m["model"], "format": m["format"], "raw_inputs": manifest.raw is not None,
-                            "precision": manifest.precision, "bundle": str(manifest.bundle),
-                            "passed": True, "exporter": m["exporter"], "parity": m["parity"],
-                            "accuracy": m.get("accuracy"), "reason": None})
+            m, folder = manifest.data, "web" in manifest.data   # a web folder: the raw-input bundle's parity
+            results.append({"model": m["model"], "format": "web" if folder else m["format"],
+                            "raw_inputs": manifest.raw is not None, "precision": manifest.precision,
+                            "bundle": str(manifest.bundle), "passed": True, "exporter": m["exporter"],
+                            "parity": None if folder else m["parity"], "accuracy": m.get("accuracy"), "reason": None})
         if triton:
             from zoo.serve import export_repository
 
-            onnx = [m for m in manifests if m.format == "onnx" and m.raw is None]
+            onnx = [m for m in manifests if m.format == "onnx" and m.raw is None and "web" not in m.data]
             repositories += [{"format": "triton", "repository": str(Path(out) / "triton"), "model": m.model,
                               "models": [str(f) for f in export_repository([m], Path(out) / "triton")]} for m in onnx]
     order = {p: i for i, p in enumerate(PRECISIONS)}
@@ -666,7 +677,11 @@ def export(
                 _print_checks(r["parity"])
             if r["accuracy"] is not None:
                 _print_accuracy(title, r["accuracy"])
-            if r["passed"]:
+            if r["passed"] and r["format"] == "web":
+                console.print(printable(f"wrote {r['bundle']} (the raw-input model with a page that runs it in the "
+                                        f"browser; serve the folder: python3 -m http.server -d {r['bundle']})"),
+                              highlight=False)
+            elif r["passed"]:
                 console.print(printable(f"wrote {r['bundle']} ({r['exporter']['name']}"
                                         + ("" if r["precision"] == "fp32" else f", {r['precision']}")
                                         + (", preprocessing in the graph" if r["raw_inputs"] else "") + ")"),
@@ -739,6 +754,13 @@ def verify(
         console.print(f"checks: {checks}", markup=False, highlight=False)
     if result["accuracy"]:
         _print_accuracy(bundle, result["accuracy"])
+    if result.get("web"):
+        web = result["web"]
+        console.print(printable(f"web page: {web['files']} files (index.html, onnxruntime-web {web['onnxruntime_web']}) "
+                                "match the sealed manifest's sha256" + ("" if web["note"] else " and zoo's pins")),
+                      highlight=False)
+        if web["note"]:
+            console.print(f"[yellow]note:[/] {printable(web['note'])}", highlight=False)
     tests = result.get("test_data")
     if tests:
         golden = f", {tests['golden']['cases']} golden cases" if tests["golden"] else ""

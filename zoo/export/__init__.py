@@ -23,8 +23,8 @@ from pathlib import Path
 import zoo.runtime as runtime
 from zoo import registry
 from zoo.errors import ParityError, PrecisionRefused, RawInputsRefused, ZooError, interrupted
-from zoo.export import (_accuracy, _manifest, _onnx, _parity, _precision, _pt2, _raw, _rawparity, _torchscript,
-                        _vectors)
+from zoo.export import (_accuracy, _manifest, _onnx, _ortweb, _parity, _precision, _pt2, _raw, _rawparity,
+                        _torchscript, _vectors, _web)
 from zoo.export._accuracy import Budget
 from zoo.export._common import EXAMPLE_SIZES, first_line, quiet
 from zoo.export._precision import PRECISIONS
@@ -44,13 +44,15 @@ RAW_PARITY_COLUMNS = _rawparity.COLUMNS
 raw_parity_rows = _rawparity.rows
 RANDOM_SEED = 0   # the seed `--random-weights` builds the model with
 RAW = "raw"       # the raw-input bundle's suffix: <model>-onnx-raw/
+WEB = "web"       # the static web folder: <model>-web/
 RAW_SAMPLES = 16  # raw samples read for the raw-input parity and every ONNX bundle's test vectors
 BUNDLE_FILES = frozenset({runtime.MANIFEST_NAME, runtime.SIGNATURE_NAME, *runtime.MODEL_FILES.values()})   # what zoo writes in a bundle
 
 
 def zoo_writes(name: str) -> bool:
     """Whether an entry of a bundle folder is one zoo writes (model, manifest, signature, test vectors,
-    golden cases), as opposed to a file a user added, which a re-export keeps."""
+    golden cases), as opposed to a file a user added, which a re-export keeps (a web folder's page and
+    onnxruntime-web files are in every new one, so they are replaced, never kept)."""
     return name in BUNDLE_FILES or name == "golden" or re.fullmatch(r"test_data_set_\d+", name) is not None
 
 
@@ -349,11 +351,33 @@ def _raw_bundle(job: _Job, converted, exporter: dict) -> Path:
     return _staged(job, bundle_name(spec.name, "onnx", RAW), build)
 
 
+def _web_bundle(job: _Job, raw: Path, runtime_files: dict[str, Path]) -> Path:
+    """`<name>-web/`: the finished raw-input bundle `raw` (its graph, resealed with the `web` record in the
+    manifest; its test files) with a page that runs it in the browser and onnxruntime-web's files (`_web`)."""
+    import onnx
+
+    spec, source = job.spec, runtime.read_manifest(raw)
+    manifest, page = _web.manifest(source, runtime_files)
+
+    def build(staging: Path) -> None:
+        _web.write(staging, source, runtime_files, page)
+        _write_model(spec, "onnx", onnx.load(str(source.file)), staging, manifest)
+        with quiet(), runtime.load(staging) as session:   # the checksum and the seal, as users load it
+            report = _vectors.check_vectors(staging, session.manifest.file, manifest["test_data"])
+        if report["failures"]:
+            raise ParityError(f"{spec.name} {WEB}: the folder does not reproduce its test vectors: "
+                              f"{'; '.join(report['failures'])}")
+        _web.check(staging, manifest[WEB])
+
+    return _staged(job, bundle_name(spec.name, WEB), build)
+
+
 def export(name: str, formats=("onnx",), weights: str | Path | None = None, out: str | Path = "bundles",
            random_weights: bool = False, data: str | Path | None = None, atol: float | None = None,
            rtol: float | None = None, precisions=("fp32",), optimize: bool = False,
            budget: Budget | None = None, sign: str | Path | None = None, replace: bool = False,
-           notes: list | None = None, raw_inputs: bool = False) -> list[Path]:
+           notes: list | None = None, raw_inputs: bool = False, web: bool = False,
+           onnxruntime_web: str | Path | None = None) -> list[Path]:
     """Export model `name` to each format ("onnx", "torchscript", "pt2" or "all") as a bundle folder
     `<out>/<name>-<format>/`, measuring parity against eager PyTorch first. Weights: `weights`, else
     the shipped ones; `random_weights=True` exports an untrained model (marked so in the manifest).
@@ -374,6 +398,10 @@ def export(name: str, formats=("onnx",), weights: str | Path | None = None, out:
     answers on raw samples stay within budget against zoo.runtime (`_rawparity`). Every ONNX bundle gets test
     vectors (`_vectors`) made from the raw samples of `data`, else of the built-in sample.
 
+    `web` (with raw_inputs, implied) also writes `<out>/<name>-web/`: the raw-input bundle with a page that runs it
+    in the browser and onnxruntime-web's files (`_web`), taken from `onnxruntime_web` (the package's tarball or a
+    folder holding its files) or else zoo's cache, fetched there with npm the first time (`_ortweb`).
+
     Returns the bundle folders; after writing the bundles that passed, raises ParityError (with
     `.reports`: one per bundle not written) if a bundle failed parity, else PrecisionRefused if a reduced
     precision missed its budget or does not fit the model."""
@@ -382,8 +410,9 @@ def export(name: str, formats=("onnx",), weights: str | Path | None = None, out:
     precisions = _precisions(precisions)
     if "onnx" not in formats and (precisions != ["fp32"] or optimize):
         raise ZooError("--precision and --optimize apply to ONNX bundles: add --format onnx")
-    if "onnx" not in formats and raw_inputs:
-        raise ZooError("--raw-inputs makes an ONNX bundle: add --format onnx")
+    if "onnx" not in formats and (raw_inputs or web):
+        raise ZooError(f"--{'raw-inputs' if raw_inputs else 'format web'} makes an ONNX bundle: add --format onnx")
+    raw_inputs = raw_inputs or web
     budget = budget or Budget()
     signer = None if sign is None else runtime.BundleSigner(sign)   # a bad key is refused before the work
     model, weights_record, card, source = _load_weights(spec, weights, random_weights)
@@ -393,11 +422,13 @@ def export(name: str, formats=("onnx",), weights: str | Path | None = None, out:
     if not (0 <= atol < math.inf and 0 <= rtol < math.inf):   # nan or inf would pass any difference
         raise ZooError(f"--atol and --rtol must be finite numbers >= 0, got {atol:g} and {rtol:g}")
     out = writable_folder(out, "--out")
-    for fmt in formats:   # refused before the work (and checked again under the lock when swapped in)
-        for precision in [*precisions, *([RAW] if raw_inputs else [])] if fmt == "onnx" else ["fp32"]:
-            target = out / bundle_name(spec.name, fmt, precision)
-            if target.exists() and not _replaceable(target, spec.name, weights_record, source, replace):
-                raise ZooError(f"{target} exists and is not what zoo writes there: not replacing it")
+    targets = [bundle_name(spec.name, fmt, precision) for fmt in formats
+               for precision in ([*precisions, *([RAW] if raw_inputs else [])] if fmt == "onnx" else ["fp32"])]
+    for target in [out / name for name in targets + ([bundle_name(spec.name, WEB)] if web else [])]:
+        # refused before the work (and checked again under the lock when swapped in)
+        if target.exists() and not _replaceable(target, spec.name, weights_record, source, replace):
+            raise ZooError(f"{target} exists and is not what zoo writes there: not replacing it")
+    runtime_files = _ortweb.files(onnxruntime_web) if web else None   # npm missing: said before the work
     dataset = _load_data(spec, data)
     job = _Job(spec, model, weights_record, source, card, preprocess, _real_samples(spec, dataset, preprocess),
                atol, rtol, out, optimize, budget, signer, replace=replace, notes=notes)
@@ -425,6 +456,17 @@ def export(name: str, formats=("onnx",), weights: str | Path | None = None, out:
                                                              if precision == RAW else precision, "accuracy": None,
                                                              "raw_inputs": precision == RAW, "reason": str(e)}]
                 failures.append(e)
+    raw = out / bundle_name(spec.name, "onnx", RAW)
+    if web and raw in paths:
+        try:
+            paths.append(_web_bundle(job, raw, runtime_files))
+        except OSError as e:
+            raise ZooError(f"cannot write the {spec.name} {WEB} folder in {out}: {e.strerror or e}") from None
+    elif web:
+        refused = PrecisionRefused(f"{spec.name}: no {WEB} folder written: it is made from the raw-input bundle")
+        refused.reports = [{"model": spec.name, "format": WEB, "precision": "fp32", "accuracy": None,
+                            "raw_inputs": True, "reason": str(refused)}]
+        failures.append(refused)
     if failures:
         kind = ParityError if any(isinstance(e, ParityError) for e in failures) else PrecisionRefused
         error = kind("\n\n".join(str(e) for e in failures))
@@ -589,9 +631,12 @@ def _verify_loaded(bundle: Path, manifest, session, spec, weights, data) -> dict
     precision = manifest.precision
     result = {"bundle": str(bundle), "model": spec.name, "format": manifest.format, "precision": precision,
               "raw_inputs": manifest.raw is not None, "file_sha256": manifest.data["file_sha256"], "checks": checks,
-              "weights": None, "parity": None, "accuracy": None, "test_data": None, "note": None, "passed": True}
+              "weights": None, "parity": None, "accuracy": None, "test_data": None, "web": None, "note": None,
+              "passed": True}
     if manifest.format == "onnx":
         result["test_data"] = _check_test_data(bundle, manifest, session)
+    if WEB in manifest.data:
+        result["web"] = _web.check(bundle, manifest.data[WEB])
     if random:
         if manifest.raw is None:
             _probe(spec, session, manifest, bundle)
