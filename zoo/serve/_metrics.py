@@ -50,11 +50,10 @@ class Metrics:
             b *= 2
         self.batch_rows = Histogram("zoo_batch_rows", "Rows per backend call", ("model",),
                                     buckets=(*sizes, max_batch_size), registry=self.registry)
-        # the counts of Triton's statistics extension
-        self.outcomes = counter("zoo_stat_requests", "Inference requests by outcome (success, fail)",
-                                ("model", "outcome"))
-        self.outcome_seconds = counter("zoo_stat_request_seconds", "Total seconds of inference requests by outcome",
-                                       ("model", "outcome"))
+        # the counts of Triton's statistics extension (its successes: zoo_request_seconds less these)
+        self.failed = counter("zoo_stat_failed_requests", "Inference requests that failed", ("model",))
+        self.failed_seconds = counter("zoo_stat_failed_request_seconds", "Total seconds of inference requests that "
+                                      "failed", ("model",))
         self.computed = counter("zoo_stat_computed_requests", "Requests computed (their queue and compute times "
                                 "are in zoo_stat_phase_seconds)", ("model",))
         self.phase_seconds = counter("zoo_stat_phase_seconds", "Total seconds of computed requests by phase: queue, "
@@ -62,6 +61,7 @@ class Metrics:
         self.executions = counter("zoo_stat_executions", "Backend calls by batch size (rows)", ("model", "batch_size"))
         self.execution_seconds = counter("zoo_stat_execution_seconds", "Total seconds of backend calls by batch size "
                                          "and phase", ("model", "batch_size", "phase"))
+        self._series: dict[tuple, tuple] = {}
         self.last = Gauge("zoo_stat_last_inference_seconds", "Unix time of the model's last backend call",
                           ("model",), registry=self.registry, multiprocess_mode="max")
 
@@ -88,14 +88,17 @@ class Metrics:
         return observe
 
     def request(self, model: str, endpoint: str, status: int, seconds: float) -> None:
-        self.requests.labels(model, endpoint).inc()
-        self.latency.labels(model, endpoint).observe(seconds)
+        series = self._series.get((model, endpoint))
+        if series is None:   # labels() looks the series up under a lock: once per model and endpoint
+            series = self._series[model, endpoint] = (self.requests.labels(model, endpoint),
+                                                      self.latency.labels(model, endpoint))
+        series[0].inc()
+        series[1].observe(seconds)
         if status >= 400:
             self.errors.labels(model, endpoint, str(status)).inc()
-        if model != UNKNOWN:
-            outcome = "success" if status < 400 else "fail"
-            self.outcomes.labels(model, outcome).inc()
-            self.outcome_seconds.labels(model, outcome).inc(seconds)
+            if model != UNKNOWN:
+                self.failed.labels(model).inc()
+                self.failed_seconds.labels(model).inc(seconds)
 
     def _exposed(self) -> CollectorRegistry:
         if MULTIPROCESS not in os.environ:
@@ -115,8 +118,9 @@ class Metrics:
         values: dict[tuple, float] = {}
         for family in self._exposed().collect():
             for sample in family.samples:
-                if sample.name.startswith("zoo_stat_") and not sample.name.endswith("_created"):
-                    values[(sample.name, *sorted(sample.labels.items()))] = sample.value
+                if sample.name.startswith(("zoo_stat_", "zoo_request_seconds_")) and not sample.name.endswith("_created"):
+                    key = (sample.name, *sorted((k, v) for k, v in sample.labels.items() if k != "endpoint"))
+                    values[key] = values.get(key, 0.0) + sample.value   # summed over the endpoints
 
         def get(name, **labels):
             return values.get((name, *sorted(labels.items())), 0.0)
@@ -129,9 +133,11 @@ class Metrics:
         out = []
         for model in models:
             computed = get("zoo_stat_computed_requests_total", model=model)
-            stats = {o: _duration(get("zoo_stat_requests_total", model=model, outcome=o),
-                                  get("zoo_stat_request_seconds_total", model=model, outcome=o))
-                     for o in ("success", "fail")}
+            failed = (get("zoo_stat_failed_requests_total", model=model),
+                      get("zoo_stat_failed_request_seconds_total", model=model))
+            stats = {"success": _duration(get("zoo_request_seconds_count", model=model) - failed[0],
+                                          get("zoo_request_seconds_sum", model=model) - failed[1]),
+                     "fail": _duration(*failed)}
             stats.update({p: _duration(computed, get("zoo_stat_phase_seconds_total", model=model, phase=p))
                           for p in PHASES})
             stats.update(cache_hit=_duration(0, 0), cache_miss=_duration(0, 0))

@@ -45,8 +45,8 @@ class Relay:
     """A worker's model control: asks the supervisor, which has every worker prepare and then commit; and
     does what the supervisor asks of this worker."""
 
-    def __init__(self, connection, core, loop):
-        self.connection, self.core, self.loop = connection, core, loop
+    def __init__(self, connection, core):
+        self.connection, self.core, self.loop = connection, core, None   # the loop: set once it runs
         self.waiting: dict[int, asyncio.Future] = {}
         self.staged: dict[int, object] = {}
         self.ids = itertools.count()
@@ -82,7 +82,8 @@ class Relay:
         while True:
             try:
                 message = self.connection.recv()
-            except (EOFError, OSError):
+            except (EOFError, OSError):   # the supervisor is gone: drain and stop, as if it had said so
+                os.kill(os.getpid(), signal.SIGTERM)
                 return
             if message[0] == "result":
                 _, request, ok, text = message
@@ -125,14 +126,17 @@ def _worker(index: int, specs: list, host: str, port: int, grpc: tuple | None, o
         connection.send(("failed", f"{type(e).__name__}: {e}" if not isinstance(e, ZooError) else str(e)))
         return
 
+    relay = Relay(connection, app.core)
+
     def started():
-        app.core.control = Relay(connection, app.core, asyncio.get_running_loop())
-        connection.send(("ready",))
+        relay.loop = asyncio.get_running_loop()
+        app.core.control = relay
+        relay.send(("ready",))
     try:
         uvicorn_server(app, options, drain_seconds, access_log, started, signals=(signal.SIGTERM,)).run(
             sockets=[listening_socket(host, port, reuse_port=True)])
     except (ZooError, CheckFailed) as e:
-        connection.send(("failed", str(e)))
+        relay.send(("failed", str(e)))
         raise SystemExit(1) from None
 
 
