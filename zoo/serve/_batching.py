@@ -7,12 +7,17 @@ arrived for more to come (0: take only what is already queued, so an idle server
 one batches what piled up during the previous call). A request whose caller has gone (its future was
 cancelled: the client disconnected) or whose deadline has passed is dropped before it is computed.
 
-A batch runs in a worker thread (`instances` of them, each with the session's intra-op threads), so the
-event loop stays free, unless the model is one whose calls cost less CPU than `inline_below` seconds: then
-handing it to a thread and back costs more than the call (measured: about 50 µs of CPU against 20 µs for a
-water-mlp batch), and it runs on the event loop. The first batches (the check a model passes before it
-takes traffic, _warmup.py) run on the event loop to measure that, undisturbed by other threads; the
-cheapest of them decides. Each caller gets exactly its own rows back. `run_batch` is the same join-run-split step for any caller (the Triton model)."""
+A batch runs on the event loop when it is expected to cost less CPU than `inline_below` seconds, else in a
+worker thread (`instances` of them, each with the session's intra-op threads). With one instance (zoo
+serve's worker processes each have one) the default bound is 50 ms: the process's one core would run the
+call anyway, and handing it to a thread costs a hand-off each way and the two threads' contention for the
+GIL (measured with perf_analyzer, two rounds each, two workers: clouds-cnn at concurrency 8 1,231 and
+1,015 against 1,065 and 1,079 requests/s, at 64 1,197 and 1,098 against 1,098 and 1,109: a wash to 10 %
+better; water-mlp, whose call costs less than the hand-off, saves about 50 µs of CPU a request); the event
+loop is deaf meanwhile, so longer calls still go to the thread. With several instances in one process, only calls under 0.2 ms run on the event loop. The
+expected cost is the batch's rows times the least CPU time per row of the first calls, which run on the
+event loop to measure it (the check a model passes before it takes traffic, _warmup.py). Each caller gets
+exactly its own rows back. `run_batch` is the same join-run-split step for any caller (the Triton model)."""
 
 from __future__ import annotations
 
@@ -29,8 +34,8 @@ import numpy as np
 import zoo.runtime
 
 log = logging.getLogger("zoo.serve")
-INLINE_BELOW = 0.0002   # seconds of CPU per backend call below which it runs on the event loop
-MEASURED_CALLS = 2      # calls run on the event loop to measure that
+INLINE_BELOW = {True: 0.05, False: 0.0002}   # seconds of CPU per call run on the event loop, by "one instance"
+MEASURED_CALLS = 2      # calls run on the event loop to measure their cost
 
 
 def fit_cores(instances: int | None, threads: int | None, device: str = "cpu") -> tuple[int, int]:
@@ -118,13 +123,14 @@ class Batcher:
     """One model's queue and workers. `await predict(arrays)` -> that request's outputs."""
 
     def __init__(self, session, max_batch_size: int = 64, max_queue_delay: float = 0.0, instances: int = 1,
-                 on_batch: Callable[[Batch], None] | None = None, inline_below: float = INLINE_BELOW):
+                 on_batch: Callable[[Batch], None] | None = None, inline_below: float | None = None):
         if max_batch_size < 1 or instances < 1 or max_queue_delay < 0:
             raise ValueError("max_batch_size and instances must be >= 1 and max_queue_delay >= 0")
         self.session, self.max_batch_size, self.max_queue_delay = session, max_batch_size, max_queue_delay
-        self.instances, self.on_batch, self.inline_below = instances, on_batch, inline_below
+        self.instances, self.on_batch = instances, on_batch
+        self.inline_below = INLINE_BELOW[instances == 1] if inline_below is None else inline_below
         self.dropped = 0              # requests dropped unanswered: caller gone or deadline passed
-        self._cost: float | None = None     # the least CPU seconds of the calls measured
+        self._row_cost: float | None = None   # the least CPU seconds per row of the calls measured
         self._measured = 0
         self._pending: collections.deque[_Item] = collections.deque()
         self._changed = asyncio.Condition()
@@ -213,8 +219,8 @@ class Batcher:
         """run_batch on the event loop, measuring its CPU time."""
         cpu = time.thread_time()
         results = run_batch(self.session, arrays, phases)
-        took = time.thread_time() - cpu
-        self._cost = took if self._cost is None else min(self._cost, took)
+        took = (time.thread_time() - cpu) / sum(rows_of(a) for a in arrays)
+        self._row_cost = took if self._row_cost is None else min(self._row_cost, took)
         self._measured += 1
         return results
 
@@ -227,7 +233,7 @@ class Batcher:
             try:
                 if self._measured < MEASURED_CALLS:
                     results = self._measure(arrays, phases)
-                elif self._cost < self.inline_below:
+                elif self._row_cost * sum(i.rows for i in batch) < self.inline_below:
                     results = run_batch(self.session, arrays, phases)
                 else:
                     results = await loop.run_in_executor(self._pool, run_batch, self.session, arrays, phases)
