@@ -138,8 +138,8 @@ def report(path: Path) -> str:
         lines.append(f"| {r['setting']} | {r['model']} | {r['protocol']} | {r['concurrency']} | {z['throughput']:.0f} | "
                      f"{t['throughput']:.0f} | **{ratio:.2f} ×** | {z['p99_ms']:.2f} / {t['p99_ms']:.2f} | "
                      f"{z['server_cpu_us']:.0f} / {t['server_cpu_us']:.0f} | {r['loadavg'][0]:.1f}–{r['loadavg'][1]:.1f} |")
-    settings = {r["setting"]: r["options"] for r in data["rows"]}
-    lines += ["", "Options on both engines: " + "; ".join(f"{s}: `{o}`" for s, o in settings.items()) + "."]
+    settings = {(r["setting"], r["model"]): r["options"] for r in data["rows"]}
+    lines += ["", "Options on both engines: " + "; ".join(f"{s} {m}: `{o}`" for (s, m), o in settings.items()) + "."]
     return "\n".join(lines)
 
 

@@ -3,7 +3,9 @@ worker processes (_workers.py), with the gRPC server on the same event loop."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import signal
 import socket
 import threading
@@ -81,9 +83,11 @@ def shown(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def uvicorn_server(app, options: Options, drain_seconds: float, access_log: bool, on_started, signals=None):
+def uvicorn_server(app, options: Options, drain_seconds: float, access_log: bool, on_started, signals=None,
+                   handed=None):
     """uvicorn's server for `app` that checks the models (app.core.start) before it listens, announces itself
-    once it does, handles `signals` (default SIGINT and SIGTERM: drain, then exit 0)."""
+    once it does, handles `signals` (default SIGINT and SIGTERM: drain, then exit 0). With `handed` (a Unix
+    socket), it also serves the connections another process accepted and passes over it (SCM_RIGHTS)."""
     import uvicorn
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -98,8 +102,31 @@ def uvicorn_server(app, options: Options, drain_seconds: float, access_log: bool
         async def startup(self, sockets=None):
             await app.core.start()   # a model failing its check stops the server before it listens
             await super().startup(sockets)
+            if handed is not None:
+                asyncio.get_running_loop().add_reader(handed.fileno(), self.take_connection)
             if not self.should_exit:
                 on_started()
+
+        def take_connection(self) -> None:
+            """A connection the supervisor accepted: served as if this process had accepted it (uvicorn's
+            protocol, counted in its connections, so that the drain waits for it)."""
+            loop = asyncio.get_running_loop()
+            try:
+                _, fds, _, _ = socket.recv_fds(handed, 1, 8)
+            except OSError:
+                fds = []
+            if not fds:   # the supervisor is gone
+                loop.remove_reader(handed.fileno())
+                return
+            protocol = functools.partial(config.http_protocol_class, config=config, server_state=self.server_state,
+                                         app_state=self.lifespan.state)
+            for fd in fds:
+                loop.create_task(loop.connect_accepted_socket(protocol, socket.socket(fileno=fd)))
+
+        async def shutdown(self, sockets=None):
+            if handed is not None:
+                asyncio.get_running_loop().remove_reader(handed.fileno())
+            await super().shutdown(sockets)
 
         @contextlib.contextmanager
         def capture_signals(self):

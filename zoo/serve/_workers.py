@@ -1,11 +1,14 @@
-"""A server of several worker processes: each loads every bundle, has its own event loop, batchers and
-sessions, and accepts connections on the shared HTTP and gRPC ports (SO_REUSEPORT: the kernel spreads the
-connections). One Python process parses, batches and answers on one core at a time; several do so on as
-many cores.
+"""A server of several worker processes: each loads every bundle and has its own event loop, batchers and
+sessions. One Python process parses, batches and answers on one core at a time; several do so on as many
+cores.
 
 The supervisor (the process `zoo serve` started) holds the ports, starts the workers (spawned: a fresh
 interpreter each, nothing inherited from a process that already runs onnxruntime), announces the server
-once every worker is ready, forwards SIGTERM and Ctrl-C to them and waits for their drain. A worker that
+once every worker is ready, forwards SIGTERM and Ctrl-C to them and waits for their drain. It accepts the
+HTTP connections itself and hands them to the workers in turn (over a Unix socket, SCM_RIGHTS), so that
+each serves as many: sharing the port with SO_REUSEPORT instead leaves the spread to a hash of the
+client's address, and a few keep-alive connections often land unevenly. The gRPC port is shared with
+SO_REUSEPORT (grpcio takes no accepted sockets). A worker that
 dies unexpectedly takes the server down with a one-line error (exit 1), rather than leaving it serving
 with fewer workers than asked for.
 
@@ -24,6 +27,7 @@ import multiprocessing
 import os
 import shutil
 import signal
+import socket
 import tempfile
 import threading
 import time
@@ -111,8 +115,8 @@ class Relay:
             self.send(("done", op, False, str(e)))
 
 
-def _worker(index: int, specs: list, host: str, port: int, grpc: tuple | None, options: Options,
-            drain_seconds: float, access_log: bool, connection) -> None:
+def _worker(index: int, specs: list, handed, grpc: tuple | None, options: Options, drain_seconds: float,
+            access_log: bool, connection) -> None:
     """A worker process: load the bundles, serve until the supervisor's SIGTERM (Ctrl-C is the supervisor's)."""
     import zoo.runtime
     from zoo.serve._http import create_app
@@ -133,8 +137,8 @@ def _worker(index: int, specs: list, host: str, port: int, grpc: tuple | None, o
         app.core.control = relay
         relay.send(("ready",))
     try:
-        uvicorn_server(app, options, drain_seconds, access_log, started, signals=(signal.SIGTERM,)).run(
-            sockets=[listening_socket(host, port, reuse_port=True)])
+        uvicorn_server(app, options, drain_seconds, access_log, started, signals=(signal.SIGTERM,),
+                       handed=handed).run(sockets=[])
     except (ZooError, CheckFailed) as e:
         relay.send(("failed", str(e)))
         raise SystemExit(1) from None
@@ -218,8 +222,10 @@ def supervise(sessions: list, host: str, port: int, options: Options, drain_seco
              for s in sessions]
     for session in sessions:   # each worker loads its own
         session.close()
-    held = [reserve_port(host, port)]
-    port = held[0].getsockname()[1]
+    listener = listening_socket(host, port)
+    listener.listen(2048)
+    port = listener.getsockname()[1]
+    held = [listener]
     grpc = None
     if grpc_port is not None:
         held.append(reserve_port(host, grpc_port))
@@ -228,26 +234,34 @@ def supervise(sessions: list, host: str, port: int, options: Options, drain_seco
     previous_env = os.environ.get(MULTIPROCESS)
     os.environ[MULTIPROCESS] = metrics   # the workers inherit it: prometheus-client's multiprocess mode
     context = multiprocessing.get_context("spawn")
-    connections, processes = [], []
+    connections, processes, channels = [], [], []
     stopping = threading.Event()
     handlers = {s: signal.signal(s, lambda *_: stopping.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         for i in range(workers):
             mine, theirs = context.Pipe()
+            channel, handed = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
             process = context.Process(target=_worker, name=f"zoo-serve-{i}", daemon=False,
-                                      args=(i, specs, host, port, grpc, options, drain_seconds, access_log, theirs))
+                                      args=(i, specs, handed, grpc, options, drain_seconds, access_log, theirs))
             process.start()
             theirs.close()
+            handed.close()
             connections.append(mine)
             processes.append(process)
+            channels.append(channel)
         supervisor = Supervisor(connections, processes, stopping)
         _wait_ready(supervisor, stopping)
         if not stopping.is_set():
+            threading.Thread(target=_hand_out, args=(listener, channels, stopping), name="zoo-accept",
+                             daemon=True).start()
             names = list(client_names([s.manifest for s in sessions]))
             announce(describe(names, specs[0][1]["threads"], host, port, grpc, options, workers))
             supervisor.run()
     finally:
+        listener.close()
         _stop(processes, drain_seconds)
+        for channel in channels:
+            channel.close()
         for s, handler in handlers.items():
             signal.signal(s, handler)
         for sock in held:
@@ -257,6 +271,30 @@ def supervise(sessions: list, host: str, port: int, options: Options, drain_seco
             os.environ.pop(MULTIPROCESS, None)
         else:
             os.environ[MULTIPROCESS] = previous_env
+
+
+def _hand_out(listener: socket.socket, channels: list, stopping: threading.Event) -> None:
+    """Accept the HTTP connections and hand them to the workers in turn, so that each gets as many. Measured,
+    perf_analyzer's connections at concurrency 8 over two workers in five starts: 5:3, 4:4, 4:4, 5:3, 4:4
+    (one of them its idle metadata connection); with SO_REUSEPORT 1:7, 5:3, 8:0, 3:5, 5:3, where the busier
+    worker's one core caps the throughput."""
+    listener.settimeout(0.2)
+    turn = itertools.cycle(channels)
+    while not stopping.is_set():
+        try:
+            connection, _ = listener.accept()
+        except TimeoutError:
+            continue
+        except OSError:   # closed: the server is stopping
+            return
+        with connection:
+            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for _ in channels:   # the next worker still there
+                try:
+                    socket.send_fds(next(turn), [b"c"], [connection.fileno()])
+                    break
+                except OSError:
+                    continue
 
 
 def _wait_ready(supervisor: Supervisor, stopping: threading.Event) -> None:
