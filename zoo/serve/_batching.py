@@ -250,3 +250,6 @@ class Batcher:
                     self.on_batch(Batch(sum(i.rows for i in batch), [started - i.queued for i in batch], phases))
                 except Exception:  # noqa: BLE001 - counting must never stop the serving
                     log.exception("recording a batch of %s failed", self.session.manifest.model)
+            # after a call on the event loop, let it answer these callers and read new requests before the
+            # next batch (taking a queued batch does not wait, so a backlog would otherwise run back to back)
+            await asyncio.sleep(0)
