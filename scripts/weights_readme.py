@@ -16,12 +16,18 @@ TARGETS = {  # the figure each model must beat (issue 7), next to the course's o
     **{f"electricity-{cell}": "new year ≤ 1.00× persistence MSE (aim 0.99×); out-of-time estimate within 5 "
                               "points of it" for cell in ("rnn", "lstm", "gru")},
     "tinyvgg-pizza-steak": "accuracy ≥ 0.86", "insurance-mlp": "MAE ≤ 3,300", "food10-mobilenetv2": "accuracy ≥ 0.80",
+    "boston-housing-mlp": "MAE ≤ 2.9 ($1000s)",
     "omniglot-two-output": "character ≥ 0.55, alphabet ≥ 0.45", "omniglot-two-input": "character ≥ 0.55",
     "lenet-mnist": "accuracy ≥ 0.985", "mnist-3v7-linear": "accuracy ≥ 0.975",
     "mnist-3v7-simplenet": "accuracy ≥ 0.98", "cifar10-net": "accuracy ≥ 0.60", "cifar2-fc": "accuracy ≥ 0.80",
     "fashion-mnist-mlp": "accuracy ≥ 0.87", "circles-mlp": "accuracy ≥ 0.99",
     "thermometer-linear": "w, b within 1 % of 5.37, −17.30", "thermometer-mlp": "MSE below the linear model's",
 }
+
+
+def _amount(value: float) -> str:
+    """Dollars as whole numbers (insurance), $1000s (Boston housing) to two decimals."""
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.2f}"
 
 
 def metric_text(spec, card) -> str:
@@ -38,8 +44,8 @@ def metric_text(spec, card) -> str:
         return (f"{split} MSE {values['mse']:.4f} vs persistence {values['persistence_mse']:.4f} "
                 f"({100 * values['skill_vs_persistence']:+.1f} %)")
     if spec.task == "regression" and "median_mae" in values and spec.recipe.loss == "l1":
-        return (f"{split} MAE {values['mae']:,.0f}, RMSE {values['rmse']:,.0f}, R² {values['r2']:.3f} "
-                f"(training median: MAE {values['median_mae']:,.0f})")
+        return (f"{split} MAE {_amount(values['mae'])}, RMSE {_amount(values['rmse'])}, R² {values['r2']:.3f} "
+                f"(training median: MAE {_amount(values['median_mae'])})")
     if spec.task == "regression":
         text = f"{split} MSE {values['mse']:.4f}"
         if "parameters" in card:

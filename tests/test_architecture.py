@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("errors", "contract", "registry", "catalog", "weights", "runtime", "data", "training", "export", "bench",
-            "serve", "cli")
+PACKAGES = ("errors", "contract", "registry", "catalog", "weights", "hub", "runtime", "data", "training", "export",
+            "bench", "serve", "cli")
 # what each package may load of zoo (besides itself and the empty `zoo` package), and whether torch
 ALLOWED = {
     "errors": (set(), False),
@@ -20,6 +20,7 @@ ALLOWED = {
     "runtime": ({"errors", "contract"}, False),
     "weights": ({"errors", "contract", "registry"}, False),
     "catalog": ({"errors", "contract", "registry"}, False),
+    "hub": ({"errors", "contract", "registry", "weights"}, False),
     "serve": ({"errors", "contract", "runtime", "outputs"}, False),
 }
 SERVE_MAY_USE = ("serve", "runtime", "contract", "errors", "outputs")

@@ -41,6 +41,7 @@ EXPECTED = {
     "cifar2-netres": (DYNAMO, SCRIPT), "cifar2-netresdeep": (DYNAMO, SCRIPT),
     "circles-mlp": (DYNAMO, SCRIPT), "fashion-mnist-mlp": (DYNAMO, SCRIPT),
     "tinyvgg-pizza-steak": (DYNAMO, SCRIPT), "insurance-mlp": (DYNAMO, SCRIPT), "food10-mobilenetv2": (DYNAMO, SCRIPT),
+    "boston-housing-mlp": (DYNAMO, SCRIPT),
 }
 FORMATS = ("onnx", "torchscript", "pt2")
 runner = CliRunner()
@@ -96,14 +97,15 @@ def test_model_exports_with_parity(name, fmt, tmp_path):
         model = onnx.load(str(file))
         onnx.checker.check_model(model, full_check=True)
         props = {p.key: p.value for p in model.metadata_props}
-        sealed = {k: v for k, v in manifest.items() if k not in ("file_sha256", "parity")}
+        sealed = {k: v for k, v in manifest.items() if k not in ("file_sha256", "parity", "test_data")}
         assert json.loads(props["zoo.manifest"]) == sealed   # the manifest, sealed into the file it describes
         assert [i.name for i in model.graph.input] == [t.name for t in spec.inputs]
         assert [o.name for o in model.graph.output] == [t.name for t in spec.outputs]
         for declared, actual in zip((*spec.inputs, *spec.outputs), (*model.graph.input, *model.graph.output)):
             for axis, dim in enumerate(_dims(actual)):
                 assert isinstance(dim, str) == isinstance(declared.shape[axis], str), (declared.name, axis, dim)
-    assert verify(bundle)["note"]   # random weights: consistency checked, parity not re-run
+    assert manifest["format_version"] == 3 and manifest["external_data"] == {}   # the weights are in the file
+    assert verify(bundle, trust_code=True)["note"]   # random weights: consistency checked, parity not re-run
 
 
 def test_rnn_sequence_axis_is_symbolic_in_onnx(tmp_path):
@@ -174,7 +176,7 @@ def trained(tmp_path):
 
 
 def _verify(*args):
-    result = runner.invoke(app, ["verify", *map(str, args)])
+    result = runner.invoke(app, ["verify", "--trust-code", *map(str, args)])   # the test's own bundles
     assert "Traceback" not in result.output
     result.text = " ".join(result.output.split())   # rich wraps long lines
     return result
@@ -267,7 +269,8 @@ def test_manifest_records_the_source_weights_and_the_parity_table_as_json(traine
     manifest = read_manifest(bundles["torchscript"])
     assert manifest["weights"] == {"sha256": sha256_file(weights), "random": False, "seed": None,
                                    "source": weights.name, "metrics": None, "caveat": None}
-    result = runner.invoke(app, ["verify", str(bundles["torchscript"]), "--weights", str(weights), "--json"])
+    result = runner.invoke(app, ["verify", str(bundles["torchscript"]), "--weights", str(weights), "--json",
+                                 "--trust-code"])
     assert result.exit_code == 0
     assert json.loads(result.output)["parity"]["passed"] is True
 
@@ -317,15 +320,26 @@ V1 = Path(__file__).resolve().parent / "fixtures" / "v1"
 def test_bundles_exported_before_the_redesign_still_verify(fmt):
     bundle = V1 / f"mnist-3v7-linear-{fmt}"
     assert read_manifest(bundle)["format_version"] == 1
-    result = verify(bundle)   # the source weights are the shipped ones, found by sha256
+    result = verify(bundle, trust_code=True)   # the source weights are the shipped ones, found by sha256
     assert result["passed"] and result["parity"]["passed"]
     if fmt == "onnx":   # version-1 ONNX files already carried a copy of their manifest: they still load
         zoo.runtime.load(bundle).close()
     else:               # the others carry none: refused unless the caller opts out
         assert "re-export" in result["note"]
         with pytest.raises(zoo.runtime.UnsealedBundle, match="verify=False"):
-            zoo.runtime.load(bundle)
-        assert zoo.runtime.load(bundle, verify=False).predict(np.zeros((1, 784)))["logit"].shape == (1, 1)
+            zoo.runtime.load(bundle, trust_code=True)
+        session = zoo.runtime.load(bundle, verify=False, trust_code=True)
+        assert session.predict(np.zeros((1, 784)))["logit"].shape == (1, 1)
+
+
+def test_a_version_2_bundle_still_loads_and_verifies():
+    """Written by zoo before format 3 sealed `external_data` (tests/fixtures/v2, the shipped weights)."""
+    bundle = Path(__file__).resolve().parent / "fixtures" / "v2" / "mnist-3v7-linear-onnx"
+    assert read_manifest(bundle)["format_version"] == 2 and "external_data" not in read_manifest(bundle)
+    result = verify(bundle)
+    assert result["passed"] and result["parity"]["passed"] and result["note"] is None
+    with zoo.runtime.load(bundle) as session:
+        assert session.predict(np.zeros((1, 784)))["logit"].shape == (1, 1)
 
 
 def test_a_version_1_standardised_tabular_bundle_verifies_and_serves():

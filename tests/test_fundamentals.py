@@ -1,8 +1,12 @@
 """The fundamentals notes' later models: the insurance regression reads raw CSV rows (category names included)
-and is scored against the training median; the transfer-learning recipe starts from the pretrained backbone,
-checked by sha256, and trains the head on the frozen backbone before fine-tuning its last blocks."""
+and is scored against the training median; the Boston housing regression is the notes' network, min-max scaled on
+its training rows only, predicts from raw rows and says what its data is; the transfer-learning recipe starts from
+the pretrained backbone, checked by sha256, and trains the head on the frozen backbone before fine-tuning its last
+blocks."""
 
+import csv
 import json
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +18,10 @@ import zoo
 import zoo.runtime as rt
 from zoo import registry
 from zoo.cli import app
+from zoo.data import builtin
 from zoo.errors import ZooError
 from zoo.export import export
-from zoo.training._trainer import find_pretrained, set_trainable, training_phases
+from zoo.training._trainer import find_pretrained, set_trainable, split_indices, training_phases
 from zoo.weights import load_model
 
 runner = CliRunner()
@@ -60,6 +65,100 @@ def test_insurance_evaluate_uses_the_card_median(insurance):
     out, card, _ = insurance
     report = zoo.evaluate("insurance-mlp", None, weights=out / "insurance-mlp.safetensors")
     assert {"mae", "rmse", "r2", "median_mae"} <= set(report["metrics"])
+
+
+BOSTON = registry.get("boston-housing-mlp")
+
+
+@pytest.fixture(scope="module")
+def boston(tmp_path_factory):
+    out = tmp_path_factory.mktemp("boston")
+    card = zoo.train("boston-housing-mlp", out=out, epochs=3)
+    (bundle,) = export("boston-housing-mlp", "onnx", weights=out / "boston-housing-mlp.safetensors",
+                       out=out / "bundles")
+    return out, card, bundle
+
+
+def test_boston_is_the_notes_network_with_one_swish_after_the_second_layer():
+    layers = [(type(m).__name__, getattr(m, "in_features", None), getattr(m, "out_features", None))
+              for m in registry.build(BOSTON)]
+    assert layers == [("Linear", 13, 100), ("Linear", 100, 100), ("SiLU", None, None), ("Linear", 100, 10),
+                      ("Linear", 10, 1)]
+    assert (BOSTON.recipe.optimizer, BOSTON.recipe.lr, BOSTON.recipe.batch_size, BOSTON.recipe.loss) == \
+        ("adam", 1e-3, 2, "l1")
+
+
+def test_boston_minmax_statistics_come_from_the_training_rows_only(boston):
+    _, card, _ = boston
+    pre = card["preprocess"]["features"]
+    assert pre["minmax"] and len(pre["low"]) == 13
+    rows = list(csv.DictReader(builtin.materialize("boston_housing").open()))
+    table = np.array([[float(r[c]) for c in pre["columns"]] for r in rows])
+    train, val = (i.numpy() for i in split_indices(zoo.data.load(BOSTON), BOSTON, BOSTON.recipe.val_fraction, 0))
+    np.testing.assert_allclose(pre["low"], table[train].min(0))
+    np.testing.assert_allclose(pre["high"], table[train].max(0))
+    assert (table[val].min(0) < table[train].min(0)).any()   # the sample's validation rows would have moved them
+
+
+def test_boston_predicts_from_raw_rows_in_the_tables_units(boston, tmp_path):
+    _, _, bundle = boston
+    header = "crim,zn,indus,chas,nox,rm,age,dis,rad,tax,ptratio,b,lstat"
+    (tmp_path / "rows.csv").write_text(f"{header}\n1.23247,0,8.14,0,0.538,6.142,91.7,3.9769,4,307,21,396.9,18.72\n"
+                                       "0.02177,82.5,2.03,0,0.415,7.61,15.7,6.27,2,348,14.7,395.38,3.11\n")
+    rows = list(csv.DictReader((tmp_path / "rows.csv").open()))
+    with rt.load(bundle) as session:
+        medv = session.predict_raw(rows)["medv"]
+    assert medv.shape == (2, 1) and medv[1, 0] > medv[0, 0]   # more rooms, fewer poor households: dearer
+    result = runner.invoke(app, ["predict", str(bundle), str(tmp_path / "rows.csv"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert [r["outputs"]["medv"][0] for r in json.loads(result.stdout)] == pytest.approx(medv[:, 0], rel=1e-5)
+    (tmp_path / "bad.csv").write_text("crim,zn\n1,0\n")
+    result = runner.invoke(app, ["predict", str(bundle), str(tmp_path / "bad.csv")])
+    assert result.exit_code == 2 and "no column 'indus'" in result.output
+
+
+def test_zoo_serve_answers_raw_boston_rows_as_the_runtime_does(boston, tmp_path):
+    from servers import Server
+
+    _, _, bundle = boston
+    csv_rows = ("crim,zn,indus,chas,nox,rm,age,dis,rad,tax,ptratio,b,lstat\n"
+                "1.23247,0,8.14,0,0.538,6.142,91.7,3.9769,4,307,21,396.9,18.72\n"
+                "200,0,8.14,0,0.538,6.142,91.7,3.9769,4,307,21,396.9,18.72\n")
+    rows = list(csv.DictReader(csv_rows.splitlines()))
+    with rt.load(bundle) as session:
+        expected = session.predict_raw(rows)["medv"][:, 0]
+    server = Server([bundle], "zoo", ["--threads", "1"], tmp_path / "server.log")
+    try:
+        request = urllib.request.Request(f"{server.http}/v2/models/boston-housing-mlp/classify", csv_rows.encode(),
+                                         {"Content-Type": "text/csv"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            answer = json.loads(response.read())["predictions"]
+    finally:
+        assert server.stop() == 0, server.log_tail()
+    assert [p["outputs"]["medv"][0] for p in answer] == pytest.approx(expected, rel=1e-5)
+    assert answer[0]["warnings"] == [] and "crim = 200 is outside the training range" in answer[1]["warnings"][0]
+
+
+def test_boston_reads_a_test_split_beside_the_training_one(boston, tmp_path):
+    out, _, _ = boston
+    folder = tmp_path / "boston_housing"
+    folder.mkdir()
+    for split in ("train", "test"):
+        (folder / f"boston_{split}.csv").write_bytes(builtin.materialize("boston_housing", split).read_bytes())
+    test = zoo.data.load(BOSTON, folder, split="test")
+    assert len(test) == 100 and len(zoo.data.load(BOSTON, folder)) == 300
+    report = zoo.evaluate("boston-housing-mlp", folder, weights=out / "boston-housing-mlp.safetensors")
+    assert report["samples"] == 100 and report["fingerprint"] == test.fingerprint and report["metrics"]["mae"] > 0
+
+
+def test_boston_says_what_medv_is_and_what_column_b_encodes(boston):
+    _, card, _ = boston
+    text = " ".join(runner.invoke(app, ["info", "boston-housing-mlp"], env={"COLUMNS": "200"}).output.split())
+    for said in (text, " ".join(card["notes"])):
+        assert "median value of owner-occupied homes in $1000s, capped at 50.0" in said
+        assert "share of Black residents by town (1970 census)" in said and "scikit-learn removed" in said
+        assert "keeps the course's 13 features" in said
+    assert "about the data" not in runner.invoke(app, ["info", "insurance-mlp"], env={"COLUMNS": "200"}).output
 
 
 def test_the_transfer_learning_recipe_freezes_then_fine_tunes_the_last_blocks():

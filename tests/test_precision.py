@@ -185,7 +185,7 @@ def test_a_precision_that_does_not_fit_is_refused_with_the_reason(tmp_path):
     (["--precision", "fp16", "--format", "torchscript"], "--precision and --optimize apply to ONNX bundles"),
     (["--optimize", "--format", "pt2"], "--precision and --optimize apply to ONNX bundles"),
     (["--precision", "fp16", "--min-agreement", "99"], "--min-agreement must be between 0 and 1"),
-    (["--precision", "fp16", "--max-drop", "-1"], "--max-drop must be >= 0"),
+    (["--precision", "fp16", "--max-drop", "-1"], "--max-drop must be a finite number >= 0"),
 ])
 def test_bad_precision_options_are_one_line_and_exit_2(args, message, tmp_path):
     result = invoke("export", "circles-mlp", "--random-weights", "--out", tmp_path, *args)

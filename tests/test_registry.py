@@ -19,10 +19,11 @@ MODELS_MD_PARAMS = {
     "thermometer-linear": 2, "thermometer-mlp": 40, "cifar2-fc": 1_574_402, "cifar2-net": 18_090,
     "cifar2-netwidth": 38_386, "cifar2-netdropout": 38_386, "cifar2-netbatchnorm": 38_482,
     "cifar2-netres": 16_130, "cifar2-netresdeep": 159_330, "circles-mlp": 151, "fashion-mnist-mlp": 52_650,
-    # the fundamentals notes' three later models (not in MODELS.md; counted by hand from the issue's architectures:
+    # the fundamentals notes' later models (not in MODELS.md; counted by hand from the issues' architectures:
     # 4 convs 280 + 3 x 910, Linear(10*53*53, 1) 28,091; 9*100+100 + 100*10+10 + 10+1; torchvision's
-    # MobileNetV2 features 2,223,872 + Linear(1280, 10) 12,810)
+    # MobileNetV2 features 2,223,872 + Linear(1280, 10) 12,810; 13*100+100 + 100*100+100 + 100*10+10 + 10+1)
     "tinyvgg-pizza-steak": 31_101, "insurance-mlp": 2_021, "food10-mobilenetv2": 2_236_682,
+    "boston-housing-mlp": 12_521,
 }
 ALL = registry.names()
 

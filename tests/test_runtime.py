@@ -91,7 +91,7 @@ def test_every_model_runs_raw_inputs_through_its_manifest(bundle, name):
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript", "pt2"])
 @pytest.mark.parametrize("name,shape", [("clouds-cnn", (3, 3, 64, 64)), ("electricity-gru", (2, 50, 1))])
 def test_every_backend_matches_eager_pytorch(bundle, fmt, name, shape):
-    session = rt.load(bundle(name, fmt), threads=1)
+    session = rt.load(bundle(name, fmt), threads=1, trust_code=True)   # the test's own export
     assert session.backend == {"onnx": "onnxruntime"}.get(fmt, fmt)
     weights = session.manifest.data["weights"]
     assert weights["random"]
@@ -524,19 +524,50 @@ def test_series_csv_is_read_in_timestamp_order(bundle, tmp_path):
         b = rt.predict_files(session, [shuffled])[0]["outputs"]
         assert a == b
         shuffled.write_text("timestamp,consumption\nyesterday,1.0\n" + "".join(f"{t},{v}\n" for t, v in rows))
-        with pytest.raises(ValueError, match="row 1: timestamp must be an ISO date"):
+        with pytest.raises(ValueError, match="shuffled.csv line 2: timestamp must be an ISO date"):
             rt.predict_files(session, [shuffled])
 
 
-def test_zoo_predict_on_a_folder_of_inputs_says_it_is_a_folder(bundle, tmp_path):
+def test_zoo_predict_takes_a_folder_of_images(bundle, tmp_path):
+    """The image files in it, sorted; anything else is skipped with a note. A folder with no image, or a
+    folder for a tabular model, is one line."""
+    import shutil
+
     from typer.testing import CliRunner
 
     from zoo.cli import app
 
-    result = CliRunner().invoke(app, ["predict", str(bundle("clouds-cnn")), str(tmp_path)])
+    sky = Path(__file__).resolve().parent.parent / "examples" / "images" / "sky.jpg"
+    for name in ("b.jpg", "a.JPG"):
+        shutil.copy(sky, tmp_path / name)
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "more").mkdir()
+    result = CliRunner().invoke(app, ["predict", str(bundle("clouds-cnn")), str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    answers = json.loads(result.stdout)
+    assert [a["input"] for a in answers] == [str(tmp_path / "a.JPG"), str(tmp_path / "b.jpg")]
+    assert answers[0]["outputs"] == answers[1]["outputs"]
+    note = " ".join(result.stderr.split())
+    assert "skipped 2 entries that are not an image file: more/, notes.txt" in note
+    empty = tmp_path / "more"
+    result = CliRunner().invoke(app, ["predict", str(bundle("clouds-cnn")), str(empty)])
+    assert result.exit_code == 2 and f"folder {empty} has no image files" in " ".join(result.output.split())
+    result = CliRunner().invoke(app, ["predict", str(bundle("water-mlp")), str(tmp_path)])
+    assert result.exit_code == 2 and "is a folder; water-mlp takes one CSV file" in " ".join(result.output.split())
+
+
+def test_a_two_input_model_without_its_other_input_suggests_set_with_a_valid_value(bundle):
+    from typer.testing import CliRunner
+
+    from zoo.cli import app
+
+    sky = Path(__file__).resolve().parent.parent / "examples" / "images" / "sky.jpg"
+    result = CliRunner().invoke(app, ["predict", str(bundle("omniglot-two-input")), str(sky)])
     text = " ".join(result.output.split())
-    assert result.exit_code == 2 and "is a folder; clouds-cnn takes image files" in text
-    assert "does not exist" not in text
+    assert result.exit_code == 2 and "add --set alphabet=Alphabet_of_the_Magi (one of 30" in text
+    result = CliRunner().invoke(app, ["predict", str(bundle("omniglot-two-input")), str(sky),
+                                      "--set", "alphabet=Alphabet_of_the_Magi", "--json"])
+    assert result.exit_code == 0, result.output
 
 
 def test_bench_labels_the_eager_baseline_weights_truthfully(tmp_path, monkeypatch):

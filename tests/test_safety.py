@@ -335,8 +335,8 @@ def test_a_row_in_raw_units_gets_a_warning_and_strict_refuses_it(water, tmp_path
 
 def test_a_16_bit_image_gets_a_warning(tmp_path):
     (bundle,) = export("clouds-cnn", "onnx", out=tmp_path / "b", random_weights=True)
-    Image.fromarray(np.full((64, 64), 50000, np.uint16)).save(tmp_path / "deep.png")
-    Image.new("RGB", (64, 64), (30, 90, 200)).save(tmp_path / "plain.png")
+    Image.fromarray(50000 + np.arange(64 * 64, dtype=np.uint16).reshape(64, 64)).save(tmp_path / "deep.png")
+    Image.linear_gradient("L").convert("RGB").save(tmp_path / "plain.png")   # not one flat colour: no warning
     result = runner.invoke(app, ["predict", str(bundle), str(tmp_path / "deep.png"), str(tmp_path / "plain.png"),
                                  "--json"])
     assert result.exit_code == 0, result.output

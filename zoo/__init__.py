@@ -7,9 +7,11 @@ stays torch-free and depends only on `zoo.contract` and `zoo.errors`.
 import importlib
 
 __version__ = "0.1.0"
-__all__ = ["ZooError", "build", "get", "names", "train", "evaluate", "export", "verify", "__version__"]
+__all__ = ["ZooError", "create_model", "list_models", "build", "get", "names", "train", "evaluate", "export", "verify",
+           "__version__"]
 
-_LAZY = {"ZooError": "zoo.errors", "build": "zoo.registry", "get": "zoo.registry", "names": "zoo.registry",
+_LAZY = {"ZooError": "zoo.errors", "create_model": "zoo.hub", "list_models": "zoo.hub",
+         "build": "zoo.registry", "get": "zoo.registry", "names": "zoo.registry",
          "train": "zoo.training", "evaluate": "zoo.training", "export": "zoo.export", "verify": "zoo.export"}
 
 

@@ -40,12 +40,14 @@ MAX_SECONDS_PER_CELL = 10.0  # stop timing a batch size after this long (with at
 
 # --- the parent: resolve bundles, start one worker per backend x device, collect rows ----------------------
 
-def _bundles_for(target: str, fmt: str, precisions, scratch: Path) -> dict[str, tuple[Path | None, str]]:
+def _bundles_for(target: str, fmt: str, precisions, scratch: Path,
+                 trust_code: bool = False) -> dict[str, tuple[Path | None, str]]:
     """{precision: (bundle folder, "") or (None, why not)} for `target` (a model name or a bundle folder) in
     `fmt`: the bundle itself or its siblings beside it (`<model>-<fmt>[-<precision>]`), else exported now
-    (the shipped weights, or random ones; reduced precisions are measured on the built-in sample)."""
+    (the shipped weights, or random ones; reduced precisions are measured on the built-in sample). A
+    TorchScript or pt2 bundle found there is used only with `trust_code` (loading one can run its code)."""
     from zoo.export import bundle_name
-    from zoo.runtime import read_manifest
+    from zoo.runtime import CODE_BACKENDS, read_manifest
 
     path = Path(target)
     found: dict[str, tuple[Path | None, str]] = {}
@@ -56,7 +58,10 @@ def _bundles_for(target: str, fmt: str, precisions, scratch: Path) -> dict[str, 
         for precision in precisions:
             sibling = path.parent / bundle_name(manifest.model, fmt, precision)
             if precision not in found and (sibling / "manifest.json").is_file():
-                found[precision] = (sibling, "")
+                found[precision] = _same_source(sibling, manifest)
+        if fmt in CODE_BACKENDS and not trust_code:   # the user's files: their code runs only when trusted
+            found = {p: (None, why or f"{folder} is a {fmt} bundle, and loading one runs code from its file: pass "
+                                      "--trust-code if you trust whoever made it") for p, (folder, why) in found.items()}
         target = manifest.model
     missing = [p for p in precisions if p not in found]
     if not missing:
@@ -84,23 +89,37 @@ def _bundles_for(target: str, fmt: str, precisions, scratch: Path) -> dict[str, 
     return {p: found[p] for p in precisions}
 
 
+def _same_source(sibling: Path, manifest) -> tuple[Path | None, str]:
+    """(sibling, "") when the bundle beside the benchmarked one was exported from the same weights, else
+    (None, why it is left out): rows of different weights side by side would compare models, not formats."""
+    from zoo.export import same_weights, weights_text
+    from zoo.runtime import read_manifest
+
+    theirs, ours = read_manifest(sibling).data.get("weights") or {}, manifest.data.get("weights") or {}
+    if same_weights(theirs, ours):
+        return sibling, ""
+    return None, (f"{sibling} was exported from other weights ({weights_text(theirs)}) than {manifest.bundle} "
+                  f"({weights_text(ours)}): re-export it from the same weights to compare them")
+
+
 def _eager_weights(model: str, record: dict | None) -> tuple[str | None, str]:
     """(weights file for the eager baseline or None for the build seed's random weights, a truthful label).
 
-    With bundles, the baseline runs the bundle's own source weights: the shipped file whose sha256 is the
-    manifest's, or the same seed-0 random weights for a --random-weights bundle. When the source weights
-    cannot be found, the baseline still times the architecture, and the label says it is latency only."""
+    With bundles, the baseline runs the bundle's own source weights: the file whose sha256 is the manifest's
+    (`zoo.export.find_weights`: the shipped weights and runs/), or the same seed-0 random weights for a
+    --random-weights bundle. When the source weights cannot be found, the baseline still times the
+    architecture, and the label says it is latency only."""
     from zoo import registry
-    from zoo.weights import resolve, sha256_file, weights_dir
+    from zoo.export import find_weights
+    from zoo.weights import resolve
 
     spec = registry.get(model)
     if record is not None and record.get("random"):
         return None, "random (seed 0), as the bundle"
     if record is not None and record.get("sha256"):
-        directory = weights_dir()
-        for path in sorted(directory.glob("*.safetensors")) if directory.is_dir() else []:
-            if sha256_file(path) == record["sha256"]:
-                return str(path), f"{path.name} (the bundle's source weights)"
+        path = find_weights(model, record["sha256"], record.get("source"))
+        if path is not None:
+            return str(path), f"{path.name} (the bundle's source weights)"
     shipped = resolve(spec, None)
     if record is None:
         return (str(shipped), f"{shipped.name} (shipped)") if shipped else (None, "random (no shipped weights)")
@@ -143,10 +162,11 @@ def machine() -> dict:
 
 def run(target: str, backends=BACKENDS, devices=("cpu",), batches=(1, 8, 64, 256), iters: int = 100,
         warmup: int = 10, threads: int | None = None, progress=None, timeout: float = 900,
-        precisions=("fp32",)) -> dict:
+        precisions=("fp32",), trust_code: bool = False) -> dict:
     """Benchmark a model name or a bundle folder. Returns {"model", "rows", "skipped", ...} (JSON-ready).
     `precisions`: the ONNX bundles to compare side by side (fp32, fp16, int8-dynamic, int8-static); the
-    other backends run fp32.
+    other backends run fp32. `trust_code`: TorchScript and pt2 bundles found beside the target may be loaded
+    (their files can run code); those exported here are always loaded.
 
     `progress(message)` is called before each worker starts."""
     from zoo.export import PRECISIONS
@@ -174,7 +194,8 @@ def run(target: str, backends=BACKENDS, devices=("cpu",), batches=(1, 8, 64, 256
             if backend == "eager":
                 continue
             wanted = list(precisions) if backend == "onnxruntime" else ["fp32"]
-            for precision, (folder, why) in _bundles_for(str(target), FORMATS[backend], wanted, Path(scratch)).items():
+            choices = _bundles_for(str(target), FORMATS[backend], wanted, Path(scratch), trust_code)
+            for precision, (folder, why) in choices.items():
                 if folder is None:
                     result["skipped"].extend({"backend": backend, "precision": precision, "device": d, "reason": why}
                                              for d in devices)
@@ -207,7 +228,7 @@ def run(target: str, backends=BACKENDS, devices=("cpu",), batches=(1, 8, 64, 256
             job = {"backend": backend, "device": device, "iobinding": variant == "iobinding",
                    "bundle": str(bundle or ""), "model": name, "batches": list(batches),
                    "iters": iters, "warmup": warmup, "threads": threads,
-                   "weights_path": eager_path}
+                   "weights_path": eager_path, "trust_code": True}   # untrusted bundles were skipped above
             outcome = _start_worker(job, timeout)
             if "skipped" in outcome:
                 result["skipped"].append({"backend": label, "precision": precision, "device": device,
@@ -345,7 +366,8 @@ def _worker(job: dict) -> dict:
             import torch  # noqa: F401
         imported = time.perf_counter()
         try:
-            session = rt.load(job["bundle"], device=device, backend=backend, threads=threads)
+            session = rt.load(job["bundle"], device=device, backend=backend, threads=threads,
+                              trust_code=job["trust_code"])
         except rt.DeviceUnavailable as e:
             return {"skipped": str(e)}
         inputs_spec, preprocess = session.manifest.inputs, session.manifest.preprocess

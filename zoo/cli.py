@@ -5,24 +5,65 @@ from __future__ import annotations
 import builtins
 import functools
 import json
+import re
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperCommand, TyperGroup
 
+import zoo
 from zoo import registry
 from zoo.errors import ZooError, interrupted
 from zoo.weights import headline, read_card
 
-app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+
+class _FlagsWithoutType:
+    """Typer shows every flag as `--flag <bool>`, as if it took a value: a flag gets no type column."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for param in params:
+            if getattr(param, "is_flag", False):
+                param.metavar = ""
+        return params
+
+
+class _Command(_FlagsWithoutType, TyperCommand):
+    pass
+
+
+class _Group(_FlagsWithoutType, TyperGroup):
+    pass
+
+
+class _ErrConsole(Console):
+    """stderr, remembering whether "interrupted" was said: the trainer says it (naming its checkpoint) before
+    the command's own handler would, and a second Ctrl-C during exit would say it again."""
+
+    said_interrupted = False
+
+    def print(self, *objects, **kwargs):
+        if objects and str(objects[0]).startswith("interrupted"):
+            self.said_interrupted = True
+        super().print(*objects, **kwargs)
+
+
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False, cls=_Group,
                   help="The classic PyTorch course models: train, export with parity, predict, serve, bench.")
 console = Console()
-err_console = Console(stderr=True)
+err_console = _ErrConsole(stderr=True)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
+TrustCodeFlag = Annotated[bool, typer.Option("--trust-code", help="Load TorchScript / pt2 bundles, whose files can "
+                                             "run any code when loaded: only bundles from a maker you trust.")]
+TrustedKeys = Annotated[builtins.list[str] | None, typer.Option(
+    "--trusted-key", metavar="PUB", help="Public key file (zoo keygen); refuse bundles not signed by it (repeat for "
+                                         "several keys).")]
 
 
 # modules only an extra installs: a command that needs one says how to get it
@@ -35,11 +76,13 @@ EXTRAS = {**dict.fromkeys(("torch", "torchvision", "torchmetrics", "safetensors"
 
 
 def command(fn):
-    """Register a command whose ZooErrors become one clear line on stderr and a non-zero exit, and whose
-    Ctrl-C, however a library wrapped it, is "interrupted" and exit 130."""
+    """Register a command whose ZooErrors (and OSErrors naming a path: a name too long, a folder that cannot
+    be read) become one clear line on stderr and a non-zero exit, and whose Ctrl-C, however a library
+    wrapped it, is "interrupted" and exit 130."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        err_console.said_interrupted = False   # per command (tests run many in one process)
         try:
             return fn(*args, **kwargs)
         except KeyboardInterrupt:
@@ -48,27 +91,76 @@ def command(fn):
             if interrupted(e):
                 raise typer.Exit(_interrupted()) from None
             if isinstance(e, ZooError):
-                err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+                err_console.print(f"[bold red]error:[/] {printable(str(e))}", highlight=False, soft_wrap=True)
                 raise typer.Exit(e.exit_code) from None
+            if isinstance(e, OSError) and e.filename is not None:   # a path the system refuses: too long, ...
+                err_console.print(f"[bold red]error:[/] {printable(f'{e.filename}: {e.strerror or e}')}",
+                                  highlight=False, soft_wrap=True)
+                raise typer.Exit(2) from None
             if isinstance(e, ModuleNotFoundError) and (e.name or "").split(".")[0] in EXTRAS:
                 extra, what = EXTRAS[e.name.split(".")[0]]
-                err_console.print("[bold red]error:[/] " + escape(
+                err_console.print("[bold red]error:[/] " + printable(
                     f"`zoo {fn.__name__.rstrip('_')}` needs {what} ({e.name} is not installed): "
                     f"pip install 'zoo[{extra}]' (or, in a checkout, pip install -e '.[{extra}]')"), highlight=False,
                     soft_wrap=True)
                 raise typer.Exit(2) from None
             raise
 
-    return app.command()(wrapper)
+    return app.command(cls=_Command)(wrapper)
 
 
 def _interrupted() -> int:
-    """Say so and give exit status 130. CPython marks a Ctrl-C that passed through exec()/eval() of a string
-    (under torch.export, sympy's parser and torch.fx do) as never handled and kills the process with SIGINT at exit,
-    even after it was caught; running any string clears that mark."""
-    err_console.print("interrupted")
+    """Say so (once) and give exit status 130. CPython marks a Ctrl-C that passed through exec()/eval() of a
+    string (under torch.export, sympy's parser and torch.fx do) as never handled and kills the process with
+    SIGINT at exit, even after it was caught; running any string clears that mark."""
+    if not err_console.said_interrupted:
+        err_console.print("interrupted")
     exec("None")
     return 130
+
+
+# characters that would reach the terminal as commands (colour, cursor moves, title changes, a bell) or
+# reorder what is shown (bidirectional overrides); newlines and tabs are kept
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def plain(text) -> str:
+    """A string from outside (a file name, a CSV value, a label from a manifest, an error naming them) with
+    its control characters shown as \\xNN instead of acting on the terminal."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256 else f"\\u{ord(m.group()):04x}",
+                        str(text))
+
+
+def printable(text) -> str:
+    """`plain(text)` with its rich markup escaped: what goes into rich's print and tables."""
+    return escape(plain(text))
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        print(f"zoo {zoo.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True,
+                                                help="Print the version and exit.")] = False):
+    pass   # the app's options; its help is the Typer's
+
+
+def _check_early(name: str | None = None, data: str | None = None, weights: str | None = None,
+                 inputs: builtins.list[str] = ()) -> None:
+    """What can be checked without torch, checked before a command imports it (seconds): an unknown model
+    name or a missing path is one line at once, in the words the library would use."""
+    if name is not None:
+        registry.get(name)
+    if data is not None and not Path(data).expanduser().exists():
+        raise ZooError(f"--data {data}: no such file or folder")
+    if weights is not None and not Path(weights).is_file():
+        raise ZooError(f"weights file {weights} does not exist")
+    for item in inputs:
+        if not Path(item).exists():
+            raise ZooError(f"input file {item} does not exist")
 
 
 def print_json(data) -> None:
@@ -118,6 +210,7 @@ def info(name: Annotated[str, typer.Argument(help="Model name, e.g. clouds-cnn."
     data["preprocess"] = {key: pre.to_dict() for key, pre in fitted.items()}
     data["inputs_described"] = {key: pre.describe() for key, pre in fitted.items()}
     data["dataset_source"] = registry.dataset(spec.dataset).source
+    data["dataset_caveat"] = registry.dataset(spec.dataset).caveat
     data["weights"] = card
     if json_:
         return print_json(data)
@@ -133,16 +226,18 @@ def info(name: Annotated[str, typer.Argument(help="Model name, e.g. clouds-cnn."
     table.add_row("architecture", spec.description)
     table.add_row("params", f"{spec.params:,}")
     for t in spec.inputs:
-        table.add_row(f"input {t.name}", f"{tuple(t.shape)} {t.dtype}: {escape(fitted[t.name].describe())}")
+        table.add_row(f"input {t.name}", f"{tuple(t.shape)} {t.dtype}: {printable(fitted[t.name].describe())}")
     for t in spec.outputs:
         table.add_row(f"output {t.name}", f"{tuple(t.shape)} {t.dtype} ({spec.output_kind})")
     for key, values in spec.labels.items():
         table.add_row(f"labels {key}", labels_text(values))
-    table.add_row("dataset", f"{spec.dataset}: {escape(data['dataset_source'])}")
+    table.add_row("dataset", f"{spec.dataset}: {printable(data['dataset_source'])}")
+    if data["dataset_caveat"]:
+        table.add_row("[yellow]about the data[/]", printable(data["dataset_caveat"]))
     table.add_row("recipe", ", ".join(f"{k}={v}" for k, v in data["recipe"].items()))
     table.add_row("course result", spec.course_result)
     if card and card.get("caveat"):
-        table.add_row("[yellow]caveat[/]", escape(card["caveat"]))
+        table.add_row("[yellow]caveat[/]", printable(card["caveat"]))
     if card:
         metrics = card.get("metrics", {})
         for split, values in metrics.items():
@@ -198,8 +293,9 @@ def train(
 ):
     """Train a model on its dataset (or the built-in sample) and write weights, card, history and plots
     to runs/ (or --out); the shipped weights are never replaced without --replace-shipped."""
-    from pathlib import Path
-
+    _check_early(name, data)
+    if data_root is not None and not Path(data_root).is_dir():
+        raise ZooError(f"--data-root {data_root}: no such folder")
     from zoo.training import train as train_model
 
     if nproc is not None:
@@ -234,20 +330,22 @@ def evaluate(
     data: Annotated[str | None, typer.Option(help="The test split in the dataset's format.",
                                              show_default="the built-in test sample, for weights trained on it")] = None,
     weights: Annotated[str | None, typer.Option(help="Weights file.", show_default="the shipped weights")] = None,
-    out: Annotated[str, typer.Option(help="Folder for the confusion-matrix PNG.")] = ".",
+    out: Annotated[str, typer.Option(help="Folder for the confusion-matrix PNG.")] = "runs",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "cpu",
     builtin: Annotated[bool, typer.Option("--builtin", help="Score weights trained on real data on the built-in "
                                           "synthetic sample anyway.")] = False,
     strict: Annotated[bool, typer.Option(help="Stop at an unreadable image instead of skipping it.")] = False,
     json_: JsonFlag = False,
 ):
-    """Score weights on a test split: the metrics table, and a confusion matrix PNG for classifiers."""
+    """Score weights on a test split: the metrics table, and a confusion matrix PNG for classifiers (in runs/,
+    or --out). Scoring weights on the data they were trained on gets a warning."""
+    _check_early(name, data, weights)
     from zoo.training import evaluate as evaluate_model
 
     result = evaluate_model(name, data, weights=weights, out=out, device=device, builtin=builtin, strict=strict)
     if json_:
         return print_json(result)
-    table = Table(title=f"{name} on {result['data']} ({result['samples']} samples)")
+    table = Table(title=printable(f"{name} on {result['data']} ({result['samples']} samples)"))
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in result["metrics"].items():
@@ -255,9 +353,11 @@ def evaluate(
             table.add_row(key, f"{value:.4f}")
     console.print(table)
     for note in result["notes"]:
-        console.print(f"note: {note}")
+        console.print(f"note: {printable(note)}", highlight=False)
+    for warning in result.get("warnings", []):
+        err_console.print(f"[yellow]warning:[/] {printable(warning)}", highlight=False, soft_wrap=True)
     for plot in result.get("plots", []):
-        console.print(f"wrote {plot}")
+        console.print(f"wrote {printable(plot)}", highlight=False)
 
 
 def _print_parity(title: str, report: dict) -> None:
@@ -265,7 +365,7 @@ def _print_parity(title: str, report: dict) -> None:
 
     tol = report["tolerance"]
     judged = f"atol {tol['atol']:g}, rtol {tol['rtol']:g}" if tol else "errors reported, judged by accuracy"
-    table = Table(title=f"{title}: {report['backend']}, {judged}", title_justify="left")
+    table = Table(title=printable(f"{title}: {report['backend']}, {judged}"), title_justify="left")
     for col in PARITY_COLUMNS:
         table.add_column(col, justify="left" if col in ("inputs", "output", "result") else "right")
     for row in parity_rows(report):
@@ -274,29 +374,48 @@ def _print_parity(title: str, report: dict) -> None:
     _print_checks(report)
 
 
+def _print_table(title: str, columns, rows, left: tuple[str, ...], width: int = 110) -> None:
+    """A report table: `left` columns left-aligned, the rest right; rows whose result is FAIL in red."""
+    table = Table(title=printable(title), title_justify="left")
+    for col in columns:
+        table.add_column(col, justify="left" if col in left else "right")
+    for row in rows:
+        table.add_row(*row, style="red" if row[-1] == "FAIL" else None)
+    Console(width=max(console.width, width)).print(table)
+
+
+def _print_raw_parity(title: str, report: dict) -> None:
+    """A raw-input bundle's parity against zoo.runtime: per output, agreement and the largest differences."""
+    from zoo.export import RAW_PARITY_COLUMNS, raw_parity_rows
+
+    samples = report["samples"]
+    _print_table(f"{title}: vs {report['reference']}; {samples['count']} raw samples ({samples['source']}), "
+                 f"{report['backend']}", RAW_PARITY_COLUMNS, raw_parity_rows(report), ("output", "result"))
+    budget = report["budget"]
+    console.print("budget: " + (f"probabilities within {budget['max_probability_difference']:g}; top-1 {budget['top1']}"
+                                if "max_probability_difference" in budget else
+                                f"outputs within atol {budget['atol']:g} + rtol {budget['rtol']:g}"), highlight=False)
+    _print_checks(report)
+
+
 def _print_checks(report: dict) -> None:
     """The structural checks and any failure of a parity report, without its table."""
     checks = ", ".join(f"{c['check']} {({True: 'ok', False: 'FAIL', None: 'n/a'})[c['passed']]}"
                        for c in report["checks"])
-    ran = "" if report["tolerance"] else f"; ran {len(report['cases'])} input cases"
+    ran = "" if report.get("tolerance") or "budget" in report else f"; ran {len(report['cases'])} input cases"
     console.print(f"checks: {checks}{ran}", markup=False, highlight=False)
     for failure in report["failures"]:
-        console.print(f"[red]FAIL[/] {escape(failure)}", highlight=False)
+        console.print(f"[red]FAIL[/] {printable(failure)}", highlight=False)
 
 
 def _print_accuracy(title: str, report: dict) -> None:
     from zoo.export import ACCURACY_COLUMNS, accuracy_rows
 
     data = report["data"]
-    table = Table(title=f"{title}: {data['validation_samples']} validation samples ({data['source']}), "
-                        f"{report['backend']}", title_justify="left")
-    for col in ACCURACY_COLUMNS:
-        table.add_column(col, justify="left" if col in ("measure", "result") else "right")
-    for row in accuracy_rows(report):
-        table.add_row(*row, style="red" if row[-1] == "FAIL" else None)
-    Console(width=max(console.width, 110)).print(table)
+    _print_table(f"{title}: {data['validation_samples']} validation samples ({data['source']}), {report['backend']}",
+                 ACCURACY_COLUMNS, accuracy_rows(report), ("measure", "result"))
     if data.get("note"):
-        console.print(f"[yellow]note:[/] {escape(data['note'])}", highlight=False)
+        console.print(f"[yellow]note:[/] {printable(data['note'])}", highlight=False)
 
 
 def _comma_list(value: str) -> builtins.list[str]:
@@ -331,15 +450,22 @@ def export(
                                                  "(0.01 = 1 point of accuracy).")] = 0.01,
     max_mse_increase: Annotated[float, typer.Option(help="Budget, regression and series: relative MSE increase "
                                                          "allowed (0.02 = 2 %).")] = 0.02,
+    raw_inputs: Annotated[bool, typer.Option("--raw-inputs", help="Also write <name>-onnx-raw/: the fp32 ONNX model "
+                                             "with its preprocessing in the graph, taking decoded pixels (uint8, any "
+                                             "size), CSV values and category names; any ONNX Runtime binding runs it "
+                                             "without zoo.")] = False,
     all_: Annotated[bool, typer.Option("--all", help="Export every model that has shipped weights.")] = False,
+    sign: Annotated[str | None, typer.Option(metavar="KEY", help="Sign each bundle with this private key (zoo "
+                                             "keygen): model.sig, checked by --trusted-key.")] = None,
+    replace: Annotated[bool, typer.Option("--replace", help="Replace bundles in --out that were exported from "
+                                          "other weights (refused otherwise).")] = False,
     json_: JsonFlag = False,
 ):
     """Export a model to ONNX / TorchScript / torch.export bundles; parity is measured before writing.
     Reduced ONNX precisions are judged by their accuracy on held-out data (the validation split of --data,
     else the built-in sample) against a budget. --format triton adds the model to the Triton model repository
     <out>/triton/. Without a name: the model last trained into runs/ (zoo train's default), with those weights."""
-    from pathlib import Path
-
+    _check_early(name, data, weights)
     from zoo.errors import ParityError, PrecisionRefused
     from zoo.export import FORMATS, PRECISIONS, Budget, choices, export as export_model
     from zoo.outputs import RUNS, writable_folder
@@ -359,7 +485,7 @@ def export(
         if weights is not None:
             raise ZooError("--weights needs a model name")
         jobs = [(last.stem, last)]
-        err_console.print(f"exporting {last.stem}, last trained into {RUNS}/ ({last})", highlight=False)
+        err_console.print(printable(f"exporting {last.stem}, last trained into {RUNS}/ ({last})"), highlight=False)
     else:
         jobs = [(name, weights)]
     budget = Budget(min_agreement, max_drop, max_mse_increase)
@@ -369,56 +495,66 @@ def export(
     if triton:   # a Triton repository is made from the ONNX bundles
         formats = [f for f in formats if f != "triton"]
         formats = formats if "onnx" in formats or "all" in formats else [*formats, "onnx"]
-    results, repositories, failed = [], [], []
+    results, repositories, failed, notes = [], [], [], []
     for model, model_weights in jobs:
-        with err_console.status(f"exporting {model} ({format_}, {precision}) and measuring parity"):
+        with err_console.status(printable(f"exporting {model} ({format_}, {precision}) and measuring parity")):
             try:
                 paths = export_model(model, formats, weights=model_weights, out=out,
                                      random_weights=random_weights, data=data, atol=atol, rtol=rtol,
-                                     precisions=_comma_list(precision), optimize=optimize, budget=budget)
+                                     precisions=_comma_list(precision), optimize=optimize, budget=budget,
+                                     sign=sign, replace=replace, notes=notes, raw_inputs=raw_inputs)
             except (ParityError, PrecisionRefused) as e:
                 paths = getattr(e, "bundles", [])
                 failed.append(e)
                 for r in e.reports:
                     refused = "reason" in r
                     results.append({"model": r["model"], "format": r["format"], "precision": r["precision"],
-                                    "bundle": None, "passed": False, "parity": None if refused else r,
-                                    "accuracy": r.get("accuracy"), "reason": r.get("reason")})
+                                    "raw_inputs": r.get("raw_inputs", False), "bundle": None, "passed": False,
+                                    "parity": None if refused else r, "accuracy": r.get("accuracy"),
+                                    "reason": r.get("reason")})
         manifests = [read_manifest(Path(p)) for p in paths]
         for manifest in manifests:
             m = manifest.data
-            results.append({"model": m["model"], "format": m["format"],
+            results.append({"model": m["model"], "format": m["format"], "raw_inputs": manifest.raw is not None,
                             "precision": manifest.precision, "bundle": str(manifest.bundle),
                             "passed": True, "exporter": m["exporter"], "parity": m["parity"],
                             "accuracy": m.get("accuracy"), "reason": None})
         if triton:
             from zoo.serve import export_repository
 
-            onnx = [m for m in manifests if m.format == "onnx"]
+            onnx = [m for m in manifests if m.format == "onnx" and m.raw is None]
             repositories += [{"format": "triton", "repository": str(Path(out) / "triton"), "model": m.model,
                               "models": [str(f) for f in export_repository([m], Path(out) / "triton")]} for m in onnx]
     order = {p: i for i, p in enumerate(PRECISIONS)}
-    results.sort(key=lambda r: (r["model"], r["format"], order[r["precision"]]))
+    results.sort(key=lambda r: (r["model"], r["format"], r["raw_inputs"], order[r["precision"]]))
     if json_:
         print_json(results + repositories)
     else:
         for r in results:
             title = f"{r['model']} {r['format']}" + ("" if r["precision"] == "fp32" else f" {r['precision']}")
-            if r["parity"] is not None and r["precision"] == "fp32":
+            title += " raw inputs" if r["raw_inputs"] else ""
+            if r["parity"] is not None and r["raw_inputs"]:
+                _print_raw_parity(title, r["parity"])
+            elif r["parity"] is not None and r["precision"] == "fp32":
                 _print_parity(title, r["parity"])
             elif r["parity"] is not None:   # reduced: the structure and shapes checked, the values judged below
                 _print_checks(r["parity"])
             if r["accuracy"] is not None:
                 _print_accuracy(title, r["accuracy"])
             if r["passed"]:
-                console.print(f"wrote {r['bundle']} ({r['exporter']['name']}"
-                              + ("" if r["precision"] == "fp32" else f", {r['precision']}") + ")", highlight=False)
+                console.print(printable(f"wrote {r['bundle']} ({r['exporter']['name']}"
+                                        + ("" if r["precision"] == "fp32" else f", {r['precision']}")
+                                        + (", preprocessing in the graph" if r["raw_inputs"] else "") + ")"),
+                              highlight=False)
             elif r["reason"]:
-                console.print(f"[red]refused:[/] {escape(r['reason'])}", highlight=False)
+                console.print(f"[red]refused:[/] {printable(r['reason'])}", highlight=False)
             else:
                 console.print(f"[red]parity failed: no {r['format']} bundle written[/]")
         for r in repositories:
-            console.print(f"wrote {', '.join(r['models'])} (Triton model repository {r['repository']})", highlight=False)
+            console.print(printable(f"wrote {', '.join(r['models'])} (Triton model repository {r['repository']})"),
+                          highlight=False)
+    for note in notes:
+        err_console.print(f"[yellow]note:[/] {printable(note)}", highlight=False)
     if failed:
         bad = [r for r in results if not r["passed"]]
         if any(isinstance(e, ParityError) for e in failed):
@@ -433,21 +569,27 @@ def export(
 def verify(
     bundle: Annotated[str, typer.Argument(help="Bundle folder, e.g. bundles/clouds-cnn-onnx.")],
     weights: Annotated[str | None, typer.Option(help="The source weights.",
-                                                show_default="found among the shipped weights by the manifest's sha256")] = None,
+                                                show_default="found by the manifest's sha256 among the shipped "
+                                                             "weights and runs/")] = None,
     data: Annotated[str | None, typer.Option(help="Dataset folder or file: adds real samples; for a reduced "
                                                   "precision, its validation split re-measures the accuracy.")] = None,
+    trust_code: TrustCodeFlag = False,
+    trusted_key: TrustedKeys = None,
     json_: JsonFlag = False,
 ):
     """Re-check a bundle: model file checksum, manifest against the model, parity against the source weights."""
+    _check_early(data=data, weights=weights)
     from zoo.errors import ParityError, PrecisionRefused
     from zoo.export import verify as verify_bundle
 
     try:
-        result = verify_bundle(bundle, weights=weights, data=data)
+        result = verify_bundle(bundle, weights=weights, data=data, trust_code=trust_code, trusted_keys=trusted_key)
     except ParityError as e:
         for report in getattr(e, "reports", []):
             if json_:
                 print_json({"bundle": bundle, "passed": False, "parity": report})
+            elif report.get("raw_inputs"):
+                _print_raw_parity(bundle, report)
             else:
                 _print_parity(bundle, report)
         raise ParityError(f"{bundle}: parity against the source weights failed") from None
@@ -460,7 +602,9 @@ def verify(
         raise
     if json_:
         return print_json(result)
-    if result["parity"] and result["precision"] == "fp32":
+    if result["parity"] and result["raw_inputs"]:
+        _print_raw_parity(bundle, result["parity"])
+    elif result["parity"] and result["precision"] == "fp32":
         _print_parity(bundle, result["parity"])
     elif result["parity"]:
         _print_checks(result["parity"])
@@ -470,11 +614,19 @@ def verify(
         console.print(f"checks: {checks}", markup=False, highlight=False)
     if result["accuracy"]:
         _print_accuracy(bundle, result["accuracy"])
+    tests = result.get("test_data")
+    if tests:
+        golden = f", {tests['golden']['cases']} golden cases" if tests["golden"] else ""
+        console.print(f"test vectors: {tests['vectors']['sets']} sets reproduced by bare onnxruntime{golden}",
+                      highlight=False)
+    elif result["format"] == "onnx":
+        console.print("[yellow]note:[/] no test vectors (exported before zoo wrote them)", highlight=False)
     if result["note"]:
-        console.print(f"[yellow]note:[/] {escape(result['note'])}", highlight=False)
+        console.print(f"[yellow]note:[/] {printable(result['note'])}", highlight=False)
     checked = ("" if not result["parity"] else ", parity passed" if result["precision"] == "fp32"
                else ", inputs and outputs checked" + (", accuracy within its budget" if result["accuracy"] else ""))
-    console.print(f"verified {bundle}: sha256 {result['file_sha256'][:12]}…, manifest matches the model{checked}",
+    console.print(printable(f"verified {bundle}: sha256 {result['file_sha256'][:12]}…, manifest matches the model"
+                            f"{checked}"),
                   highlight=False)
 
 
@@ -509,7 +661,7 @@ def _csv_list(value: str, allowed: tuple, what: str) -> builtins.list[str]:
 def predict(
     bundle: Annotated[str, typer.Argument(help="Bundle folder written by `zoo export`.")],
     inputs: Annotated[builtins.list[str], typer.Argument(
-        help="Image files for image models; one CSV for tabular and series models.")],
+        help="Image files or folders of images for image models; one CSV for tabular and series models.")],
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="Classes shown per input (classifiers).")] = 3,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     backend: Annotated[str | None, typer.Option(help="onnxruntime, torchscript or pt2.",
@@ -519,11 +671,20 @@ def predict(
     strict: Annotated[bool, typer.Option(help="Refuse inputs the model was not trained on (values outside the "
                                          "training range, 16-bit images) instead of answering with a warning.")] = False,
     verify: Annotated[bool, typer.Option(help="Check the model file's sha256 and the manifest against the copy "
-                                         "sealed into it; --no-verify only for bundles you trust.")] = True,
+                                         "sealed into it (proves it was not edited, not who made it); "
+                                         "--no-verify skips that.")] = True,
+    trust_code: TrustCodeFlag = False,
+    trusted_key: TrustedKeys = None,
     json_: JsonFlag = False,
 ):
-    """Run a bundle on files: the top classes with probabilities, or the predicted values."""
+    """Run a bundle on files: the top classes with probabilities, or the predicted values. A folder gives its
+    image files (sorted; other files are skipped with a note). ONNX bundles start in about a second; TorchScript
+    and pt2 bundles import torch first, which adds several seconds (more on a busy machine) before the first
+    prediction."""
     import zoo.runtime
+
+    zoo.runtime.read_manifest(bundle)   # a bad bundle, then a missing input: both said before torch is imported
+    _check_early(inputs=inputs)
 
     fixed = {}
     for item in set_ or []:
@@ -531,31 +692,36 @@ def predict(
         if not sep:
             raise ZooError(f"--set expects NAME=VALUE, got {item!r}")
         fixed[key] = value
+    notes: builtins.list[str] = []   # e.g. the files of a folder that are not images
     try:
-        with zoo.runtime.load(bundle, device=device, backend=backend, verify=verify) as session:
-            results = zoo.runtime.predict_files(session, inputs, top_k=top_k, fixed=fixed, strict=strict)
+        with zoo.runtime.load(bundle, device=device, backend=backend, verify=verify, trust_code=trust_code,
+                              trusted_keys=trusted_key) as session:
+            results = zoo.runtime.predict_files(session, inputs, top_k=top_k, fixed=fixed, strict=strict,
+                                                notes=notes)
     except ValueError as e:
         raise ZooError(str(e)) from None
+    for note in notes:
+        err_console.print(f"note: {escape(note)}", highlight=False)
     if json_:
         return print_json(results)
-    table = Table(title=f"{session.manifest.model} ({session.backend} on {session.device})")
+    table = Table(title=printable(f"{session.manifest.model} ({session.backend} on {session.device})"))
     table.add_column("input")
     for name in results[0]["outputs"]:
-        table.add_column(name)
+        table.add_column(printable(name))
     for r in results:
         cells = []
         for values in r["outputs"].values():
             if values and isinstance(values[0], dict):
-                cells.append("\n".join(f"{v['label']} {v['probability']:.3f}" for v in values))
+                cells.append("\n".join(f"{printable(v['label'])} {v['probability']:.3f}" for v in values))
             else:
                 cells.append(", ".join(f"{v:.4g}" for v in values))
-        table.add_row(r["input"], *cells)
+        table.add_row(printable(r["input"]), *cells)
     console.print(table)
     for r in results:
         for warning in r["warnings"]:
-            err_console.print(f"[yellow]warning:[/] {escape(r['input'])}: {escape(warning)}", highlight=False)
+            err_console.print(f"[yellow]warning:[/] {printable(r['input'])}: {printable(warning)}", highlight=False)
     if session.manifest.caveat:
-        err_console.print(f"[yellow]note:[/] {escape(session.manifest.caveat)}", highlight=False)
+        err_console.print(f"[yellow]note:[/] {printable(session.manifest.caveat)}", highlight=False)
     if session.manifest.random_weights:
         err_console.print("note: this bundle has random weights; its predictions are meaningless")
 
@@ -575,6 +741,10 @@ def bench(
                                                 "int8-static or all (bundles beside the given one, else exported).")]
         = "fp32",
     json_file: Annotated[str | None, typer.Option("--json", help="Also write the results as JSON to FILE.")] = None,
+    trust_code: Annotated[bool, typer.Option("--trust-code", help="Load the TorchScript / pt2 bundles beside the "
+                                             "given one (their files can run code when loaded); without it they "
+                                             "are skipped. Bundles bench exports itself are always loaded.")]
+        = False,
 ):
     """Latency, throughput, size and memory per backend x precision x device x batch, against eager PyTorch.
     Exits 1 when nothing could be measured."""
@@ -591,14 +761,16 @@ def bench(
         raise ZooError(f"--batch: expected comma-separated integers, got {batch!r}") from None
     if json_file:
         writable_file(json_file, "--json")
+    _refuse_raw_inputs(target, "zoo bench")
     with err_console.status("benchmarking") as status:
         result = zbench.run(target, backends, devices, batches, iters, warmup, threads,
-                            progress=lambda m: status.update(f"benchmarking {m}"), precisions=precisions)
+                            progress=lambda m: status.update(f"benchmarking {m}"), precisions=precisions,
+                            trust_code=trust_code)
     if json_file:
         from pathlib import Path
         write_json(Path(json_file), result)
-    table = Table(title=f"{result['model']}: {result['threads']} thread(s), {result['iters']} iters, "
-                        f"weights {result['weights']}; eager baseline {result.get('eager_weights', '-')}")
+    table = Table(title=printable(f"{result['model']}: {result['threads']} thread(s), {result['iters']} iters, "
+                                  f"weights {result['weights']}; eager baseline {result.get('eager_weights', '-')}"))
     for col in ("backend", "precision", "device", "batch", "size MB", "create ms", "first ms", "mean ms",
                 "p50/p90/p99 ms", "CV", "samples/s", "peak MB RSS/GPU", "vs eager", "vs fp32"):
         table.add_column(col, justify="left" if col in ("backend", "precision", "device") else "right")
@@ -617,9 +789,22 @@ def bench(
                   "torchscript, pt2 and eager[/]")
     for s in result["skipped"]:
         what = s["backend"] + ("" if s.get("precision", "fp32") == "fp32" else f" {s['precision']}")
-        console.print(f"skipped {what} on {s['device']}: {escape(s['reason'])}", highlight=False)
+        console.print(f"skipped {what} on {s['device']}: {printable(s['reason'])}", highlight=False)
     if not result["rows"]:
         raise ZooError("nothing could be measured: every backend x device was skipped (reasons above)", exit_code=1)
+
+
+@command
+def keygen(key: Annotated[str, typer.Argument(metavar="KEY", help="Where to write the private key (PEM, mode 0600), "
+                                              "e.g. signing-key.pem; the public key goes beside it as "
+                                              "signing-key.pub.")]):
+    """Make a key pair for signing bundles (zoo export --sign KEY) and checking them (--trusted-key KEY.pub).
+    Keep the private key to yourself; give the public key to whoever loads your bundles."""
+    import zoo.runtime
+
+    private, public = zoo.runtime.make_key_pair(key)
+    console.print(f"wrote {private} (private: sign with zoo export --sign {private}) and {public} (public: "
+                  f"check with --trusted-key {public})", markup=False, highlight=False, soft_wrap=True)
 
 
 @command
@@ -635,7 +820,8 @@ def doctor(
 
     if device not in (None, "cpu", "cuda"):
         raise ZooError(f"--device {device!r}: expected cpu or cuda")
-    report = diagnose(device)
+    with err_console.status("zoo doctor") as status:   # a spinner on a terminal only
+        report = diagnose(device, progress=lambda step: status.update(f"zoo doctor: {step}"))
     if json_:
         print_json(report)
     else:
@@ -649,29 +835,42 @@ def doctor(
         table.add_row("providers compiled in", ", ".join(ort["compiled"]) or "-")
         for row in ort["providers"]:
             table.add_row(f"  {row['provider']}", "[green]loads[/]" if row["loads"] else
-                          f"[red]does not load[/]: {escape(row['error'] or '')}")
+                          f"[red]does not load[/]: {printable(row['error'] or '')}")
         if torch_info["installed"]:
             table.add_row("torch", f"{torch_info['version']} (CUDA build {torch_info['cuda_build']}, cuDNN "
                                    f"{torch_info['cudnn']}); GPU usable: {torch_info['cuda_available']} "
                                    f"{', '.join(torch_info['devices'])}; {torch_info['threads']} threads")
         else:
-            table.add_row("torch", f"not installed ({escape(torch_info['hint'])})")
+            table.add_row("torch", f"not installed ({printable(torch_info['hint'])})")
         for name, lib in report["cuda_libraries"].items():
             found = ", ".join(lib["found"][:2]) or "not found"
             version = f" (version {lib['version']})" if lib["version"] else ""
-            table.add_row(f"lib {name}", escape(found + version))
+            table.add_row(f"lib {name}", printable(found + version))
         gpu = report["gpus"]
-        table.add_row("GPUs (nvidia-smi)", escape(", ".join(gpu["devices"]) or gpu["error"] or "none"))
+        table.add_row("GPUs (nvidia-smi)", printable(", ".join(gpu["devices"]) or gpu["error"] or "none"))
         t = report["threads"]
         table.add_row("threads", f"{t['usable_cores']} usable cores of {t['cpu_count']}; OMP_NUM_THREADS="
                                  f"{t['OMP_NUM_THREADS']}, MKL_NUM_THREADS={t['MKL_NUM_THREADS']}")
         console.print(table)
         for p in report["problems"]:
-            console.print(f"[red]problem:[/] {escape(p['problem'])}\n  [bold]fix:[/] {escape(p['fix'])}", highlight=False)
+            console.print(f"[red]problem:[/] {printable(p['problem'])}\n  [bold]fix:[/] {printable(p['fix'])}", highlight=False)
         if report["ok"]:
             console.print("[green]ok[/]" + (f": {device} can be used" if device else ""))
     if not report["ok"]:
         raise typer.Exit(1)
+
+
+def _refuse_raw_inputs(target, command: str) -> None:
+    """Raw-input bundles take pixels, CSV columns and category names, not the network's tensors that `command`
+    is built on: one line saying what to use instead."""
+    from pathlib import Path
+
+    import zoo.runtime
+
+    if (Path(target) / zoo.runtime.MANIFEST_NAME).is_file() and zoo.runtime.read_manifest(target).raw is not None:
+        raise ZooError(f"{target} is a raw-input bundle (preprocessing in the graph); {command} takes the model's "
+                       "tensors: give it the <name>-onnx bundle" + (" (benchmarks/raw_inputs.py measures raw-input "
+                                                                     "bundles)" if command == "zoo bench" else ""))
 
 
 def _bundle_for(target: str, out: str = "bundles"):
@@ -688,6 +887,7 @@ def _bundle_for(target: str, out: str = "bundles"):
     spec = registry.get(target)   # an unknown name: one line with the closest names
     bundle = Path(out) / f"{spec.name}-onnx"
     if (bundle / "manifest.json").is_file():
+        _say_whose_weights(bundle, spec)
         return bundle
     if any(importlib.util.find_spec(m) is None for m in ("torch", "onnx", "onnxscript")):
         raise ZooError(f"no bundle for {spec.name} at {bundle}: export one with `zoo export {spec.name} --format "
@@ -696,8 +896,29 @@ def _bundle_for(target: str, out: str = "bundles"):
 
     with err_console.status(f"no bundle at {bundle}: exporting {spec.name} (shipped weights) and measuring parity"):
         export_model(spec.name, ["onnx"], out=out)
-    err_console.print(f"exported {bundle}", highlight=False)
+    err_console.print(printable(f"exported {bundle}"), highlight=False)
     return bundle
+
+
+def _say_whose_weights(bundle, spec) -> None:
+    """A model name serves bundles/<name>-onnx whatever weights it was exported from: say so when they are
+    not the shipped ones, which the name suggests."""
+    from zoo.runtime import BundleError, read_manifest
+    from zoo.weights import resolve, sha256_file
+
+    try:
+        record = read_manifest(bundle).data["weights"]
+    except BundleError:
+        return   # loading it says what is wrong
+    shipped = resolve(spec, None)
+    if record.get("random"):
+        whose = "random weights"
+    elif shipped is None or sha256_file(shipped) != record.get("sha256"):
+        whose = f"{record.get('source')} (sha256 {str(record.get('sha256'))[:12]}…)"
+    else:
+        return
+    err_console.print(printable(f"note: serving {bundle}, exported from {whose}, not from the shipped weights"),
+                      highlight=False)
 
 
 @command
@@ -725,7 +946,15 @@ def serve(
     max_body_mb: Annotated[float, typer.Option(min=0.001, help="Larger request bodies get 413 (zoo engine; "
                                                          "Triton has its own limits).")] = 32,
     drain_seconds: Annotated[float, typer.Option(min=0, help="On SIGTERM, how long in-flight requests may "
-                                                 "take to finish.")] = 30,
+                                                 "take to finish (those still running then get 503).")] = 30,
+    max_image_mpx: Annotated[float, typer.Option(min=0.001, help="Larger images (megapixels) get 413 before "
+                                                 "they are decoded (zoo engine).")] = 16,
+    max_header_kb: Annotated[float, typer.Option(min=1, help="A larger request line + headers gets 431 (zoo "
+                                                 "engine).")] = 64,
+    head_timeout: Annotated[float, typer.Option(min=0.1, help="Seconds a client may take to send a request's "
+                                                "head; slower ones get 408 and are disconnected (zoo engine).")] = 10,
+    body_timeout: Annotated[float, typer.Option(min=0.1, help="Seconds a client may take to send a request's "
+                                                "body after its head; the same (zoo engine).")] = 60,
     grpc_port: Annotated[int | None, typer.Option(min=0, max=65535, help="gRPC port (KServe v2 "
                                                   "GRPCInferenceService; 0: any free port).",
                                                   show_default="--port + 1, or any free port with --port 0")] = None,
@@ -737,6 +966,8 @@ def serve(
     repository: Annotated[str | None, typer.Option(help="Triton: write the model repository here (and keep "
                                                         "it).", show_default="a temporary folder")] = None,
     access_log: Annotated[bool, typer.Option(help="Log every request (zoo engine).")] = False,
+    trust_code: TrustCodeFlag = False,
+    trusted_key: TrustedKeys = None,
 ):
     """Serve bundles with the Open Inference Protocol (KServe v2) over HTTP and gRPC: /v2/models/NAME/infer,
     NAME-raw for raw inputs, metadata, health, statistics, model load/unload, /classify, dynamic batching,
@@ -746,6 +977,9 @@ def serve(
     if device not in ("cpu", "cuda"):
         raise ZooError(f"--device must be cpu or cuda, got {device!r}")
     bundles = [_bundle_for(t) for t in targets]
+    trust = {"trust_code": trust_code, "trusted_keys": trusted_key}
+    for bundle in bundles:
+        _refuse_raw_inputs(bundle, "zoo serve")
     from zoo.serve import fit_cores
 
     instances, threads = fit_cores(instances, threads, device)
@@ -755,19 +989,22 @@ def serve(
         raise ZooError(f"--port {port}: gRPC goes on --port + 1 by default; choose a lower port or give --grpc-port")
     if engine == "triton":
         return _serve_triton(bundles, host, port, grpc_port, metrics_port, triton_env, repository, device,
-                             max_batch_size, max_queue_delay_ms, instances, threads, drain_seconds)
+                             max_batch_size, max_queue_delay_ms, instances, threads, drain_seconds, trust)
     import zoo.runtime
     import zoo.serve
 
     sessions = []
     try:
         for bundle in bundles:
-            sessions.append(zoo.runtime.load(bundle, device=device, threads=threads))
+            sessions.append(zoo.runtime.load(bundle, device=device, threads=threads, **trust))
         options = zoo.serve.Options(max_batch_size=max_batch_size, max_queue_delay_ms=max_queue_delay_ms,
-                                    instances=instances, workers=instances, max_body_bytes=int(max_body_mb * 2**20))
+                                    instances=instances, workers=instances, max_body_bytes=int(max_body_mb * 2**20),
+                                    max_image_pixels=int(max_image_mpx * 1e6), max_head_bytes=int(max_header_kb * 1024),
+                                    head_timeout=head_timeout, body_timeout=body_timeout, trust=trust)
         try:
             zoo.serve.serve(sessions, host, port, options, drain_seconds=drain_seconds, access_log=access_log,
-                            announce=lambda line: print(line, flush=True), workers=instances, grpc_port=grpc_port)
+                            announce=lambda line: print(plain(line), flush=True), workers=instances,
+                            grpc_port=grpc_port)
         except ValueError as e:
             raise ZooError(str(e)) from None
     finally:
@@ -776,7 +1013,7 @@ def serve(
 
 
 def _serve_triton(bundles, host, port, grpc_port, metrics_port, triton_env, repository, device, max_batch_size,
-                  max_queue_delay_ms, instances, threads, drain_seconds) -> None:
+                  max_queue_delay_ms, instances, threads, drain_seconds, trust: dict) -> None:
     import tempfile
     from pathlib import Path
 
@@ -792,7 +1029,7 @@ def _serve_triton(bundles, host, port, grpc_port, metrics_port, triton_env, repo
     install = zoo.serve.find_triton(triton_env)
     manifests = []
     for bundle in bundles:   # checked here, so a bad bundle is one line rather than a model that fails to load
-        with zoo.runtime.load(bundle, threads=1) as session:
+        with zoo.runtime.load(bundle, threads=1, **trust) as session:
             manifests.append(session.manifest)
     names = [m.model for m in manifests]
     if len(set(names)) != len(names):
@@ -805,8 +1042,8 @@ def _serve_triton(bundles, host, port, grpc_port, metrics_port, triton_env, repo
                                                kind="KIND_GPU" if device == "cuda" else "KIND_CPU")
         argv, env = zoo.serve.triton_command(install, repo, Path(work), host, port, grpc_port, metrics_port,
                                              [f.name for f in folders], exit_timeout=max(1, round(drain_seconds)))
-        print(f"tritonserver: {', '.join(names)} on http://{host}:{port}/ (gRPC {grpc_port}, metrics "
-              f"http://{host}:{metrics_port}/metrics; repository {repo}; Python {install.python})", flush=True)
+        print(plain(f"tritonserver: {', '.join(names)} on http://{host}:{port}/ (gRPC {grpc_port}, metrics "
+                    f"http://{host}:{metrics_port}/metrics; repository {repo}; Python {install.python})"), flush=True)
         code = zoo.serve.run_foreground(argv, env)
     if code not in (0, -15):
         raise ZooError(f"tritonserver exited with code {code} (its log is above)", exit_code=1)

@@ -25,9 +25,31 @@ import numpy as np
 
 __all__ = ["TensorSpec", "ImagePreprocess", "TabularPreprocess", "SeriesPreprocess", "OneHotPreprocess",
            "Preprocess", "InvalidField", "preprocess_from_dict", "preprocessing_from_dict", "preprocessing_to_dict",
-           "RANGE_SLACK"]
+           "RANGE_SLACK", "LIMITS", "decimal_comma", "MAX_IMAGE_PIXELS", "ImageTooLarge"]
 
 RANGE_SLACK = 0.1  # a value more than this share of the training range outside it gets a warning
+MAX_IMAGE_PIXELS = 64_000_000   # image files and bytes with more pixels are refused before decoding (8000 x 8000)
+STRING = "string"  # the dtype of a tensor of text (category names fed to a raw-input model); not a numpy name
+
+# What a card or manifest may declare, so that a hostile or corrupted one is refused when it is read instead of
+# allocating without bound at the first prediction. Each is many times what the largest course model uses
+# (in brackets): images 224x224, padding 2, 3x224x224 input values, 9 tabular columns, 4 categories, 30
+# one-hot categories, a 96-step window.
+LIMITS = {
+    "tensor_rank": 8,               # axes of an input or output, batch included (4)
+    "tensor_values": 1 << 24,       # values per sample: the product of the fixed axes (150,528)
+    "image_side": 2048,             # pixels, height or width after resizing (224)
+    "image_pad": 256,               # pixels of zero padding per side (2)
+    "tabular_columns": 1024,        # columns read from a row (9)
+    "categories": 1024,             # values of one categorical column (4)
+    "tabular_features": 4096,       # model input columns after encoding (9)
+    "vocabulary": 1024,             # one-hot categories; apply() builds a vocabulary x vocabulary identity (30)
+    "series_window": 65536,         # readings per window (96)
+}
+
+
+class ImageTooLarge(ValueError):
+    """An image file whose pixel count is over the cap, found before it was decoded."""
 
 Warn = Callable[[int, str], None] | None   # warn(sample index, message) collects per-sample warnings
 
@@ -75,6 +97,18 @@ def _flag(d: Mapping, key: str, where: str, default: bool = False) -> bool:
     return value
 
 
+def decimal_comma(text) -> str:
+    """For a text that is a number only with a decimal comma ("7,5", as spreadsheets in many locales write
+    it): a hint to add to the error; else ""."""
+    if not isinstance(text, str) or "," not in text:
+        return ""
+    try:
+        float(text.replace(",", "."))
+    except ValueError:
+        return ""
+    return " (a decimal comma? write numbers with a point, e.g. 7.5)"
+
+
 def _out_of_range(value: float, low: float, high: float) -> bool:
     slack = RANGE_SLACK * max(high - low, 1e-12)
     return value < low - slack or value > high + slack
@@ -84,7 +118,8 @@ def _out_of_range(value: float, low: float, high: float) -> bool:
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """One model input or output. `shape` includes the batch axis; a string names a dynamic axis."""
+    """One model input or output. `shape` includes the batch axis; a string names a dynamic axis. `dtype`: a
+    numeric numpy dtype name, or "string" for text (a raw-input model's category names)."""
     name: str
     shape: tuple[int | str, ...]
     dtype: str = "float32"
@@ -111,15 +146,20 @@ class TensorSpec:
         if not isinstance(d.get("name"), str) or not d["name"]:
             raise InvalidField(f"{where}.name", "a non-empty string", d.get("name"))
         shape = d.get("shape")
-        if not isinstance(shape, list) or not shape or not all(
-                (isinstance(x, str) and x) or (_is_int(x) and x > 0) for x in shape):
-            raise InvalidField(f"{where}.shape", "a non-empty list of positive integers and axis names", shape)
+        if not isinstance(shape, list) or not shape or len(shape) > LIMITS["tensor_rank"] or not all(
+                (isinstance(x, str) and x) or (_is_int(x) and 0 < x <= LIMITS["tensor_values"]) for x in shape):
+            raise InvalidField(f"{where}.shape", f"a list of 1 to {LIMITS['tensor_rank']} positive integers and "
+                               "axis names", shape)
+        if math.prod(x for x in shape if _is_int(x)) > LIMITS["tensor_values"]:
+            raise InvalidField(f"{where}.shape", f"at most {LIMITS['tensor_values']:,} values per sample (the "
+                               "product of the fixed axes)", shape)
         dtype = d.get("dtype", "float32")
         try:
-            if not isinstance(dtype, str) or np.dtype(dtype).kind not in "iuf":
+            if not isinstance(dtype, str) or (dtype != STRING and np.dtype(dtype).kind not in "iuf"):
                 raise TypeError
         except TypeError:
-            raise InvalidField(f"{where}.dtype", 'a numeric numpy dtype name such as "float32"', dtype) from None
+            raise InvalidField(f"{where}.dtype", f'a numeric numpy dtype name such as "float32", or "{STRING}"',
+                               dtype) from None
         return cls(d["name"], tuple(shape), dtype)
 
     @classmethod
@@ -131,6 +171,13 @@ class TensorSpec:
         if len(set(names)) != len(names):
             raise InvalidField(f"{where}[*].name", "distinct names", names)
         return tensors
+
+
+def _warn_if_flat(array: np.ndarray, warn: Warn, index: int) -> None:
+    colours = array.reshape(-1, array.shape[2] if array.ndim == 3 else 1)
+    if warn and (colours == colours[0]).all():
+        warn(index, f"the image is one flat colour {tuple(int(v) for v in colours[0])}: there is nothing in it "
+                    "for the model to recognise, so its answer means little")
 
 
 # --- images --------------------------------------------------------------------------------------
@@ -160,23 +207,37 @@ class ImagePreprocess:
         h, w = self.size[0] + 2 * self.pad, self.size[1] + 2 * self.pad
         return (self.channels * h * w,) if self.flatten else (self.channels, h, w)
 
-    def decode(self, source, warn: Warn = None, index: int = 0) -> np.ndarray:
-        """Image file path, encoded bytes, PIL image or uint8 array (H, W) / (H, W, C) -> uint8 (C, H, W)
-        in `mode` and `size`. 16-bit images are scaled to 8 bits; images the model cannot take as they
-        are (16/32-bit, transparency) are still decoded, with a warning through `warn`."""
-        from PIL import Image, UnidentifiedImageError
+    def image(self, source, warn: Warn = None, index: int = 0, max_pixels: int | None = MAX_IMAGE_PIXELS):
+        """Image file path, encoded bytes, PIL image or uint8 array (H, W) / (H, W, C) -> PIL image in `mode`,
+        8 bits, at its own size. A file or bytes of more than `max_pixels` pixels is refused (ImageTooLarge)
+        before it is decoded (None: only Pillow's own limit, 179 Mpx). 16-bit images are scaled to 8 bits;
+        images the model cannot take as they are (16/32-bit, transparency, several frames) are still decoded,
+        with a warning through `warn`."""
+        from PIL import Image
 
         if isinstance(source, (str, Path, bytes)):
+            what = f"({len(source)} bytes)" if isinstance(source, bytes) else source
             try:
                 with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+                    pixels = img.width * img.height
+                    if max_pixels is not None and pixels > max_pixels:
+                        raise ImageTooLarge(f"image {what} is {img.width}x{img.height} ({pixels / 1e6:.1f} Mpx): "
+                                            f"more than the {max_pixels / 1e6:g} Mpx allowed")
+                    frames = getattr(img, "n_frames", 1) if img.format != "MPO" else 1   # MPO: photo + previews
                     img.load()
                     image = img
-            except (OSError, UnidentifiedImageError, Image.DecompressionBombError, ValueError) as e:
-                what = f"({len(source)} bytes)" if isinstance(source, bytes) else source
-                reason = str(e)
+            except ImageTooLarge:
+                raise
+            except Image.DecompressionBombError:
+                limit = 2 * Image.MAX_IMAGE_PIXELS / 1e6
+                raise ImageTooLarge(f"image {what} has more than Pillow's limit of {limit:.0f} Mpx") from None
+            except Exception as e:  # noqa: BLE001 - Pillow's decoders raise many types on hostile files
+                reason = str(e) or type(e).__name__
                 if isinstance(source, bytes) and " <_io.BytesIO" in reason:   # PIL names the buffer object
                     reason = reason[: reason.index(" <_io.BytesIO")]
                 raise ValueError(f"cannot read image {what}: {reason}") from None
+            if frames > 1 and warn:
+                warn(index, f"{frames} frames (an animation or a multi-page file): only the first was used")
         elif isinstance(source, np.ndarray):
             if source.dtype != np.uint8 or source.ndim not in (2, 3) or (source.ndim == 3 and source.shape[2] not in (1, 3, 4)):
                 raise ValueError(f"an image array must be uint8 (H, W) or (H, W, 1|3|4), got {source.dtype} {source.shape}")
@@ -186,8 +247,21 @@ class ImagePreprocess:
         else:
             raise ValueError(f"expected an image path, image bytes, PIL image or uint8 array, got {type(source).__name__}")
         image = self._to_8bit(image, warn, index)
-        if image.mode != self.mode:
-            image = image.convert(self.mode)
+        return image if image.mode == self.mode else image.convert(self.mode)
+
+    def pixels(self, source, warn: Warn = None, index: int = 0,
+               max_pixels: int | None = MAX_IMAGE_PIXELS) -> np.ndarray:
+        """What a raw-input model takes: `image`'s pixels, uint8 (H, W, channels), not resized."""
+        array = np.asarray(self.image(source, warn, index, max_pixels), dtype=np.uint8)
+        _warn_if_flat(array, warn, index)
+        return array[..., None] if array.ndim == 2 else array
+
+    def decode(self, source, warn: Warn = None, index: int = 0,
+               max_pixels: int | None = MAX_IMAGE_PIXELS) -> np.ndarray:
+        """`image`, resized to `size` as `resize` says -> uint8 (C, H, W) (a flat colour gets a warning)."""
+        from PIL import Image
+
+        image = self.image(source, warn, index, max_pixels)
         height, width = self.size
         if self.resize == "crop" and image.size != (width, height):
             scale = max(width / image.width, height / image.height)
@@ -198,6 +272,7 @@ class ImagePreprocess:
         elif image.size != (width, height):
             image = image.resize((width, height), Image.BILINEAR)
         array = np.asarray(image, dtype=np.uint8)
+        _warn_if_flat(array, warn, index)
         return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
 
     @staticmethod
@@ -205,14 +280,16 @@ class ImagePreprocess:
         from PIL import Image
 
         if image.mode.startswith("I;16") or image.mode in ("I", "F"):
-            values = np.asarray(image, dtype=np.float64)
+            values = np.asarray(image)   # uint16, int32 or float32 as stored: no wider copy
             low, high = values.min(), values.max()
             if image.mode == "I" and 0 <= low and high <= 255:   # 8-bit values in a 32-bit container
                 return Image.fromarray(values.astype(np.uint8))
             if image.mode != "F" and 0 <= low and high <= 65535:
                 if warn:
                     warn(index, "16-bit image: scaled to 8 bits; the model was trained on 8-bit images")
-                return Image.fromarray(np.round(values / 257).astype(np.uint8))
+                # round(v / 257) for every 16-bit value, looked up: one byte per pixel, no float copy
+                table = ((np.arange(65536, dtype=np.uint32) + 128) // 257).astype(np.uint8)
+                return Image.fromarray(table[values])
             if warn:
                 warn(index, f"{image.mode} image with values {low:g} to {high:g}: clipped to 0-255; the model was "
                             "trained on 8-bit images")
@@ -223,13 +300,13 @@ class ImagePreprocess:
                 warn(index, f"{int((alpha < 255).sum())} transparent pixel(s): the alpha channel was dropped")
         return image
 
-    def encode(self, items, warn: Warn = None) -> np.ndarray:
-        """One image or a list of them -> uint8 (N, C, H, W)."""
+    def encode(self, items, warn: Warn = None, max_pixels: int | None = MAX_IMAGE_PIXELS) -> np.ndarray:
+        """One image or a list of them -> uint8 (N, C, H, W); `max_pixels` as in `decode`."""
         many = isinstance(items, (list, tuple)) or (isinstance(items, np.ndarray) and items.ndim == 4)
         items = list(items) if many else [items]
         if not items:
             raise ValueError("expected at least one image, got none")
-        return np.stack([self.decode(item, warn, i) for i, item in enumerate(items)])
+        return np.stack([self.decode(item, warn, i, max_pixels) for i, item in enumerate(items)])
 
     def apply(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 (N, C, H, W) -> float32 model input."""
@@ -281,8 +358,9 @@ class ImagePreprocess:
     @classmethod
     def from_dict(cls, d: Mapping, where: str) -> "ImagePreprocess":
         size = d.get("size")
-        if not isinstance(size, list) or len(size) != 2 or not all(_is_int(x) and x > 0 for x in size):
-            raise InvalidField(f"{where}.size", "[height, width], two positive integers", size)
+        if not isinstance(size, list) or len(size) != 2 or not all(_is_int(x) and 0 < x <= LIMITS["image_side"]
+                                                                    for x in size):
+            raise InvalidField(f"{where}.size", f"[height, width], two integers from 1 to {LIMITS['image_side']}", size)
         mode = d.get("mode", "RGB")
         if mode not in ("RGB", "L"):
             raise InvalidField(f"{where}.mode", '"RGB" or "L"', mode)
@@ -290,8 +368,8 @@ class ImagePreprocess:
         if resize not in ("stretch", "crop"):
             raise InvalidField(f"{where}.resize", '"stretch" or "crop"', resize)
         pad = d.get("pad", 0)
-        if not _is_int(pad) or pad < 0:
-            raise InvalidField(f"{where}.pad", "a non-negative integer", pad)
+        if not _is_int(pad) or not 0 <= pad <= LIMITS["image_pad"]:
+            raise InvalidField(f"{where}.pad", f"an integer from 0 to {LIMITS['image_pad']}", pad)
         channels = 1 if mode == "L" else 3
         if (d.get("mean") is None) != (d.get("std") is None):
             raise InvalidField(f"{where}.mean/std", "both given or both null", [d.get("mean"), d.get("std")])
@@ -348,9 +426,10 @@ class TabularPreprocess:
     def model_shape(self) -> tuple:
         return (len(self.features),)
 
-    def encode(self, rows, warn: Warn = None, labels: Sequence[str] | None = None) -> np.ndarray:
-        """A row (mapping keyed by column name, matched case-insensitively) or a list of rows -> float64
-        (N, F). `labels` name the rows in error messages (default "row 1", "row 2", ...)."""
+    def values(self, rows, warn: Warn = None, labels: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """A row (mapping keyed by column name, matched case-insensitively) or a list of rows -> per column
+        (N,): float64 numbers, or int64 indices into the column's categories (names matched case-insensitively,
+        surrounding spaces ignored). `labels` name the rows in error messages (default "row 1", "row 2", ...)."""
         if isinstance(rows, Mapping):
             rows = [rows]
         if not isinstance(rows, Sequence) or isinstance(rows, (str, bytes)) or not all(isinstance(r, Mapping) for r in rows):
@@ -358,42 +437,47 @@ class TabularPreprocess:
                              f"got a {type(rows).__name__}")
         if not rows:
             raise ValueError("expected at least one row, got none")
-        out = np.empty((len(rows), len(self.features)), np.float64)
+        out = {c: np.empty(len(rows), np.int64 if c in self.categories else np.float64) for c in self.columns}
         lookup = {c: {v.lower(): i for i, v in enumerate(vs)} for c, vs in self.categories.items()}
         for i, row in enumerate(rows):
             where = labels[i] if labels else f"row {i + 1}"
             lower = {str(k).strip().lower(): v for k, v in row.items()}
-            j = 0
             for column in self.columns:
                 if column.lower() not in lower:
                     raise ValueError(f"{where} has no column {column!r}; expected columns {list(self.columns)}")
                 value = lower[column.lower()]
                 if column in self.categories:
                     index = lookup[column].get(str(value).strip().lower())
-                    values = self.categories[column]
                     if index is None:
                         raise ValueError(f"{where}, column {column!r}: unknown category {value!r}; expected one of "
-                                         f"{', '.join(values)}")
-                    if len(values) == 2:
-                        out[i, j] = index
-                        j += 1
-                    else:
-                        out[i, j:j + len(values)] = 0.0
-                        out[i, j + index] = 1.0
-                        j += len(values)
+                                         f"{', '.join(self.categories[column])}")
+                    out[column][i] = index
                     continue
                 try:
                     number = float(value)
                 except (TypeError, ValueError):
-                    raise ValueError(f"{where}, column {column!r}: expected a number, got {value!r}") from None
+                    raise ValueError(f"{where}, column {column!r}: expected a number, got {value!r}"
+                                     + decimal_comma(value)) from None
                 if not math.isfinite(number):
                     raise ValueError(f"{where}, column {column!r}: value is missing or not finite ({value!r})")
                 if warn and self.ranges and column in self.ranges and _out_of_range(number, *self.ranges[column]):
                     low, high = self.ranges[column]
                     warn(i, f"{column} = {number:g} is outside the training range {low:g} to {high:g}")
-                out[i, j] = number
-                j += 1
+                out[column][i] = number
         return out
+
+    def encode(self, rows, warn: Warn = None, labels: Sequence[str] | None = None) -> np.ndarray:
+        """`values`, encoded -> float64 (N, F): numbers as they are; a column of two categories as 0/1 (1 for
+        the second), of more as one-hot columns."""
+        columns = self.values(rows, warn, labels)
+        parts = []
+        for column in self.columns:
+            values, names = columns[column], self.categories.get(column)
+            if names is None or len(names) == 2:
+                parts.append(values.astype(np.float64)[:, None])
+            else:
+                parts.append(np.eye(len(names), dtype=np.float64)[values])
+        return np.concatenate(parts, axis=1)
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         if not self.fitted:
@@ -465,14 +549,15 @@ class TabularPreprocess:
     @classmethod
     def from_dict(cls, d: Mapping, where: str) -> "TabularPreprocess":
         columns = d.get("columns")
-        if not isinstance(columns, list) or not columns or not all(isinstance(c, str) and c for c in columns):
-            raise InvalidField(f"{where}.columns", "a non-empty list of column names", columns)
+        if (not isinstance(columns, list) or not columns or len(columns) > LIMITS["tabular_columns"]
+                or not all(isinstance(c, str) and c for c in columns)):
+            raise InvalidField(f"{where}.columns", f"a list of 1 to {LIMITS['tabular_columns']} column names", columns)
         categories = d.get("categories") or {}
         if not isinstance(categories, Mapping) or not all(
-                k in columns and isinstance(v, list) and len(v) >= 2 and all(isinstance(x, str) and x for x in v)
-                for k, v in categories.items()):
-            raise InvalidField(f"{where}.categories", "an object {column: [two or more category names]} over "
-                               "the columns", categories)
+                k in columns and isinstance(v, list) and 2 <= len(v) <= LIMITS["categories"]
+                and all(isinstance(x, str) and x for x in v) for k, v in categories.items()):
+            raise InvalidField(f"{where}.categories", f"an object {{column: [2 to {LIMITS['categories']} category "
+                               "names]} over the columns", categories)
         scale = d.get("scale", 1.0)
         if not _is_number(scale) or scale == 0:
             raise InvalidField(f"{where}.scale", "a finite non-zero number", scale)
@@ -481,6 +566,9 @@ class TabularPreprocess:
             raise InvalidField(f"{where}.standardize/minmax", "at most one of them true", [standardize, minmax])
         partial = cls(columns=tuple(columns), categories={k: tuple(v) for k, v in categories.items()})
         width = len(partial.features)
+        if width > LIMITS["tabular_features"]:
+            raise InvalidField(f"{where}.columns/categories", f"at most {LIMITS['tabular_features']} model input "
+                               "columns once categories are encoded", f"{width} columns")
         stats = {key: _numbers(d, key, where, width, positive=key == "std") for key in ("mean", "std", "low", "high")}
         for a, b in (("mean", "std"), ("low", "high")):
             if (stats[a] is None) != (stats[b] is None):
@@ -555,8 +643,8 @@ class SeriesPreprocess:
     def from_dict(cls, d: Mapping, where: str) -> "SeriesPreprocess":
         if not isinstance(d.get("column"), str) or not d["column"]:
             raise InvalidField(f"{where}.column", "a column name", d.get("column"))
-        if not _is_int(d.get("window")) or d["window"] < 1:
-            raise InvalidField(f"{where}.window", "a positive integer", d.get("window"))
+        if not _is_int(d.get("window")) or not 1 <= d["window"] <= LIMITS["series_window"]:
+            raise InvalidField(f"{where}.window", f"an integer from 1 to {LIMITS['series_window']}", d.get("window"))
         span = _numbers(d, "range", where, 2)
         if span is not None and span[0] > span[1]:
             raise InvalidField(f"{where}.range", "[min, max] with min <= max", d.get("range"))
@@ -604,8 +692,10 @@ class OneHotPreprocess:
     @classmethod
     def from_dict(cls, d: Mapping, where: str) -> "OneHotPreprocess":
         v = d.get("vocabulary")
-        if not isinstance(v, list) or not v or not all(isinstance(x, str) for x in v) or len(set(v)) != len(v):
-            raise InvalidField(f"{where}.vocabulary", "a non-empty list of distinct category names", v)
+        if (not isinstance(v, list) or not v or len(v) > LIMITS["vocabulary"] or not all(isinstance(x, str) for x in v)
+                or len(set(v)) != len(v)):
+            raise InvalidField(f"{where}.vocabulary", f"a list of 1 to {LIMITS['vocabulary']} distinct category "
+                               "names", v)
         return cls(vocabulary=tuple(v))
 
 

@@ -168,13 +168,22 @@ def threads() -> dict:
             **{var: os.environ.get(var) for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}}
 
 
-def diagnose(device: str | None = None, installed=None) -> dict:
+def diagnose(device: str | None = None, installed=None, progress=None) -> dict:
     """Everything above, plus `problems` (each with its fix); `ok` is False when `device` cannot be used or the
-    installation is broken. `installed` replaces importlib.metadata.version (for tests)."""
+    installation is broken. `installed` replaces importlib.metadata.version (for tests); `progress(step)` is
+    told each probe before it runs (the slow ones take seconds: starting ONNX Runtime's providers, importing
+    torch)."""
+    def step(message: str, probe):
+        if progress:
+            progress(message)
+        return probe()
+
     report = {"python": sys.version.split()[0], "platform": platform.platform(),
-              "onnxruntime_distributions": ort_distributions(installed), "onnxruntime": onnxruntime_report(),
-              "torch": torch_report(), "cuda_libraries": cuda_libraries(), "gpus": gpus(), "threads": threads(),
-              "problems": []}
+              "onnxruntime_distributions": ort_distributions(installed),
+              "onnxruntime": step("starting a session on each ONNX Runtime provider", onnxruntime_report),
+              "torch": step("importing torch", torch_report),
+              "cuda_libraries": step("looking for the CUDA and cuDNN libraries", cuda_libraries),
+              "gpus": step("asking nvidia-smi for GPUs", gpus), "threads": threads(), "problems": []}
     problems = report["problems"]
     names = [d["name"] for d in report["onnxruntime_distributions"]]
     if len(names) > 1:

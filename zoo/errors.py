@@ -25,6 +25,11 @@ class PrecisionRefused(ZooError):
     exit_code = 1
 
 
+class RawInputsRefused(PrecisionRefused):
+    """A raw-input bundle was not written: the model's preprocessing cannot be expressed in the graph. The
+    message names what."""
+
+
 def interrupted(error: BaseException) -> bool:
     """Whether a Ctrl-C (KeyboardInterrupt) is behind `error`: torch's exporters wrap it in their own errors,
     and one that lands in a C extension's import comes out as ImportError("initialization failed")."""

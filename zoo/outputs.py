@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import socket
+import stat
 import tempfile
 from pathlib import Path
 
@@ -30,33 +31,73 @@ def writable_folder(path: str | Path, what: str) -> Path:
         os.unlink(probe)
     except OSError as e:
         reason = e.strerror or str(e)
-        if isinstance(e, FileExistsError) or (path.exists() and not path.is_dir()):
+        if isinstance(e, FileExistsError) or _is(path, "file"):
             reason = "it is a file, not a folder"
         raise ZooError(f"{what} {path} cannot be written: {reason}; pass a folder you can write to") from None
     return path
 
 
+def _is(path: Path, kind: str) -> bool:
+    """Whether `path` is an existing file/folder; False for a path the system cannot even look up (a name
+    longer than the filesystem allows), which the caller's next step then reports."""
+    try:
+        return path.is_file() if kind == "file" else path.is_dir()
+    except OSError:
+        return False
+
+
 def writable_file(path: str | Path, what: str) -> Path:
     """A file path whose folder is writable (checked as above) and that is not itself a folder."""
     path = Path(path)
-    if path.is_dir():
+    if _is(path, "folder"):
         raise ZooError(f"{what} {path} is a folder; expected a file path")
     writable_folder(path.parent if str(path.parent) else Path("."), what)
+    try:
+        path.lstat()   # a name the filesystem refuses (too long) is refused here, not after the work
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise ZooError(f"{what} {path} cannot be written: {e.strerror or e}") from None
     return path
 
 
+def _new_entry(folder: Path, prefix: str, suffix: str, make) -> Path:
+    """A fresh randomly named entry in `folder`, made by `make(path)` (which fails on a name taken). Unlike
+    mkstemp/mkdtemp (always private), os.open and os.mkdir with modes 0o666/0o777 let the umask decide, so
+    what zoo writes gets the permissions any other program's files get."""
+    for _ in range(100):
+        path = folder / f"{prefix}{os.urandom(6).hex()}{suffix}"
+        try:
+            make(path)
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"no free name for {prefix}*{suffix} in {folder}")
+
+
+def _new_file(path: Path) -> None:
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+
+
 def atomic_write(path: Path, write) -> None:
-    """Call write(tmp_path), fsync, then rename over `path`: readers never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    """Call write(tmp_path), fsync, then rename over `path`: readers never see a partial file. The file's
+    permissions follow the umask. A write the system refuses (a full disk) is one ZooError naming `path`."""
     try:
-        write(Path(tmp))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _new_entry(path.parent, f".{path.name}.", ".tmp", _new_file)
+        mode = stat.S_IMODE(tmp.stat().st_mode)   # 0o666 less the umask
+    except OSError as e:
+        raise ZooError(f"cannot write {path}: {e.strerror or e}") from None
+    try:
+        write(tmp)
+        os.chmod(tmp, mode)   # a writer that replaces the file (safetensors does) leaves it private
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise ZooError(f"cannot write {path}: {e.strerror or e}") from None
         raise
 
 
@@ -87,27 +128,60 @@ def _owner_tag() -> str:
 
 
 def staging_folder(out: Path, target: str) -> Path:
-    """A private folder beside `out/target` to build it in, named after this host and process so that a
-    later run can tell a killed run's leftovers (`clean_stale_staging`) from a live run's."""
-    folder = Path(tempfile.mkdtemp(prefix=f".{target}.{_owner_tag()}.", suffix=".partial", dir=out))
-    folder.chmod(0o755)   # mkdtemp makes it private; what is built there is meant to be shared
-    return folder
+    """A folder beside `out/target` to build it in (permissions per the umask), named after this host and
+    process so that a later run can tell a killed run's leftovers (`clean_stale_staging`) from a live run's."""
+    return _new_entry(out, f".{target}.{_owner_tag()}.", ".partial", lambda path: os.mkdir(path, 0o777))
 
 
-def swap_into_place(staging: Path, target: Path, is_ours) -> None:
+def swap_into_place(staging: Path, target: Path, is_ours, zoo_writes=lambda name: False,
+                    before_rename=None) -> list[str]:
     """Replace `target` by the finished `staging` folder with renames only, under a lock on the target, so
     that readers never see it half-written and concurrent writers never interleave. `is_ours(target)` says
-    whether an existing target may be replaced (it is what we write, not someone's other folder)."""
-    old = None
+    whether an existing target may be replaced (it is what we write, not someone's other folder).
+
+    What the old folder holds besides what zoo writes there (`zoo_writes(name)`, or a name the new folder
+    has), a user's notes.txt say, is carried over into the new folder: re-exporting never deletes someone's
+    files. `before_rename(staging)`, when given, runs last on the complete folder (e.g. to sign it). Returns the
+    names carried over."""
+    old, kept = None, []
     with locked(target.parent):
         if target.exists():
             if not is_ours(target):
                 raise ZooError(f"{target} exists and is not what zoo writes there: not replacing it")
+            kept = _carry_over(target, staging, zoo_writes)
+        if before_rename is not None:   # before the old folder moves: if it fails, the old one stays in place
+            before_rename(staging)
+        if target.exists():
             old = target.with_name(f".{target.name}.{_owner_tag()}.{os.urandom(4).hex()}.old")
             os.rename(target, old)
         os.rename(staging, target)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+    return kept
+
+
+def _link_or_copy(source: str, destination: str) -> None:
+    try:
+        os.link(source, destination)   # same filesystem: instant, and no second copy of a large file
+    except OSError:
+        shutil.copy2(source, destination)
+
+
+def _carry_over(old: Path, new: Path, zoo_writes) -> list[str]:
+    """Copy (hard-link) the entries of `old` that are not zoo's into `new`; the old folder keeps its own
+    until the swap succeeds, so a run killed midway loses nothing."""
+    kept = []
+    for entry in sorted(old.iterdir()):
+        if zoo_writes(entry.name) or os.path.lexists(new / entry.name):
+            continue
+        if entry.is_symlink():
+            os.symlink(os.readlink(entry), new / entry.name)
+        elif entry.is_dir():
+            shutil.copytree(entry, new / entry.name, symlinks=True, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(str(entry), str(new / entry.name))
+        kept.append(entry.name)
+    return kept
 
 
 def _alive(pid: int) -> bool:

@@ -35,6 +35,7 @@ class DatasetSpec:
     course_data: bool = False       # the built-in data IS the course's own data, not a stand-in
     formats: str = ""               # the on-disk formats the adapter reads
     source: str = ""                # where the real data comes from
+    caveat: str = ""                # what a user of models trained on it must know (shown by `zoo info`, kept in cards)
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,16 @@ __all__ = ["weights_dir", "card_for", "read_card", "sha256_file", "load_model", 
 
 
 def weights_dir() -> Path:
-    """`$ZOO_WEIGHTS` if set, else the repository's `weights/` folder."""
+    """`$ZOO_WEIGHTS` if set; else, in a checkout, the repository's `weights/` folder; else the copy an
+    installed package carries (setup.py puts it in `zoo/shipped_weights/` when the package is built)."""
     env = os.environ.get("ZOO_WEIGHTS")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "weights"
+    if env:
+        return Path(env)
+    package = Path(__file__).resolve().parent
+    checkout = package.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / "weights").is_dir():
+        return checkout / "weights"
+    return package / "shipped_weights"
 
 
 def sha256_file(path: Path) -> str:
@@ -45,7 +52,31 @@ def read_card(name: str, directory: Path | None = None) -> dict | None:
         raise ZooError(f"weights card {path} is not valid JSON: {e}") from None
     if not isinstance(card, dict):
         raise ZooError(f"weights card {path}: expected a JSON object, got {type(card).__name__}")
+    _check_card(card, path)
     return card
+
+
+# the card fields zoo reads, and what each must be when present and not null (the preprocessing's own fields
+# are checked by `preprocessing`)
+CARD_FIELDS = {"model": (str, "a model name"), "sha256": (str, "the weights file's sha256 (64 hex digits)"),
+               "preprocess": (dict, "an object {input name: preprocessing}"),
+               "metrics": (dict, "an object {split: {metric: value}}"), "caveat": (str, "a sentence"),
+               "monitor": (str, "a metric name"), "dataset": (dict, "an object"), "baselines": (dict, "an object")}
+
+
+def _check_card(card: dict, path: Path) -> None:
+    """One line naming the first card field of the wrong type, instead of a crash where it is used."""
+    for key, (kind, expected) in CARD_FIELDS.items():
+        value = card.get(key)
+        bad = value is not None and not isinstance(value, kind)
+        if key == "sha256" and isinstance(value, str):
+            bad = len(value) != 64 or any(c not in "0123456789abcdef" for c in value)
+        if key == "metrics" and isinstance(value, dict):
+            bad = not all(isinstance(v, dict) for v in value.values())
+        if bad:
+            shown = json.dumps(value)
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            raise ZooError(f"weights card {path}: `{key}` must be {expected}, got {shown}")
 
 
 def headline(card: dict | None) -> str:

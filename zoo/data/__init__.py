@@ -25,7 +25,8 @@ def load(spec: ModelSpec, data: str | Path | None = None, split: str = "train", 
     out and listed in `dataset.skipped` (and its notes), or with `strict` refused."""
     from zoo.data import builtin
 
-    adapter = load_function(dataset_spec(spec.dataset).adapter)
+    record = dataset_spec(spec.dataset)
+    adapter = load_function(record.adapter)
     if data is None:
         dataset = adapter(spec, builtin.materialize(spec.dataset, split), split)
         dataset.source = "built-in"
@@ -40,6 +41,8 @@ def load(spec: ModelSpec, data: str | Path | None = None, split: str = "train", 
                             + (f" (and {len(dataset.skipped) - 1} more)" if len(dataset.skipped) > 1 else ""))
         dataset.notes.append(f"skipped {len(dataset.skipped)} unreadable image(s): "
                              + "; ".join(dataset.skipped[:3]) + (" ..." if len(dataset.skipped) > 3 else ""))
+    if record.caveat:   # travels into the card's notes and every evaluation's
+        dataset.notes.append(record.caveat)
     return dataset
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from zoo.data._core import Dataset, DataError, fingerprint_bytes
+from zoo.runtime import read_csv, read_series
 from zoo.registry import ModelSpec
 
 
@@ -24,34 +24,21 @@ def load_electricity(spec: ModelSpec, path: Path, split: str) -> Dataset:
         raise DataError(f"electricity: no CSV for the {split} split in {path}; expected electricity_{split}.csv "
                         "with columns timestamp,consumption (or pass the file itself)")
     raw = path.read_bytes()
-    lines = raw.decode("utf-8-sig", errors="replace").splitlines()
-    header = [h.strip().lower() for h in lines[0].split(",")] if lines else []
-    if "timestamp" not in header or "consumption" not in header:
-        raise DataError(f"electricity: {path.name} needs columns timestamp,consumption (found {header})")
-    t_col, v_col = header.index("timestamp"), header.index("consumption")
-    times, values = [], []
-    for line_no, line in enumerate(lines[1:], start=2):
-        if not line.strip():
-            continue
-        cells = line.split(",")
-        try:
-            times.append(datetime.fromisoformat(cells[t_col].strip()))
-            values.append(float(cells[v_col]))
-        except (ValueError, IndexError):
-            raise DataError(f"electricity: {path.name} line {line_no}: expected "
-                            f"'YYYY-MM-DD HH:MM:SS,<number>', got {line.strip()[:60]!r}") from None
+    try:
+        table = read_csv(raw, path.name)
+        if table.find("timestamp") is None or table.find("consumption") is None:
+            raise DataError(f"electricity: {path.name} needs columns timestamp,consumption (found {table.header})")
+        values, stamps, uneven = read_series(table, "consumption")   # the runtime's reader, as zoo predict
+    except ValueError as e:
+        raise DataError(f"electricity: {e}") from None
     window = spec.preprocess["series"].window
     if len(values) < window + 1:
         raise DataError(f"electricity: {path.name} has {len(values)} readings; one training sequence "
                         f"needs {window + 1} (a window of {window} and the value after it)")
-    stamps = np.array(times, dtype="datetime64[s]")
-    order = np.argsort(stamps, kind="stable")
-    series = torch.tensor(np.asarray(values, dtype=np.float32)[order])
+    series = torch.tensor(np.asarray(values, dtype=np.float32))
     if not torch.isfinite(series).all():
         raise DataError(f"electricity: {path.name} has missing or non-finite readings")
-    stamps = stamps[order]
-    steps = np.diff(stamps).astype(int)
-    notes = [] if (steps == 900).all() else [f"{int((steps != 900).sum())} gaps or irregular steps in the series"]
+    notes = [f"{path.name}: {note}" for note in uneven]
     windows = series.unfold(0, window, 1)[:-1].unsqueeze(-1)   # (N, window, 1)
     targets = series[window:].unsqueeze(1)                       # (N, 1)
     return Dataset({"series": windows}, {"next_value": targets}, dict(spec.preprocess),

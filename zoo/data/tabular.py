@@ -1,9 +1,9 @@
-"""Tabular datasets: water potability (course CSV), circles (make_circles), thermometer (the book's 11 readings)."""
+"""Tabular datasets: water potability (course CSV), insurance and Boston housing (the fundamentals notes' tables),
+circles (make_circles), thermometer (the book's 11 readings)."""
 
 from __future__ import annotations
 
 import csv
-import io
 from pathlib import Path
 
 import numpy as np
@@ -11,32 +11,32 @@ import torch
 
 from zoo.contract import TabularPreprocess
 from zoo.data._core import Dataset, DataError, fingerprint_bytes
+from zoo.runtime import read_csv
 from zoo.registry import ModelSpec, dataset as dataset_spec
 
 MISSING = ("", "nan", "na", "null")
 
 
 def read_rows(path: Path, columns: list[str], what: str, drop_missing: bool = False):
-    """The CSV's rows as dicts (`,` or `;` separated, header matched case-insensitively), keeping those
-    with a value in every one of `columns`. Returns (rows, their line numbers, rows dropped, fingerprint)."""
+    """The CSV's rows as dicts (read by the runtime's reader, as `zoo predict` reads them: `,` or `;`
+    separated, a byte-order mark skipped, a repeated column name refused, header matched case-insensitively),
+    keeping those with a value in every one of `columns`. Returns (rows, their line numbers, rows dropped,
+    fingerprint)."""
     if not path.is_file():
         raise DataError(f"{what}: {path} is not a file")
     raw = path.read_bytes()
-    text = raw.decode("utf-8-sig", errors="replace")
-    first = text.split("\n", 1)[0]
-    reader = csv.reader(io.StringIO(text), delimiter=";" if first.count(";") > first.count(",") else ",")
-    header = [h.strip().strip('"') for h in next(reader, [])]
-    lower = [h.lower() for h in header]
-    missing = [c for c in columns if c.lower() not in lower]
+    try:
+        table = read_csv(raw, path.name)
+    except ValueError as e:
+        raise DataError(f"{what}: {e}") from None
+    missing = [c for c in columns if table.find(c) is None]
     if missing:
         raise DataError(f"{what}: {path.name} has no column(s) {missing}; expected columns {columns} "
-                        f"(found {header})")
-    index = {c: lower.index(c.lower()) for c in columns}
+                        f"(found {table.header})")
+    index = {c: table.find(c) for c in columns}
     rows, lines, dropped = [], [], 0
-    for line_no, cells in enumerate(reader, start=2):
-        if not cells or all(not c.strip() for c in cells):
-            continue
-        row = {c: cells[i].strip() if i < len(cells) else "" for c, i in index.items()}
+    for cells, line_no in zip(table.rows, table.lines):
+        row = {c: cells[i] for c, i in index.items()}
         if any(v.lower() in MISSING for v in row.values()):
             if not drop_missing:
                 raise DataError(f"{what}: {path.name} line {line_no} has a missing value")
@@ -189,3 +189,34 @@ def write_insurance_sample(root: Path, split: str) -> Path:
     charges = np.round(np.maximum(1100, charges + rng.normal(0, 2500, n)), 5)
     return _write_csv(root / f"insurance_{split}.csv", list(dataset_spec("insurance").columns),
                       zip(age, sex, bmi, children, smoker, region, charges))
+
+
+def load_boston(spec: ModelSpec, path: Path, split: str) -> Dataset:
+    """The CSV `crim,zn,...,lstat,medv` (columns by name, any order/case): Keras's boston_housing training split
+    as boston_train.csv, its test split as boston_test.csv where a user has it."""
+    csv_path = find_csv(path, split, ("boston_{split}.csv",), "boston housing")
+    return load_table(spec, csv_path, "boston housing")
+
+
+def write_boston_sample(root: Path, split: str) -> Path:
+    """300 (train) or 100 (test) synthetic towns in the real table's columns and ranges: medv (in $1000s) rises
+    with rooms and falls with lstat, crime and the pupil-teacher ratio, with noise, capped at 50 as the real one."""
+    rng = np.random.default_rng(50 if split == "train" else 51)
+    n = 300 if split == "train" else 100
+    crim = np.round(rng.exponential(3.7, n).clip(0.006, 89), 5)
+    zn = np.where(rng.uniform(0, 1, n) < 0.73, 0.0, rng.choice([12.5, 20.0, 25.0, 40.0, 80.0, 95.0], n))
+    indus = np.round(rng.uniform(0.46, 27.74, n), 2)
+    chas = (rng.uniform(0, 1, n) < 0.07).astype(int)
+    nox = np.round(rng.uniform(0.385, 0.871, n), 3)
+    rm = np.round(rng.normal(6.27, 0.7, n).clip(3.56, 8.78), 3)
+    age = np.round(rng.uniform(2.9, 100, n), 1)
+    dis = np.round(rng.uniform(1.13, 10.71, n), 4)
+    rad = rng.choice([1, 2, 3, 4, 5, 6, 7, 8, 24], n)
+    tax = rng.integers(188, 712, n)
+    ptratio = np.round(rng.uniform(12.6, 22.0, n), 1)
+    b = np.round(np.where(rng.uniform(0, 1, n) < 0.8, 396.9, rng.uniform(0.32, 396.9, n)), 2)
+    lstat = np.round(rng.uniform(1.73, 37.97, n), 2)
+    medv = 22 + 7 * (rm - 6.27) - 0.45 * (lstat - 12.7) - 0.15 * crim - 0.8 * (ptratio - 18.5) + 3 * chas
+    medv = np.round((medv + rng.normal(0, 2.0, n)).clip(5, 50), 1)
+    return _write_csv(root / f"boston_{split}.csv", list(dataset_spec("boston_housing").columns),
+                      zip(crim, zn, indus, chas, nox, rm, age, dis, rad, tax, ptratio, b, lstat, medv))

@@ -11,6 +11,7 @@ parity tolerance).
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -35,8 +36,8 @@ class Budget:
         if not 0 <= self.min_agreement <= 1:
             raise ZooError(f"--min-agreement must be between 0 and 1 (0.99 = 99 %), got {self.min_agreement:g}")
         for name in ("max_drop", "max_mse_increase"):
-            if getattr(self, name) < 0:
-                raise ZooError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name):g}")
+            if not 0 <= getattr(self, name) < math.inf:   # nan and inf would let any accuracy through
+                raise ZooError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {getattr(self, name):g}")
 
     def to_dict(self) -> dict:
         return asdict(self)

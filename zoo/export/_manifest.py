@@ -36,6 +36,7 @@ def build(spec, fmt: str, file: str, preprocessing: dict, weights: dict, exporte
         "format_version": FORMAT_VERSION,
         "model": spec.name, "task": spec.task, "output_kind": spec.output_kind,
         "format": fmt, "file": file,
+        "external_data": {},   # zoo writes the weights into the model file; sealed, so none can be added later
         "inputs": [t.to_dict() for t in spec.inputs],
         "outputs": [t.to_dict() for t in spec.outputs],
         "preprocess": preprocessing_to_dict(preprocessing),

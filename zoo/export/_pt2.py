@@ -81,7 +81,13 @@ def convert(model, spec):
 
 
 def write(program, path: Path, seal: str) -> None:
+    """Serialised in memory, then written by Python (see _torchscript.write: torch's writer aborts on a
+    full disk)."""
+    import io
+
     import torch
 
+    buffer = io.BytesIO()
     with quiet():
-        torch.export.save(program, str(path), extra_files={SEAL_KEY: seal})
+        torch.export.save(program, buffer, extra_files={SEAL_KEY: seal})
+    path.write_bytes(buffer.getbuffer())

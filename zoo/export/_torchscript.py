@@ -45,7 +45,13 @@ def convert(model, spec):
 
 
 def write(module, path: Path, seal: str) -> None:
+    """Serialised in memory, then written by Python: torch's file writer aborts the whole process when a
+    write fails (a full disk), where Python raises an OSError the caller reports."""
+    import io
+
     import torch
 
+    buffer = io.BytesIO()
     with quiet():
-        torch.jit.save(module, str(path), _extra_files={SEAL_KEY: seal})
+        torch.jit.save(module, buffer, _extra_files={SEAL_KEY: seal})
+    path.write_bytes(buffer.getbuffer())

@@ -37,6 +37,12 @@ def insurance_mlp() -> nn.Module:
     return nn.Sequential(nn.Linear(9, 100), nn.Linear(100, 10), nn.Linear(10, 1))
 
 
+def boston_mlp() -> nn.Module:
+    """Dense(100) -> Dense(100, swish) -> Dense(10) -> Dense(1), as the notes write it: the only activation is the
+    swish (SiLU) after the second layer."""
+    return nn.Sequential(nn.Linear(13, 100), nn.Linear(100, 100), nn.SiLU(), nn.Linear(100, 10), nn.Linear(10, 1))
+
+
 def food10_mobilenetv2() -> nn.Module:
     """torchvision's MobileNetV2 (features, global average pool) with a new head: Dropout(0.2) + Linear(1280, 10).
     The ImageNet backbone is loaded by the trainer from the recipe's pretrained file, not here, so building the

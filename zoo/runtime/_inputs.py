@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from zoo.contract import TensorSpec
+from zoo.contract import STRING, TensorSpec
 
 _NUMERIC_KINDS = "iuf"  # signed / unsigned integers and floats; bool, complex, strings, objects are refused
 
@@ -20,7 +20,7 @@ class _Input:
 
     def __init__(self, spec: TensorSpec):
         self.spec, self.name, self.rank = spec, spec.name, len(spec.shape)
-        self.dtype = np.dtype(spec.dtype)
+        self.dtype = np.dtype(object) if spec.dtype == STRING else np.dtype(spec.dtype)
         self.fixed = tuple((axis, d) for axis, d in enumerate(spec.shape) if not isinstance(d, str))
         self.dynamic = tuple((axis, d) for axis, d in enumerate(spec.shape) if isinstance(d, str))
         self.check_finite = self.dtype.kind == "f"
@@ -28,7 +28,9 @@ class _Input:
     def check(self, value, sizes: dict[str, tuple[int, str]]) -> np.ndarray:
         name, expected = self.name, self.spec.describe()
         array = value if type(value) is np.ndarray else _as_array(name, value)
-        if array.dtype.kind not in _NUMERIC_KINDS:
+        if self.dtype.kind == "O":
+            _check_text(name, array)
+        elif array.dtype.kind not in _NUMERIC_KINDS:
             raise ValueError(f"input {name!r}: expected a numeric array (cast to {self.dtype}), got dtype {array.dtype}")
         shape = array.shape
         if len(shape) != self.rank:
@@ -50,12 +52,24 @@ class _Input:
                                  f"has {dim} size {seen[0]}; they must agree")
         if array.dtype != self.dtype:
             with np.errstate(over="ignore", invalid="ignore"):
-                array = array.astype(self.dtype)
+                converted = array.astype(self.dtype)
+            if self.dtype.kind in "iu" and not np.array_equal(converted, array):   # 0-1 floats fed as pixels, 300
+                info = np.iinfo(self.dtype)
+                raise ValueError(f"input {name!r}: expected {self.dtype} values (whole numbers {info.min} to "
+                                 f"{info.max}), got {array.dtype} values that are not")
+            array = converted
         if self.check_finite and not np.isfinite(array).all():
             bad = int(array.size - np.count_nonzero(np.isfinite(array)))
             raise ValueError(f"input {name!r}: expected finite values, got {bad} NaN or infinite value(s) "
                              f"(after conversion to {self.dtype})")
         return array if array.flags.c_contiguous else np.ascontiguousarray(array)
+
+
+def _check_text(name: str, array: np.ndarray) -> None:
+    """A string input (category names of a raw-input model): str or object arrays of str only."""
+    if array.dtype.kind == "U" or (array.dtype.kind == "O" and all(isinstance(v, str) for v in array.flat)):
+        return
+    raise ValueError(f"input {name!r}: expected text (category names), got dtype {array.dtype}")
 
 
 def _as_array(name: str, value) -> np.ndarray:

@@ -13,15 +13,18 @@ from pathlib import Path
 
 from zoo.contract import InvalidField, Preprocess, TensorSpec, preprocessing_from_dict
 from zoo.errors import ZooError
+from zoo.runtime._raw import KEY as RAW_KEY, RawInputs
 
 MANIFEST_NAME = "manifest.json"
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)   # 1: written before the preprocessing gained categories, ranges and min-max
+FORMAT_VERSION = 3
+# 1: written before the preprocessing gained categories, ranges and min-max; 2: before `external_data` was sealed
+READABLE_VERSIONS = (1, 2, 3)
+MAX_MANIFEST_BYTES = 4 * 2**20   # the largest zoo writes are about 40 KB (964 labels); read no more than this
 MODEL_FILES = {"onnx": "model.onnx", "torchscript": "model.ts", "pt2": "model.pt2"}
 TASKS = ("binary", "multiclass", "regression", "multi-output")
 OUTPUT_KINDS = ("logits", "logit", "probability", "value")
 REQUIRED = ("format_version", "model", "task", "output_kind", "format", "file", "inputs", "outputs")
-UNSEALED = ("file_sha256", "parity", "accuracy")   # measured on the finished model file, so not sealed into it
+UNSEALED = ("file_sha256", "parity", "accuracy", "test_data")   # measured on the finished model file, not sealed
 SEAL_KEY = "zoo.manifest"                          # the sealed copy's name inside the model file
 
 
@@ -56,6 +59,12 @@ class Manifest:
     preprocess: dict[str, Preprocess]  # input name -> preprocessing, fitted
     labels: dict[str, list[str]]       # output name -> class names
     data: dict                         # the whole manifest, as read
+    raw: RawInputs | None = None       # raw-input bundles: the preprocessing is in the graph
+
+    @property
+    def network_inputs(self) -> tuple[TensorSpec, ...]:
+        """The tensors the network takes: `inputs` itself, except in a raw-input bundle."""
+        return self.inputs if self.raw is None else self.raw.network_inputs
 
     @property
     def random_weights(self) -> bool:
@@ -98,6 +107,34 @@ def _labels(data, outputs: tuple[TensorSpec, ...]) -> dict:
     return {k: list(v) for k, v in labels.items()}
 
 
+def _object(data: dict, key: str, expected: str) -> dict:
+    """An optional object field: {} when absent or null, else it must be an object."""
+    value = data.get(key)
+    if value is not None and not isinstance(value, dict):
+        raise InvalidField(key, f"an object {expected} or null", value)
+    return value or {}
+
+
+def _check_records(data: dict) -> None:
+    """The bookkeeping records that the commands read (weights, precision, parity, accuracy, checksums)."""
+    weights = _object(data, "weights", "{sha256, random, seed, source, metrics, caveat}")
+    for key in ("caveat", "sha256", "source"):
+        if not isinstance(weights.get(key), (str, type(None))):
+            raise InvalidField(f"weights.{key}", "a string or null", weights[key])
+    if not isinstance(weights.get("random", False), bool):
+        raise InvalidField("weights.random", "true or false", weights["random"])
+    precision = _object(data, "precision", "{name, method, settings, ...}")
+    if "name" in precision and not (isinstance(precision["name"], str) and precision["name"]):
+        raise InvalidField("precision.name", 'a precision name such as "fp32"', precision["name"])
+    for key in ("parity", "accuracy", "exporter", "versions"):
+        _object(data, key, "")
+    if not isinstance(data.get("file_sha256", ""), (str, type(None))):
+        raise InvalidField("file_sha256", "the model file's sha256 as 64 hex digits", data["file_sha256"])
+    files = data.get("external_data", {})
+    if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+        raise InvalidField("external_data", "an object {file name: sha256}", files)
+
+
 def _check_top(data: dict) -> None:
     if not isinstance(data["model"], str) or not data["model"]:
         raise InvalidField("model", "a model name", data["model"])
@@ -109,8 +146,7 @@ def _check_top(data: dict) -> None:
         raise InvalidField("format", " | ".join(MODEL_FILES), data["format"])
     if data["file"] != MODEL_FILES[data["format"]]:
         raise InvalidField("file", f"{MODEL_FILES[data['format']]!r} for format {data['format']}", data["file"])
-    if not isinstance(data.get("weights", {}), (dict, type(None))):
-        raise InvalidField("weights", "an object {sha256, random, seed, source, metrics}", data["weights"])
+    _check_records(data)
 
 
 def read_manifest(bundle: str | Path, require: tuple[str, ...] = ()) -> Manifest:
@@ -124,10 +160,7 @@ def read_manifest(bundle: str | Path, require: tuple[str, ...] = ()) -> Manifest
         raise BundleError(f"no bundle folder at {bundle} (expected a folder written by `zoo export`)")
     if not path.is_file():
         raise BundleError(f"{bundle} is not a bundle: it has no {MANIFEST_NAME}")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BundleError(f"cannot read {path}: {e} (the bundle is corrupted)", exit_code=1) from None
+    data = _read_json(path)
     if not isinstance(data, dict):
         raise BundleError(f"{path}: expected a JSON object, got {type(data).__name__} (the bundle is corrupted)",
                           exit_code=1)
@@ -141,7 +174,10 @@ def read_manifest(bundle: str | Path, require: tuple[str, ...] = ()) -> Manifest
         _check_top(data)
         inputs = TensorSpec.list_from_dicts(data["inputs"], "inputs")
         outputs = TensorSpec.list_from_dicts(data["outputs"], "outputs")
-        preprocess = preprocessing_from_dict(data.get("preprocess"), inputs)
+        raw = RawInputs.from_dict(data[RAW_KEY], inputs, outputs) if RAW_KEY in data else None
+        if raw is not None and data["format"] != "onnx":
+            raise InvalidField(RAW_KEY, "raw inputs only in an onnx bundle", data["format"])
+        preprocess = preprocessing_from_dict(data.get("preprocess"), inputs if raw is None else raw.network_inputs)
         labels = _labels(data, outputs)
     except InvalidField as e:
         raise BundleError(f"{path}: {e}", exit_code=1) from None
@@ -150,7 +186,26 @@ def read_manifest(bundle: str | Path, require: tuple[str, ...] = ()) -> Manifest
         raise BundleError(f"{bundle}: the model file {data['file']} named by {MANIFEST_NAME} is missing", exit_code=1)
     return Manifest(bundle=bundle, model=data["model"], task=data["task"], output_kind=data["output_kind"],
                     format=data["format"], file=file, inputs=inputs, outputs=outputs, preprocess=preprocess,
-                    labels=labels, data=data)
+                    labels=labels, data=data, raw=raw)
+
+
+def _read_json(path: Path):
+    """The manifest's JSON, refused by its size before it is read whole, and by its nesting while parsed."""
+    try:
+        with path.open("rb") as f:
+            text = f.read(MAX_MANIFEST_BYTES + 1)
+    except OSError as e:
+        raise BundleError(f"cannot read {path}: {e} (the bundle is corrupted)", exit_code=1) from None
+    if len(text) > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{path} is larger than {MAX_MANIFEST_BYTES // 2**20} MiB, far more than any manifest zoo "
+                          "writes (about 40 KB at most): refused unread (the bundle is corrupted)", exit_code=1)
+    try:
+        return json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BundleError(f"cannot read {path}: {e} (the bundle is corrupted)", exit_code=1) from None
+    except RecursionError:
+        raise BundleError(f"cannot read {path}: its JSON is nested too deeply for a manifest (the bundle is "
+                          "corrupted)", exit_code=1) from None
 
 
 def check_seal(manifest: Manifest, seal: str | None) -> None:
@@ -162,7 +217,7 @@ def check_seal(manifest: Manifest, seal: str | None) -> None:
                           "or load it with verify=False (zoo predict --no-verify) if you trust it", exit_code=1)
     try:
         copy = json.loads(seal)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         raise BundleError(f"{manifest.file}: its sealed manifest is not valid JSON (the file is corrupted)",
                           exit_code=1) from None
     given, expected = sealed(manifest.data), sealed(copy) if isinstance(copy, dict) else {}

@@ -2,33 +2,53 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
+from zoo.contract import MAX_IMAGE_PIXELS, ImageTooLarge
 from zoo.runtime._backends import BackendError, OrtBackend, TorchBackend
 from zoo.runtime._inputs import InputChecker
+from zoo.runtime._integrity import check_files
 from zoo.runtime._manifest import BundleError, Manifest, check_seal, read_manifest
+from zoo.runtime._raw import batches, graph_values, scatter
+from zoo.runtime._signature import verify_signature
 
 BACKEND_FORMATS = {"onnxruntime": "onnx", "torchscript": "torchscript", "pt2": "pt2"}
 
 
+CODE_BACKENDS = ("torchscript", "pt2")   # their files can run code when loaded
+
+
+class UntrustedCode(BundleError):
+    """A TorchScript or pt2 bundle was to be loaded without the caller saying it trusts the bundle's maker."""
+
+
 def load(bundle: str | Path, device: str = "cpu", backend: str | None = None, threads: int | None = None,
-         cpu_arena: bool = True, cuda_options: dict | None = None, verify: bool = True) -> "Session":
+         cpu_arena: bool = True, cuda_options: dict | None = None, verify: bool = True, trust_code: bool = False,
+         trusted_keys=None) -> "Session":
     """Load a bundle folder written by `zoo export`.
 
     device: "cpu" or "cuda" (CUDA must really be used, else `DeviceUnavailable` says why).
     backend: "onnxruntime", "torchscript" or "pt2"; by default the one that runs the bundle's format.
-    threads: intra-op threads (default: the cores this process may use, cgroup limits included).
+    threads: intra-op threads, a positive integer (default: the cores this process may use, cgroup limits
+        included).
     cpu_arena: onnxruntime's CPU memory arena (it grows to the largest batch seen and never shrinks;
         turn it off for long-running embedders that see occasional huge batches).
     cuda_options: extra CUDAExecutionProvider options, e.g. {"cudnn_conv_algo_search": "HEURISTIC"}.
-    verify: check the model file's sha256 against the manifest and the manifest against the copy sealed
-        into the model file; a bundle without them is refused. verify=False skips both checks: only for
-        bundles you trust.
+    verify: check the model file's sha256 (and its ONNX external data's) against the manifest and the
+        manifest against the copy sealed into the model file; a bundle without them is refused. This proves
+        the bundle was not edited after it was made, not who made it. verify=False skips these checks.
+    trust_code: TorchScript and pt2 files can run arbitrary code while they are loaded (a pickled weight, a
+        scripted __setstate__), so they are refused, before torch opens them, unless trust_code=True says the
+        caller trusts whoever made the bundle. ONNX needs no such trust.
+    trusted_keys: public key files (PEM); when given, the bundle must carry a signature (`zoo export --sign`)
+        by one of them over every file in it, else it is refused.
     """
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be a positive integer (or None: the cores this process may use), "
+                         f"got {threads!r}")
     manifest = read_manifest(bundle)
     backend = backend or {v: k for k, v in BACKEND_FORMATS.items()}[manifest.format]
     if backend not in BACKEND_FORMATS:
@@ -37,17 +57,14 @@ def load(bundle: str | Path, device: str = "cpu", backend: str | None = None, th
         raise BundleError(f"{manifest.bundle} holds a {manifest.format} model; backend {backend!r} needs a "
                           f"{BACKEND_FORMATS[backend]} bundle (export one with `zoo export {manifest.model} "
                           f"--format {BACKEND_FORMATS[backend]}`)")
-    if verify:
-        expected = manifest.data.get("file_sha256")
-        if not expected:
-            raise BundleError(f"{manifest.bundle / 'manifest.json'} has no file_sha256, so {manifest.file.name} "
-                              "cannot be checked: re-export the bundle, or load it with verify=False if you "
-                              "trust it", exit_code=1)
-        with open(manifest.file, "rb") as f:
-            digest = hashlib.file_digest(f, "sha256").hexdigest()
-        if digest != expected:
-            raise BundleError(f"{manifest.file}: sha256 {digest[:12]}… does not match the manifest's "
-                              f"{str(expected)[:12]}…: the model file was changed or truncated", exit_code=1)
+    if trusted_keys is not None:
+        verify_signature(manifest.bundle, trusted_keys)
+    if backend in CODE_BACKENDS and not trust_code:
+        raise UntrustedCode(f"{manifest.bundle} holds a {manifest.format} model, and loading a {manifest.format} "
+                            "file can run any code its maker put in it (the checksum and seal prove only that "
+                            "it was not edited since): refused; load it only from a maker you trust, with "
+                            "trust_code=True (zoo: --trust-code), or use the model's ONNX bundle")
+    check_files(manifest, verify)
     outputs = [o.name for o in manifest.outputs]
     if backend == "onnxruntime":
         engine = OrtBackend(manifest.file, outputs, device, threads, cpu_arena, cuda_options)
@@ -135,7 +152,8 @@ class Session:
 
     # --- raw inputs ---------------------------------------------------------------------------------
 
-    def prepare(self, raw, warnings: list | None = None, strict: bool = False) -> dict[str, np.ndarray]:
+    def prepare(self, raw, warnings: list | None = None, strict: bool = False,
+                max_pixels: int | None = MAX_IMAGE_PIXELS) -> dict[str, np.ndarray]:
         """Raw inputs -> model arrays, with the manifest's preprocessing.
 
         Single-input models take the raw value itself; several inputs take {input name: raw value}.
@@ -144,20 +162,34 @@ class Session:
         series: a 1-D sequence of numbers (the model forecasts the value after it);
         onehot: a category name or a list of names.
         What the preprocessing finds unusual (a value outside the training range, a 16-bit or transparent
-        image) is put in `warnings`, when given, as one list of messages per sample; with `strict` it is a
-        ValueError instead."""
-        if len(self.input_names) == 1 and not (isinstance(raw, Mapping) and set(raw) == set(self.input_names)):
-            raw = {self.input_names[0]: raw}
+        image, an animation, an image of one flat colour) is put in `warnings`, when given, as one list of
+        messages per sample; with `strict` it is a ValueError instead. An image file or bytes of more than
+        `max_pixels` pixels (default 64 Mpx; None: Pillow's own limit) is refused before it is decoded, with
+        ImageTooLarge (a ValueError). A raw-input bundle (preprocessing in the graph) gets the checked raw values
+        as its graph takes them: uint8 pixels at their own size, columns, category names; images of different
+        sizes cannot be one tensor there: `predict_raw` and `classify` run each size separately."""
+        count, runs = self._prepared(raw, warnings, strict, max_pixels)
+        if len(runs) > 1:
+            raise ValueError(f"{count} images of {len(runs)} different sizes cannot be one batch of a raw-input "
+                             "model: use predict_raw() or classify(), which run each size separately")
+        return runs[0][1]
+
+    def _prepared(self, raw, warnings: list | None, strict: bool,
+                  max_pixels: int | None) -> tuple[int, list[tuple[np.ndarray, dict]]]:
+        """`prepare`'s work: (samples, [(sample indices, arrays)]), one run except for raw-input bundles."""
+        names = [t.name for t in self.manifest.network_inputs]
+        if len(names) == 1 and not (isinstance(raw, Mapping) and set(raw) == set(names)):
+            raw = {names[0]: raw}
         if not isinstance(raw, Mapping):
-            raise ValueError(f"this model has inputs {self.input_names}: pass a dict of raw values keyed by "
+            raise ValueError(f"this model has inputs {names}: pass a dict of raw values keyed by "
                              f"them, got a {type(raw).__name__}")
-        missing = [n for n in self.input_names if n not in raw]
-        unknown = [str(k) for k in raw if k not in self.input_names]
+        missing = [n for n in names if n not in raw]
+        unknown = [str(k) for k in raw if k not in names]
         if missing or unknown:
-            raise ValueError(f"raw inputs: expected keys {self.input_names}, got {[str(k) for k in raw]}")
+            raise ValueError(f"raw inputs: expected keys {names}, got {[str(k) for k in raw]}")
         found: dict[int, list[str]] = {}
         arrays = {}
-        for name in self.input_names:
+        for name in names:
             pre = self.manifest.preprocess.get(name)
             if pre is None:
                 raise BundleError(f"the manifest has no preprocessing for input {name!r}; pass arrays to predict()")
@@ -167,34 +199,50 @@ class Session:
                     raise ValueError(f"{message} (sample {index + 1}; refused because strict)")
                 found.setdefault(index, []).append(f"input {name!r}: {message}")
             try:
-                arrays[name] = pre.apply(pre.encode(raw[name], warn))
+                if self.manifest.raw is None:
+                    encoded = (pre.encode(raw[name], warn, max_pixels) if pre.kind == "image" else
+                               pre.encode(raw[name], warn))
+                    arrays[name] = pre.apply(encoded)
+                else:
+                    arrays.update(graph_values(name, pre, raw[name], warn, max_pixels))
+            except ImageTooLarge as e:
+                raise ImageTooLarge(f"input {name!r}: {e}") from None
             except ValueError as e:
                 raise ValueError(f"input {name!r}: {e}") from None
+        count = len(next(iter(arrays.values())))
         if warnings is not None:
-            warnings[:] = [found.get(i, []) for i in range(len(next(iter(arrays.values()))))]
-        return arrays
+            warnings[:] = [found.get(i, []) for i in range(count)]
+        runs = [(np.arange(count), arrays)] if self.manifest.raw is None else batches(arrays)
+        return count, runs
 
-    def predict_raw(self, raw, top_k: int | None = None, warnings: list | None = None, strict: bool = False):
+    def predict_raw(self, raw, top_k: int | None = None, warnings: list | None = None, strict: bool = False,
+                    max_pixels: int | None = MAX_IMAGE_PIXELS):
         """Raw inputs (see `prepare`) -> named outputs, or with `top_k` the labelled classes (see `classify`)."""
         if top_k is not None:
-            return self.classify(raw, top_k, warnings=warnings, strict=strict)
-        return self.predict(self.prepare(raw, warnings, strict))
+            return self.classify(raw, top_k, warnings=warnings, strict=strict, max_pixels=max_pixels)
+        count, runs = self._prepared(raw, warnings, strict, max_pixels)
+        return scatter(count, [(index, self.predict(arrays)) for index, arrays in runs])
 
     def probabilities(self, outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Class probabilities for each labelled output, per the manifest's output_kind
-        (logits: softmax, logit: sigmoid, probability: as is; binary: columns [negative, positive])."""
+        (logits: softmax, logit: sigmoid, probability: as is; binary: columns [negative, positive]); a
+        raw-input bundle's graph computes them itself, and its own outputs are used."""
         if not self.manifest.is_classifier:
             raise ValueError(f"{self.manifest.model} is a {self.manifest.task} model: it has no class labels")
-        return {name: _probabilities(outputs[name], self.manifest.output_kind)
+        computed = {} if self.manifest.raw is None else self.manifest.raw.probabilities
+        return {name: (outputs[computed[name]].astype(np.float64) if name in computed
+                       else _probabilities(outputs[name], self.manifest.output_kind))
                 for name in self.output_names if name in self.manifest.labels}
 
     def classify(self, raw, top_k: int = 1, arrays: bool = False, warnings: list | None = None,
-                 strict: bool = False) -> list[dict[str, list[tuple[str, float]]]]:
+                 strict: bool = False,
+                 max_pixels: int | None = MAX_IMAGE_PIXELS) -> list[dict[str, list[tuple[str, float]]]]:
         """Raw inputs (or model arrays with `arrays=True`) -> per sample, per labelled output, the `top_k`
-        (label, probability) pairs, most likely first. `warnings` and `strict` as in `prepare`."""
+        (label, probability) pairs, most likely first. `warnings`, `strict` and `max_pixels` as in `prepare`."""
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
-        return self.rank(self.predict(raw if arrays else self.prepare(raw, warnings, strict)), top_k)
+        return self.rank(self.predict(raw) if arrays else
+                         self.predict_raw(raw, warnings=warnings, strict=strict, max_pixels=max_pixels), top_k)
 
     def rank(self, outputs: Mapping[str, np.ndarray], top_k: int) -> list[dict[str, list[tuple[str, float]]]]:
         """Model outputs -> per sample, per labelled output, the `top_k` (label, probability) pairs."""
@@ -211,4 +259,4 @@ class Session:
         return results
 
 
-__all__ = ["load", "Session", "BackendError"]
+__all__ = ["load", "Session", "BackendError", "UntrustedCode", "CODE_BACKENDS"]

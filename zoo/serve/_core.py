@@ -4,10 +4,12 @@ and one inference step (raw inputs through the preprocessing, then the model's b
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 
 import zoo.runtime
+from zoo.contract import ImageTooLarge
 from zoo.serve import _raw
 from zoo.serve._batching import Closed, DeadlineExceeded
 from zoo.serve._metrics import UNKNOWN, Metrics
@@ -28,7 +30,13 @@ class Options:
     instances: int = 1                # backend calls of a model that may run at once in the whole server
     workers: int = 1                  # processes the instances are spread over (threads within each)
     max_body_bytes: int = 32 * 2**20  # larger request bodies get 413 (after decompression too)
+    max_image_pixels: int = 16_000_000   # larger images get 413 before they are decoded (a 12 Mpx photo passes)
+    decode_workers: int = 2           # raw inputs (image decodes) prepared at once; the rest wait their turn
+    max_head_bytes: int = 64 * 2**10  # a larger request line + headers gets 431 (the connection guard)
+    head_timeout: float = 10.0        # seconds to receive a request's head, else 408 and the connection closes
+    body_timeout: float = 60.0        # seconds to receive its body after the head, else the same
     grpc_address: tuple[str, int] | None = None   # also serve gRPC (KServe v2 GRPCInferenceService) there
+    trust: dict = field(default_factory=dict)     # zoo.runtime.load's trust_code / trusted_keys, for (re)loads
 
 
 def server_metadata() -> dict:
@@ -43,6 +51,8 @@ def error_status(error: BaseException) -> tuple[int, str] | None:
     """(HTTP status, message) of an error a request can end with, or None for an unexpected one."""
     if isinstance(error, RequestError):
         return error.status, str(error)
+    if isinstance(error, ImageTooLarge):
+        return 413, f"{error} (--max-image-mpx)"
     if isinstance(error, ValueError):   # the runtime's checks: shapes, NaN, unreadable images, preprocessing
         return 400, str(error)
     if isinstance(error, (Closed, CheckFailed)):
@@ -65,17 +75,23 @@ class Core:
         self.models = Models(sessions, options, self.metrics)
         self.control = self.models
         self.started = False
+        self.decoders = ThreadPoolExecutor(options.decode_workers, thread_name_prefix="zoo-decode")
 
     async def infer(self, name: str, version: str | None, parsed: InferRequest, deadline: float | None = None):
         """A parsed infer request to model `name` -> (its manifest, its outputs)."""
         variant = self.models.variant(name, version)
         session = variant.session
         if variant.raw:
-            raw = _raw.from_elements(session, parsed.raw)
-            arrays, _ = await asyncio.to_thread(_raw.prepare, session, raw, parsed.strict)
+            arrays, _ = await self.prepare(session, _raw.from_elements(session, parsed.raw), parsed.strict)
         else:
             arrays = parsed.tensors
         return session.manifest, await variant.batcher.predict(arrays, deadline)
+
+    async def prepare(self, session, raw: dict, strict: bool):
+        """Raw inputs -> (model arrays, warnings) in one of `decode_workers` threads: images are decoded a few
+        at a time, and refused past `max_image_pixels` before they are."""
+        return await asyncio.get_running_loop().run_in_executor(self.decoders, _raw.prepare, session, raw, strict,
+                                                                self.options.max_image_pixels)
 
     def statistics(self, name: str | None = None, version: str | None = None) -> list[dict]:
         """Triton's `model_stats` of one model (404 if unknown) or of all."""
@@ -110,3 +126,4 @@ class Core:
 
     async def close(self) -> None:
         await self.models.close()
+        self.decoders.shutdown(wait=False, cancel_futures=True)

@@ -24,7 +24,6 @@ import json
 import logging
 import time
 import zlib
-from pathlib import Path
 
 import numpy as np
 from starlette.applications import Starlette
@@ -34,13 +33,13 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from zoo.serve import _raw
+from zoo.serve import _page, _raw
 from zoo.serve._batching import rows_of
 from zoo.serve._core import Core, Options, error_status, server_metadata
-from zoo.serve._protocol import RequestError, encode_infer, parse_infer, split_body
+from zoo.serve._protocol import RequestError, encode_infer, parse_infer, parse_json, split_body
 
 log = logging.getLogger("zoo.serve")
-PAGE = Path(__file__).with_name("page.html")
+DRAINED = "the server is shutting down and this request did not finish within its drain time (--drain-seconds)"
 MAX_TOP_K = 1000
 DRAIN = 256 * 2**20   # a refused body is read and dropped up to this much, so the client gets the answer
 ENCODINGS = ("gzip", "deflate")
@@ -100,6 +99,7 @@ async def read_body(scope, receive, limit: int) -> bytes:
     while True:
         message = await receive()
         if message["type"] != "http.request":
+            log.info("%s %s: the client went away before its request was read", scope["method"], scope["path"])
             raise ClientGone()
         chunk = message.get("body", b"")
         seen += len(chunk)
@@ -131,10 +131,12 @@ def _compressed(body: bytes, encoding: str) -> bytes:
 
 
 class InferEndpoint:
-    """ASGI: POST /v2/models/{name}[/versions/{v}]/infer handled here, anything else passed to `app`."""
+    """ASGI: POST /v2/models/{name}[/versions/{v}]/infer handled here, anything else passed to `app` (the
+    Starlette app: its `router` is this one's, for whoever runs the lifespan)."""
 
     def __init__(self, core: Core, app):
         self.core, self.app = core, app
+        self.router = app.router
 
     async def __call__(self, scope, receive, send):
         path = scope.get("path", "")
@@ -149,8 +151,11 @@ class InferEndpoint:
         try:
             content, headers = await self._infer(scope, receive, name, version or None)
         except ClientGone:
-            self.core.record(name, "infer", 499, time.perf_counter() - start)
+            self.core.record(name, "infer", 499, time.perf_counter() - start)   # nginx's code for it
             return
+        except asyncio.CancelledError:   # uvicorn cancels what still runs when the drain time is up
+            status, content = 503, json.dumps({"error": DRAINED}).encode()
+            headers = [(b"content-type", b"application/json")]
         except Exception as e:  # noqa: BLE001 - every failure becomes a JSON error with its status
             known = error_status(e)
             if known is None:
@@ -199,8 +204,8 @@ class BodyGuard:
     """ASGI middleware for the Starlette routes: the body read once with the limit and decompressed
     (read_body), then handed to the app as one message."""
 
-    def __init__(self, app, limit: int):
-        self.app, self.limit = app, limit
+    def __init__(self, app, limit: int, core: Core):
+        self.app, self.limit, self.core = app, limit, core
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
@@ -210,6 +215,9 @@ class BodyGuard:
         except RequestError as e:
             return await _error(e.status, str(e))(scope, receive, send)
         except ClientGone:
+            path = scope["path"]
+            if path.startswith("/v2/models/") and path.endswith("/classify"):
+                self.core.record(path[len("/v2/models/"):-len("/classify")], "classify", 499, 0.0)
             return
         sent = False
 
@@ -248,6 +256,8 @@ def create_app(sessions: list, options: Options = Options(), core: Core | None =
             response = await _classify(core, request)
         except HTTPException as e:   # e.g. a malformed multipart body
             response = _error(e.status_code, e.detail)
+        except asyncio.CancelledError:   # uvicorn cancels what still runs when the drain time is up
+            response = _error(503, DRAINED)
         except Exception as e:  # noqa: BLE001
             known = error_status(e)
             if known is None:
@@ -310,9 +320,8 @@ def create_app(sessions: list, options: Options = Options(), core: Core | None =
         return Response(status_code=200 if core.ready() else 503)
 
     async def page(request: Request) -> Response:
-        listing = [_page_entry(e.loaded.session) for e in core.models.entries.values() if e.loaded is not None]
-        text = PAGE.read_text().replace("__MODELS__", json.dumps(listing).replace("</", "<\\/"))
-        return HTMLResponse(text)
+        return HTMLResponse(_page.render([_page.entry(name, e.loaded.session.manifest)
+                                          for name, e in core.models.entries.items() if e.loaded is not None]))
 
     async def metrics(request: Request) -> Response:
         return Response(core.metrics.text(), media_type=core.metrics.content_type)
@@ -358,7 +367,7 @@ def create_app(sessions: list, options: Options = Options(), core: Core | None =
                    Route(f"{base}/stats", stats)]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: not_found, Exception: crashed})
     app.add_middleware(GZipMiddleware, minimum_size=1024)
-    app.add_middleware(BodyGuard, limit=options.max_body_bytes)
+    app.add_middleware(BodyGuard, limit=options.max_body_bytes, core=core)
     return InferEndpoint(core, app)
 
 
@@ -384,11 +393,7 @@ async def _classify(core: Core, request: Request) -> Response:
                 fields.setdefault(key, []).append(value if isinstance(value, str) else await value.read())
         raw = _raw.from_form(session, fields)
     elif kind == "application/json":
-        try:
-            data = json.loads(await request.body())
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise RequestError(f"the request body is not valid JSON: {e}") from None
-        raw = _raw.from_json(session, data)
+        raw = _raw.from_json(session, parse_json(await request.body(), "the request body"))
     elif kind == "text/csv":
         try:
             text = (await request.body()).decode()
@@ -400,27 +405,9 @@ async def _classify(core: Core, request: Request) -> Response:
     else:
         raise RequestError(f"unsupported content type {kind or '(none)'!r}: send an image file (image/* or "
                            "application/octet-stream), multipart/form-data, text/csv or application/json", 415)
-    arrays, notes = await asyncio.to_thread(_raw.prepare, session, raw, strict)
+    arrays, notes = await core.prepare(session, raw, strict)
     step, rows = batcher.max_batch_size, rows_of(arrays)
     parts = await asyncio.gather(*(batcher.predict({n: a[i:i + step] for n, a in arrays.items()})
                                    for i in range(0, rows, step)))
     outputs = {n: np.concatenate([p[n] for p in parts]) for n in parts[0]}
     return JSONResponse({"model": variant.name, "predictions": _raw.predictions(session, outputs, top_k, notes)})
-
-
-def _page_entry(session) -> dict:
-    """What the page needs to build a model's form."""
-    manifest = session.manifest
-    inputs = []
-    for t in manifest.inputs:
-        pre = manifest.preprocess.get(t.name)
-        entry = {"name": t.name, "kind": getattr(pre, "kind", None)}
-        if entry["kind"] == "tabular":
-            entry["columns"] = list(pre.columns)
-            entry["categories"] = {k: list(v) for k, v in pre.categories.items()}
-        elif entry["kind"] == "onehot":
-            entry["vocabulary"] = list(pre.vocabulary)
-        elif entry["kind"] == "series":
-            entry["window"] = pre.window
-        inputs.append(entry)
-    return {"name": manifest.model, "task": manifest.task, "inputs": inputs, "classifier": manifest.is_classifier}

@@ -42,10 +42,12 @@ class Loaded:
     session: object
     variants: dict[str, Variant]
     checked: str = ""
+    owned: bool = True            # loaded here (a reload), not given by the caller, who closes its own
 
     async def close(self) -> None:
         await asyncio.gather(*(v.batcher.close() for v in self.variants.values()))
-        self.session.close()
+        if self.owned:
+            self.session.close()
 
 
 @dataclass
@@ -83,7 +85,7 @@ class Models:
                 raise ValueError(f"two bundles of model {name!r} ({self.entries[name].bundle} and "
                                  f"{session.manifest.bundle}): serve one of them")
             self.entries[name] = Entry(Path(session.manifest.bundle), {
-                "device": session.device, "backend": session.backend, "threads": session.threads})
+                "device": session.device, "backend": session.backend, "threads": session.threads, **options.trust})
             self._initial[name] = session
         self.names = client_names(s.manifest for s in sessions)
 
@@ -121,7 +123,8 @@ class Models:
         out = {}
         for raw in (False, True) if takes_raw(manifest) else (False,):
             client_name = name + RAW_MODEL_SUFFIX if raw else name
-            batcher = Batcher(session, o.max_batch_size, o.max_queue_delay_ms / 1000, max(1, o.instances // o.workers))
+            # the check's calls do not wait for company: the queue delay is set when it takes traffic (commit)
+            batcher = Batcher(session, o.max_batch_size, 0.0, max(1, o.instances // o.workers))
             if raw or manifest.format == "onnx":
                 config = model_config(manifest, client_name, "python" if raw else "onnxruntime", o.max_batch_size,
                                       round(o.max_queue_delay_ms * 1000), o.instances,
@@ -136,6 +139,7 @@ class Models:
         """Read `name`'s bundle (or take `session`), start its batchers and check it through them. The
         result serves nothing until `commit`; a ZooError or CheckFailed says which step failed."""
         entry = self.entries[name]
+        owned = session is None
         if session is None:
             try:
                 session = await asyncio.to_thread(zoo.runtime.load, entry.bundle, **entry.load_options)
@@ -144,7 +148,7 @@ class Models:
             if session.manifest.model != name:
                 session.close()
                 raise CheckFailed(f"{entry.bundle} now holds model {session.manifest.model!r}, not {name!r}")
-        loaded = Loaded(session, self._variants(session))
+        loaded = Loaded(session, self._variants(session), owned=owned)
         for variant in loaded.variants.values():
             variant.batcher.start()
         try:
@@ -159,6 +163,7 @@ class Models:
         entry = self.entries[name]
         for variant in loaded.variants.values():   # counted from now on: the check is not traffic
             variant.batcher.on_batch = self.metrics.batch_observer(variant.name)
+            variant.batcher.max_queue_delay = self.options.max_queue_delay_ms / 1000
         old, entry.loaded, entry.wanted = entry.loaded, loaded, True
         entry.state, entry.reason = READY, f"loaded from {entry.bundle}; {loaded.checked}"
         if old is not None:

@@ -90,10 +90,15 @@ class InferRequest:
     parameters: dict = field(default_factory=dict)
 
 
-def _json(text: bytes, what: str):
+def parse_json(text: bytes | str, what: str):
+    """A client's JSON; whatever cannot be read (not JSON, not UTF-8, nested too deeply for the parser, an
+    integer of more digits than Python converts) is a RequestError naming `what`."""
     try:
         return json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except RecursionError:
+        raise RequestError(f"{what} nests JSON arrays or objects too deeply to be read (expected tensors nested "
+                           "no deeper than their shape)") from None
+    except ValueError as e:   # JSONDecodeError, UnicodeDecodeError, an integer over Python's 4300 digits
         raise RequestError(f"{what} is not valid JSON: {e}") from None
 
 
@@ -101,7 +106,7 @@ def split_body(body: bytes, header_length: str | None) -> tuple[dict, bytes]:
     """The JSON header and the binary tail of an infer request (binary-tensor extension when
     `Inference-Header-Content-Length` is given)."""
     if header_length is None:
-        header, tail = _json(body, "the request body"), b""
+        header, tail = parse_json(body, "the request body"), b""
     else:
         try:
             n = int(header_length)
@@ -110,7 +115,7 @@ def split_body(body: bytes, header_length: str | None) -> tuple[dict, bytes]:
         if not 0 <= n <= len(body):
             raise RequestError(f"Inference-Header-Content-Length must be a byte count within the body's "
                                f"{len(body)} bytes, got {header_length!r}")
-        header, tail = _json(body[:n], "the request's JSON header"), body[n:]
+        header, tail = parse_json(body[:n], "the request's JSON header"), body[n:]
     if not isinstance(header, dict):
         raise RequestError(f"expected a JSON object with an `inputs` list, got {type(header).__name__}")
     return header, tail

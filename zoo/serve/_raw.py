@@ -7,14 +7,14 @@ form, a JSON body, a BYTES tensor); `prepare` turns them into the arrays the bat
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import re
 from collections.abc import Mapping
 
 import numpy as np
 
+from zoo.contract import MAX_IMAGE_PIXELS
+from zoo.runtime import read_csv, read_series
 from zoo.serve._protocol import RAW_SUFFIX
 
 
@@ -58,14 +58,18 @@ def from_json(session, data) -> dict[str, list]:
 
 
 def from_csv(session, text: str) -> dict[str, list]:
-    """A CSV body with a header row: one row per prediction, for a single tabular input."""
+    """A CSV body with a header row, for a model with one tabular input (one prediction per row) or one
+    series input (one forecast: the value after the series column, in the order of a `timestamp` column when
+    there is one, as `zoo predict` reads a series CSV)."""
     names = session.input_names
-    if len(names) != 1 or _kind(session, names[0]) != "tabular":
-        raise ValueError("CSV bodies are for models with one tabular input; send JSON or an upload instead")
-    try:
-        rows = list(csv.DictReader(io.StringIO(text)))
-    except csv.Error as e:
-        raise ValueError(f"cannot read the CSV body: {e}") from None
+    kind = _kind(session, names[0]) if len(names) == 1 else None
+    if kind not in ("tabular", "series"):
+        raise ValueError("CSV bodies are for models with one tabular or series input; send JSON or an upload instead")
+    table = read_csv(text, "the CSV body")   # the reader `zoo predict` uses
+    if kind == "series":
+        pre = session.manifest.preprocess[names[0]]
+        return {names[0]: [read_series(table, pre.column, window=pre.window)[0]]}
+    rows = table.records()
     if not rows:
         raise ValueError("the CSV body has no rows under its header")
     return {names[0]: rows}
@@ -125,9 +129,10 @@ def from_elements(session, raw: dict[str, list[bytes]]) -> dict[str, list]:
         else:
             values = []
             for e in elements:
+                text = _text(e, name)
                 try:
-                    values.append(json.loads(_text(e, name)))
-                except json.JSONDecodeError as err:
+                    values.append(json.loads(text))
+                except (ValueError, RecursionError) as err:   # not JSON, or nested too deeply to read
                     what = "a JSON record" if kind == "tabular" else "a JSON list of numbers"
                     raise ValueError(f"input {name + RAW_SUFFIX!r}: each element must be {what}: {err}") from None
             out[name] = [_rows(kind, v, name)[0] if kind == "tabular" else v for v in values]
@@ -141,9 +146,11 @@ def _text(element: bytes, name: str) -> str:
         raise ValueError(f"input {name!r}: expected UTF-8 text") from None
 
 
-def prepare(session, raw: dict[str, list], strict: bool = False) -> tuple[dict[str, np.ndarray], list[list[str]]]:
+def prepare(session, raw: dict[str, list], strict: bool = False,
+            max_pixels: int | None = MAX_IMAGE_PIXELS) -> tuple[dict[str, np.ndarray], list[list[str]]]:
     """Raw values (one list per input, one value per row) -> (model arrays, per row the warnings of the
-    preprocessing). With `strict`, such a warning is a ValueError instead."""
+    preprocessing). With `strict`, such a warning is a ValueError instead; an image over `max_pixels` is
+    refused before it is decoded (ImageTooLarge)."""
     missing = [n for n in session.input_names if n not in raw]
     if missing:
         raise ValueError(f"raw inputs: every input must be given raw, or every one as a tensor; missing {missing}")
@@ -153,12 +160,13 @@ def prepare(session, raw: dict[str, list], strict: bool = False) -> tuple[dict[s
                          f"{ {n: len(v) for n, v in raw.items()} }")
     if all(_kind(session, n) != "series" for n in raw):
         notes: list = []
-        return session.prepare(raw, warnings=notes, strict=strict), notes
+        return session.prepare(raw, warnings=notes, strict=strict, max_pixels=max_pixels), notes
     # a series is one row per call of the preprocessing
     parts, notes = [], []
     for i in range(counts.pop()):
         note: list = []
-        parts.append(session.prepare({n: v[i] for n, v in raw.items()}, warnings=note, strict=strict))
+        parts.append(session.prepare({n: v[i] for n, v in raw.items()}, warnings=note, strict=strict,
+                                     max_pixels=max_pixels))
         notes += note
     return {n: np.concatenate([p[n] for p in parts]) for n in session.input_names}, notes
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import functools
 import signal
 import socket
@@ -63,6 +64,13 @@ class _Coalesced:
             if not self._transport.is_closing():
                 self._transport.write(data)
 
+    def writelines(self, data) -> None:
+        self.write(b"".join(data))
+
+    def write_eof(self) -> None:
+        self._flush()
+        self._transport.write_eof()
+
     def close(self) -> None:
         self._flush()
         self._transport.close()
@@ -89,10 +97,16 @@ def uvicorn_server(app, options: Options, drain_seconds: float, access_log: bool
     once it does, handles `signals` (default SIGINT and SIGTERM: drain, then exit 0). With `handed` (a Unix
     socket), it also serves the connections another process accepted and passes over it (SCM_RIGHTS)."""
     import uvicorn
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    from uvicorn.config import LOGGING_CONFIG
 
-    config = uvicorn.Config(app, http=coalescing(HttpToolsProtocol), log_level="info" if access_log else "warning",
-                            access_log=access_log, lifespan="on", timeout_graceful_shutdown=drain_seconds)
+    from zoo.serve._guard import GuardedProtocol
+
+    level = "info" if access_log else "warning"
+    logs = copy.deepcopy(LOGGING_CONFIG)   # zoo.serve's lines (one per disconnect or refused connection) as uvicorn's
+    logs["loggers"]["zoo.serve"] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
+    guard = GuardedProtocol.with_limits(options.max_head_bytes, options.head_timeout, options.body_timeout)
+    config = uvicorn.Config(app, http=coalescing(guard), log_config=logs, log_level=level, access_log=access_log,
+                            lifespan="on", timeout_graceful_shutdown=drain_seconds)
     handled = signals or (signal.SIGINT, signal.SIGTERM)
 
     class Server(uvicorn.Server):
@@ -146,7 +160,8 @@ def serve(sessions: list, host: str = "127.0.0.1", port: int = 8000, options: Op
           drain_seconds: float = 30, access_log: bool = False, announce=print, workers: int = 1,
           grpc_port: int | None = None) -> None:
     """Serve on host:port (HTTP) and grpc_port (gRPC, unless None) until SIGTERM or Ctrl-C, which stop
-    taking connections, let in-flight requests finish (at most `drain_seconds`), then return. With
+    taking connections, let in-flight requests finish (at most `drain_seconds`; those still running then
+    get 503), then return. With
     `workers` > 1, that many processes each serve every model (their own event loop, batchers and
     sessions, loaded from the same bundles) on the shared ports. `announce` gets the line saying where
     it listens."""

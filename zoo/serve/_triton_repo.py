@@ -164,7 +164,8 @@ def write_model(repository: Path, manifest, name: str, backend: str, **options) 
         if backend == "python":
             shutil.copyfile(manifest.bundle / "manifest.json", version / "manifest.json")
             shutil.copyfile(PYTHON_MODEL, version / "model.py")
-        swap_into_place(stage, repository / name, lambda folder: (folder / "config.pbtxt").is_file())
+        swap_into_place(stage, repository / name, lambda folder: (folder / "config.pbtxt").is_file(),
+                        zoo_writes=lambda entry: entry in ("config.pbtxt", "1") or entry.endswith(".labels.txt"))
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return repository / name

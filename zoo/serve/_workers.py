@@ -218,8 +218,8 @@ class Supervisor:
 def supervise(sessions: list, host: str, port: int, options: Options, drain_seconds: float, access_log: bool,
               announce, workers: int, grpc_port: int | None) -> None:
     """Run `workers` worker processes on the shared ports until SIGTERM or Ctrl-C; see the module's text."""
-    specs = [(str(s.manifest.bundle), {"device": s.device, "backend": s.backend, "threads": s.threads})
-             for s in sessions]
+    specs = [(str(s.manifest.bundle), {"device": s.device, "backend": s.backend, "threads": s.threads,
+                                        **options.trust}) for s in sessions]
     for session in sessions:   # each worker loads its own
         session.close()
     listener = listening_socket(host, port)

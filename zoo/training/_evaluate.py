@@ -17,7 +17,8 @@ def evaluate(name: str, data: str | Path | None, *, weights: str | Path | None =
     own preprocessing (the card's). Without `data`: the built-in test sample, for weights trained on the
     built-in sample (or the course's own built-in data); weights trained on real data are only scored on
     the synthetic sample with `builtin=True`, and the result says so. Writes the confusion matrix PNG(s)
-    to `out` for classifiers. Returns the metrics."""
+    to `out` for classifiers. Returns the metrics, with `warnings` when the data is the very data the weights
+    were trained on (the card's dataset fingerprint)."""
     spec = registry.get(name)
     path = resolve(spec, weights)
     if path is None:
@@ -43,6 +44,10 @@ def evaluate(name: str, data: str | Path | None, *, weights: str | Path | None =
               "fingerprint": dataset.fingerprint, "notes": dataset.notes, "metrics": values}
     if synthetic:
         result["notes"] = [f"scored on the built-in synthetic sample of {spec.dataset}, not on real data", *dataset.notes]
+    trained_on = ((card or {}).get("dataset") or {}).get("fingerprint")
+    result["warnings"] = [] if not trained_on or trained_on != dataset.fingerprint else [
+        f"{path.name} was trained on this very data (its fingerprint matches the card's): these scores measure "
+        "how well the weights fit their training data, not how they do on new data; pass the held-out test split"]
     if out is not None:
         result["plots"] = [str(p) for p in write_confusion_plots(spec, values, out, f"{name}.test-confusion.png",
                                                                  f"{name} (test)")]

@@ -1,0 +1,93 @@
+"""The page at /: what a person needs to try each model without the README, from its manifest alone (what the
+model tells apart, each input in words with its training ranges, a title for each result), embedded as JSON
+that no model name or label can break out of."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+PAGE = Path(__file__).with_name("page.html")
+GENERIC_OUTPUTS = {"logits", "logit", "probability", "probabilities", "output", "outputs", "scores", "value", "y"}
+
+
+def render(entries: list[dict]) -> str:
+    """page.html with the models' entries embedded. `<`, `>` and `&` are written as JSON escapes, so no string
+    can end the <script> element or open a comment inside it (`</script>`, `<!--<script>`)."""
+    data = json.dumps(entries).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    return PAGE.read_text().replace("__MODELS__", data)
+
+
+def entry(name: str, manifest) -> dict:
+    """What the page shows for one model: its summary, a form control per input, a title per output."""
+    labelled = [manifest.labels[t.name] for t in manifest.outputs if t.name in manifest.labels]
+    notes = []
+    if manifest.random_weights:
+        notes.append("This bundle has random (untrained) weights: its predictions are meaningless.")
+    if manifest.caveat:
+        notes.append(f"Caveat: {manifest.caveat}")
+    return {"name": name, "summary": _summary(manifest), "notes": notes,
+            "classifier": manifest.is_classifier,
+            "top_k": manifest.is_classifier and max(map(len, labelled)) > 2,
+            "inputs": [_input(t.name, manifest.preprocess.get(t.name)) for t in manifest.inputs],
+            "outputs": {t.name: _title(t.name, manifest.labels.get(t.name)) for t in manifest.outputs}}
+
+
+def _summary(manifest) -> str:
+    outputs = [t.name for t in manifest.outputs]
+    if not manifest.is_classifier:
+        return f"Predicts {', '.join(_words(n) for n in outputs)} ({manifest.task})."
+    parts = []
+    for name in outputs:
+        labels = manifest.labels.get(name)
+        if labels:
+            shown = ", ".join(labels[:6]) + (", …" if len(labels) > 6 else "")
+            parts.append(("" if name.lower() in GENERIC_OUTPUTS else f"{_words(name)}: ") +
+                         (f"{labels[0]} or {labels[1]}" if len(labels) == 2 else f"one of {len(labels)} ({shown})"))
+    return "Tells apart " + "; ".join(parts) + "."
+
+
+def _title(name: str, labels) -> str:
+    """A result's heading: what the model answers, not its tensor's name (unless that name says it)."""
+    own = "" if name.lower() in GENERIC_OUTPUTS else _words(name)
+    if labels and len(labels) == 2:
+        return f"{labels[0]} or {labels[1]}?"
+    if labels and own:
+        return f"{own.capitalize()}: the most likely of {len(labels)}"
+    if labels:
+        return f"The most likely of {len(labels)} classes"
+    return f"Predicted {own or 'value'}"
+
+
+def _words(name: str) -> str:
+    return name.replace("_", " ")
+
+
+def _input(name: str, pre) -> dict:
+    kind = getattr(pre, "kind", None)
+    out = {"name": name, "kind": kind, "help": pre.describe() if pre is not None else ""}
+    if kind == "tabular":
+        out["columns"] = list(pre.columns)
+        out["categories"] = {k: list(v) for k, v in pre.categories.items()}
+        out["ranges"] = {k: list(v) for k, v in (pre.ranges or {}).items()}
+        out["note"] = _units_note(pre)
+    elif kind == "onehot":
+        out["vocabulary"] = list(pre.vocabulary)
+    elif kind == "series":
+        out["window"] = pre.window
+        out["column"] = pre.column
+        out["range"] = None if pre.range is None else list(pre.range)
+    return out
+
+
+def _units_note(pre) -> str:
+    """What scale to type the numbers in, from the ranges the training data covered."""
+    if not pre.ranges:
+        return ("This bundle records no training ranges: enter values in the units of the data the model was "
+                "trained on.")
+    note = ("Enter values in the units of the training data: beside each field is the range it covered in "
+            "training (a value far outside it gets a warning, and the answer is not to be trusted).")
+    if all(0 <= low and high <= 1 for low, high in pre.ranges.values()):
+        note += (" Every number in the training data lies between 0 and 1: the data was given on a 0-1 scale "
+                 "(e.g. min-max scaled), so enter values on that scale, not raw measurements.")
+    return note
