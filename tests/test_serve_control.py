@@ -275,9 +275,12 @@ def test_compressed_bodies_are_bounded_after_decompression(two_workers, water_se
     url = f"{two_workers.http}/v2/models/water-mlp/infer"
     status, body = call(url, gzip.compress(infer_body(rows)), {"Content-Encoding": "gzip"})
     assert status == 200 and answer(body).shape == (4, 1)
-    status, body = call(url, zlib.compress(infer_body(rows)), {"Content-Encoding": "deflate",
+    many = np.tile(rows, (16, 1))   # a JSON answer over 1 KB: compressed when asked
+    status, body = call(url, zlib.compress(infer_body(many)), {"Content-Encoding": "deflate",
                                                                  "Accept-Encoding": "gzip"})
-    assert status == 200 and answer(gzip.decompress(body)).shape == (4, 1)
+    assert status == 200 and answer(gzip.decompress(body)).shape == (64, 1)
+    status, body = call(url, infer_body(rows), {"Accept-Encoding": "gzip"})   # a small one is not
+    assert status == 200 and answer(body).shape == (4, 1)
     bomb = gzip.compress(b" " * (2 * 2**20))   # 2 MB of spaces: 2 KB on the wire, over the 0.5 MB limit inflated
     status, body = call(url, bomb, {"Content-Encoding": "gzip"})
     assert status == 413 and "once decompressed" in json.loads(body)["error"]

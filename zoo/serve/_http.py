@@ -12,7 +12,8 @@ POST /v2/models/{name}/classify (an image upload, a form, a CSV body or JSON: la
 GET /metrics (Prometheus); GET / (a page to try the models).
 
 Request bodies may come compressed (Content-Encoding gzip or deflate), bounded after decompression too;
-infer answers are compressed when the client accepts it (Accept-Encoding), others with gzip. Errors are
+answers of 1 KB or more are compressed when the client accepts it (Accept-Encoding: infer with gzip or deflate,
+others with gzip). Errors are
 JSON {"error": "..."} with a status naming what was wrong; bodies over the limit get 413. An infer request
 whose client disconnects while it is queued is dropped before it is computed."""
 
@@ -43,6 +44,7 @@ DRAINED = "the server is shutting down and this request did not finish within it
 MAX_TOP_K = 1000
 DRAIN = 256 * 2**20   # a refused body is read and dropped up to this much, so the client gets the answer
 ENCODINGS = ("gzip", "deflate")
+COMPRESS_FROM = 1024   # bytes: smaller answers go as they are (aiohttp, for one, asks for gzip by default)
 
 
 class ClientGone(Exception):
@@ -163,7 +165,7 @@ class InferEndpoint:
                 known = (500, f"internal error: {type(e).__name__}")
             status, content = known[0], json.dumps({"error": known[1]}).encode()
             headers = [(b"content-type", b"application/json")]
-        encoding = _accepted(scope)
+        encoding = _accepted(scope) if len(content) >= COMPRESS_FROM else None
         if encoding is not None:
             content = _compressed(content, encoding)
             headers.append((b"content-encoding", encoding.encode()))
@@ -366,7 +368,7 @@ def create_app(sessions: list, options: Options = Options(), core: Core | None =
         routes += [Route(f"{base}/infer", unreachable, methods=["POST"]), Route(base, metadata), Route(f"{base}/ready", ready), Route(f"{base}/config", config),
                    Route(f"{base}/stats", stats)]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: not_found, Exception: crashed})
-    app.add_middleware(GZipMiddleware, minimum_size=1024)
+    app.add_middleware(GZipMiddleware, minimum_size=COMPRESS_FROM)
     app.add_middleware(BodyGuard, limit=options.max_body_bytes, core=core)
     return InferEndpoint(core, app)
 
