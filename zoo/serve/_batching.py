@@ -8,16 +8,17 @@ one batches what piled up during the previous call). A request whose caller has 
 cancelled: the client disconnected) or whose deadline has passed is dropped before it is computed.
 
 A batch runs on the event loop when it is expected to cost less CPU than `inline_below` seconds, else in a
-worker thread (`instances` of them, each with the session's intra-op threads). With one instance (zoo
-serve's worker processes each have one) the default bound is 50 ms: the process's one core would run the
-call anyway, and handing it to a thread costs a hand-off each way and the two threads' contention for the
-GIL (measured with perf_analyzer, two rounds each, two workers: clouds-cnn at concurrency 8 1,231 and
-1,015 against 1,065 and 1,079 requests/s, at 64 1,197 and 1,098 against 1,098 and 1,109: a wash to 10 %
-better; water-mlp, whose call costs less than the hand-off, saves about 50 µs of CPU a request); the event
-loop is deaf meanwhile, so longer calls still go to the thread. With several instances in one process, only calls under 0.2 ms run on the event loop. The
-expected cost is the batch's rows times the least CPU time per row of the first calls, which run on the
-event loop to measure it (the check a model passes before it takes traffic, _warmup.py). Each caller gets
-exactly its own rows back. `run_batch` is the same join-run-split step for any caller (the Triton model)."""
+worker thread (`instances` of them, each with the session's intra-op threads), keeping the loop free to
+read and answer other requests meanwhile. With one instance (zoo serve's worker processes each have one)
+the default bound is 1 ms: a hand-off to a thread and back costs about 50 µs of CPU, more than a water-mlp
+call (about 20 µs), so small models run on the loop; a clouds-cnn call (1.4 ms a row) goes to the thread.
+Measured with perf_analyzer on two workers, clouds-cnn at concurrency 8, alternating: on the loop 619,
+596, 604, 680 against 790, 935, 792, 566 requests/s in a thread at load 4-6 (an earlier quieter pair of
+runs had the loop at par or 10 % ahead). With several instances in one process, only calls under 0.2 ms
+run on the loop. The expected cost is the batch's rows times the least CPU time per row of the first
+calls, which run on the event loop to measure it (the check a model passes before it takes traffic,
+_warmup.py). Each caller gets exactly its own rows back. `run_batch` is the same join-run-split step for
+any caller (the Triton model)."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ import numpy as np
 import zoo.runtime
 
 log = logging.getLogger("zoo.serve")
-INLINE_BELOW = {True: 0.05, False: 0.0002}   # seconds of CPU per call run on the event loop, by "one instance"
+INLINE_BELOW = {True: 0.001, False: 0.0002}   # seconds of CPU per call run on the event loop, by "one instance"
 MEASURED_CALLS = 2      # calls run on the event loop to measure their cost
 
 
