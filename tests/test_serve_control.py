@@ -338,3 +338,22 @@ def test_metrics_and_statistics_are_summed_over_the_workers(two_workers, rows):
         counts.add(next(x for x in text.splitlines()
                         if x.startswith('zoo_requests_total{endpoint="infer",model="water-mlp"}')).split()[-1])
     assert len(counts) == 1 and float(counts.pop()) >= 20
+
+
+def test_the_default_instances_and_threads_fit_the_cores(monkeypatch):
+    """intra-op threads x instances never exceeds the cores unless both are given: by default one thread per
+    instance and an instance per core (one on CUDA)."""
+    import zoo.runtime
+
+    for cores in (1, 2, 3, 8):
+        monkeypatch.setattr(zoo.runtime, "default_threads", lambda cores=cores: cores)
+        assert zoo.serve.fit_cores(None, None) == (cores, 1)
+        assert zoo.serve.fit_cores(None, None, "cuda") == (1, 1)
+        for instances in (1, 2, 4):
+            got, threads = zoo.serve.fit_cores(instances, None)
+            assert got == instances and threads == max(1, cores // instances)
+        for threads in (1, 2, 4):
+            instances, got = zoo.serve.fit_cores(None, threads)
+            assert got == threads and instances == max(1, cores // threads)
+            assert instances * threads <= max(cores, threads)
+        assert zoo.serve.fit_cores(3, 5) == (3, 5)
