@@ -22,6 +22,7 @@ ALLOWED = {
     "catalog": ({"errors", "contract", "registry"}, False),
     "hub": ({"errors", "contract", "registry", "weights"}, False),
     "serve": ({"errors", "contract", "runtime", "outputs"}, False),
+    "runs": ({"errors", "contract", "registry"}, False),   # zoo runs lists run.json files: no torch
 }
 SERVE_MAY_USE = ("serve", "runtime", "contract", "errors", "outputs")
 

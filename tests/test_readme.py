@@ -85,6 +85,8 @@ EXAMPLES = [
                    ("10.0.0.1", "127.0.0.1"), ("--master-port 29500", "--master-port {master_port}"),
                    ("   # machine 0", " &   # machine 0"), ("   # machine 1", " && wait $!   # machine 1"))),
     Example('session = zoo.runtime.load("bundles/clouds-cnn-onnx", device="cpu")', expect="(2, 7)"),
+    Example("zoo export clouds-cnn --format onnx --raw-inputs --out bundles/shipped", expect="preprocessing in the graph"),
+    Example('bundle = "bundles/shipped/clouds-cnn-onnx-raw"', expect="test_data_set_0 ok"),
     Example("zoo serve clouds-cnn water-mlp            #",
             edits=(("pip install -e '.[serve]'", f"{SKIPPED_LINE} installs from PyPI; the test environment has "
                     "the serving extra"),

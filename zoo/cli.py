@@ -8,7 +8,7 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -19,6 +19,7 @@ from typer.core import TyperCommand, TyperGroup
 import zoo
 from zoo import registry
 from zoo.errors import ZooError, interrupted
+from zoo.runs import SORTS
 from zoo.weights import headline, read_card
 
 
@@ -64,6 +65,11 @@ TrustCodeFlag = Annotated[bool, typer.Option("--trust-code", help="Load TorchScr
 TrustedKeys = Annotated[builtins.list[str] | None, typer.Option(
     "--trusted-key", metavar="PUB", help="Public key file (zoo keygen); refuse bundles not signed by it (repeat for "
                                          "several keys).")]
+AMP_HELP = ("Mixed precision: bfloat16 autocast on CPU, float16 with a gradient scaler on CUDA; the weights and "
+            "the exported bundles stay float32. Off by default: on this project's CPU (with AVX-512 bfloat16) it made "
+            "cifar2-netresdeep's and food10-mobilenetv2's epochs 1.8-2x faster but not clouds-cnn's, at validation "
+            "accuracy 0-0.7 points lower, and on a CPU without bfloat16 instructions it is 8-12x slower "
+            "(benchmarks/RESULTS.md).")
 
 
 # modules only an extra installs: a command that needs one says how to get it
@@ -249,6 +255,35 @@ def info(name: Annotated[str, typer.Argument(help="Model name, e.g. clouds-cnn."
     console.print(table)
 
 
+# zoo train's longer options, named here so that the command's signature stays readable
+Resume = Annotated[bool, typer.Option(help="Continue the interrupted run whose checkpoint is in --out (a run that "
+                                           "finished with the same recipe and data is not repeated).")]
+Restart = Annotated[bool, typer.Option(help="Discard the checkpoint of an interrupted run in --out and train from the "
+                                            "start (without --resume or --restart, a checkpoint there is refused).")]
+Schedule = Annotated[Literal[registry.SCHEDULES] | None, typer.Option(
+    "--schedule", help="Learning-rate schedule: cosine and onecycle step every batch; plateau multiplies the rate by "
+                       "--plateau-factor when the monitored validation metric has not improved for --plateau-patience "
+                       "epochs (early stopping and the best epoch's weights stay as they are).",
+    show_default="the recipe's")]
+PlateauPatience = Annotated[int | None, typer.Option(min=0, help="With --schedule plateau: epochs without improvement "
+                                                     "before the rate falls.", show_default="the recipe's, 2")]
+PlateauFactor = Annotated[float | None, typer.Option(help="With --schedule plateau: what the rate is multiplied by.",
+                                                     show_default="the recipe's, 0.2")]
+Amp = Annotated[bool, typer.Option("--amp", help=AMP_HELP)]
+Pretrained = Annotated[str | None, typer.Option(help="The file (or folder) of the pretrained weights a transfer-"
+                                                     "learning recipe starts from.",
+                                                show_default="looked for in $ZOO_PRETRAINED, <data-root>/pretrained, "
+                                                             "the cache")]
+Nproc = Annotated[int | None, typer.Option(min=1, help="Data-parallel training: processes on this machine, launched "
+                                                       "with torchrun (DDP; gloo on CPU, nccl on CUDA).",
+                                           show_default="one process, no torchrun")]
+Nnodes = Annotated[int, typer.Option(min=1, help="With --nproc: machines taking part (torchrun --nnodes).")]
+NodeRank = Annotated[int, typer.Option(min=0, help="With --nproc: this machine's index (torchrun --node-rank).")]
+MasterAddr = Annotated[str | None, typer.Option(help="With --nproc: the address of node 0 (torchrun --master-addr).",
+                                                show_default="this machine, one node")]
+MasterPort = Annotated[int, typer.Option(help="With --nproc: node 0's port (torchrun --master-port).")]
+
+
 @command
 def train(
     name: Annotated[str | None, typer.Argument(help="Model name (or --all).")] = None,
@@ -261,42 +296,44 @@ def train(
                                                show_default="the recipe's")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Override the recipe's batch size.",
                                                    show_default="the recipe's")] = None,
-    lr: Annotated[float | None, typer.Option(help="Override the recipe's learning rate.",
-                                             show_default="the recipe's")] = None,
+    lr: Annotated[float | None, typer.Option(help="Override the recipe's learning rate (`zoo lr-find NAME` suggests "
+                                                  "one).", show_default="the recipe's")] = None,
     seed: Annotated[int | None, typer.Option(help="Override the recipe's seed.", show_default="the recipe's")] = None,
     finetune_epochs: Annotated[int | None, typer.Option(help="Override the fine-tuning epochs of a transfer-learning "
                                                         "recipe (after --epochs with the backbone frozen).",
                                                         show_default="the recipe's")] = None,
+    schedule: Schedule = None,
+    plateau_patience: PlateauPatience = None,
+    plateau_factor: PlateauFactor = None,
+    amp: Amp = False,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in --out.")] = False,
+    resume: Resume = False,
+    restart: Restart = False,
     replace_shipped: Annotated[bool, typer.Option("--replace-shipped", help="Write into the shipped weights folder "
                                                   "(weights/), replacing the model's shipped weights.")] = False,
     force: Annotated[bool, typer.Option(help="Replace real-data weights with built-in-sample ones.")] = False,
     strict: Annotated[bool, typer.Option(help="Stop at an unreadable image instead of skipping it (skipped files "
                                          "are counted and listed in the card).")] = False,
-    pretrained: Annotated[str | None, typer.Option(help="The file (or folder) of the pretrained weights a transfer-"
-                                                   "learning recipe starts from.",
-                                              show_default="looked for in $ZOO_PRETRAINED, <data-root>/pretrained, "
-                                                           "the cache")] = None,
-    all_: Annotated[bool, typer.Option("--all", help="Train every model.")] = False,
+    pretrained: Pretrained = None,
+    all_: Annotated[bool, typer.Option("--all", help="Train every model, one after another, and sum them up in a "
+                                       "table (a model that fails does not stop the others).")] = False,
     data_root: Annotated[str | None, typer.Option(help="With --all: the folder holding every dataset "
                                                        "(as ../shared/data is laid out).")] = None,
-    nproc: Annotated[int | None, typer.Option(min=1, help="Data-parallel training: processes on this machine, "
-                                              "launched with torchrun (DDP; gloo on CPU, nccl on CUDA).",
-                                              show_default="one process, no torchrun")] = None,
-    nnodes: Annotated[int, typer.Option(min=1, help="With --nproc: machines taking part (torchrun --nnodes).")] = 1,
-    node_rank: Annotated[int, typer.Option(min=0, help="With --nproc: this machine's index (torchrun --node-rank).")] = 0,
-    master_addr: Annotated[str | None, typer.Option(help="With --nproc: the address of node 0 (torchrun "
-                                                    "--master-addr).", show_default="this machine, one node")] = None,
-    master_port: Annotated[int, typer.Option(help="With --nproc: node 0's port (torchrun --master-port).")] = 29500,
+    nproc: Nproc = None,
+    nnodes: Nnodes = 1,
+    node_rank: NodeRank = 0,
+    master_addr: MasterAddr = None,
+    master_port: MasterPort = 29500,
     json_: JsonFlag = False,
 ):
     """Train a model on its dataset (or the built-in sample) and write weights, card, history and plots
-    to runs/ (or --out); the shipped weights are never replaced without --replace-shipped."""
+    to runs/ (or --out); the shipped weights are never replaced without --replace-shipped. One run at a time
+    writes to a folder; a checkpoint left there by an interrupted run needs --resume or --restart. Every run logs
+    to <out>/logs/<model>/<started>/ for TensorBoard (tensorboard --logdir runs) and `zoo runs`."""
     _check_early(name, data)
     if data_root is not None and not Path(data_root).is_dir():
         raise ZooError(f"--data-root {data_root}: no such folder")
-    from zoo.training import train as train_model
+    from zoo.training import train_all
 
     if nproc is not None:
         from zoo.training import launch
@@ -309,19 +346,37 @@ def train(
         raise ZooError("give a model name or --all (not both)")
     if all_ and data is not None:
         raise ZooError("--all trains every model, each on its own dataset: use --data-root DIR, not --data")
-    cards = []
-    for model in registry.names() if all_ else [name]:
-        spec = registry.get(model)
-        model_data = data
-        folder = registry.dataset(spec.dataset).folder
-        if all_ and data_root is not None and folder is not None:
-            model_data = str(Path(data_root) / folder)
-        cards.append(train_model(model, model_data, out=out, epochs=epochs, batch_size=batch_size, lr=lr,
-                                 seed=seed, device=device, resume=resume, force=force,
-                                 replace_shipped=replace_shipped, strict=strict, pretrained=pretrained,
-                                 finetune_epochs=finetune_epochs, console=err_console))
+    options = dict(out=out, device=device, resume=resume, restart=restart, force=force,
+                   replace_shipped=replace_shipped, strict=strict, pretrained=pretrained, console=err_console,
+                   epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, finetune_epochs=finetune_epochs,
+                   scheduler=schedule, plateau_patience=plateau_patience, plateau_factor=plateau_factor,
+                   amp=amp or None)
+    if not all_:
+        from zoo.training import train as train_model
+
+        card = train_model(name, data, **options)
+        return print_json(card) if json_ else None
+    rows = train_all(data_root, **options)
     if json_:
-        print_json(cards if all_ else cards[0])
+        print_json([vars(r) for r in rows])
+    else:
+        _print_summary(rows)
+    failed = [r for r in rows if r.status in ("failed", "diverged")]
+    if failed:
+        raise ZooError(f"{len(failed)} of {len(rows)} models did not train: {', '.join(r.model for r in failed)} "
+                       "(the reasons are above)", exit_code=1)
+
+
+def _print_summary(rows) -> None:
+    table = Table(title=f"zoo train --all: {len(rows)} models", title_justify="left")
+    for col in ("model", "status", "metric", "time"):
+        table.add_column(col, justify="right" if col == "time" else "left")
+    styles = {"failed": "red", "diverged": "red", "already trained": "dim"}
+    for r in rows:
+        metric = f"{r.split} {r.monitor} {r.value:.4g}" if r.value is not None else "-"
+        minutes, seconds = divmod(round(r.seconds), 60)
+        table.add_row(r.model, r.status, metric, f"{minutes}:{seconds:02d}", style=styles.get(r.status))
+    Console(width=max(console.width, 100)).print(table)
 
 
 @command
@@ -358,6 +413,77 @@ def evaluate(
         err_console.print(f"[yellow]warning:[/] {printable(warning)}", highlight=False, soft_wrap=True)
     for plot in result.get("plots", []):
         console.print(f"wrote {printable(plot)}", highlight=False)
+
+
+@command
+def runs(
+    folder: Annotated[str, typer.Argument(help="The folder `zoo train` wrote to; its runs are under logs/.")] = "runs",
+    model: Annotated[str | None, typer.Option(help="Only this model's runs.", show_default="every model")] = None,
+    sort: Annotated[Literal[SORTS], typer.Option(help="date: newest first; model; metric: best first (each run by its "
+                                                     "monitored metric); time: quickest first.")] = "date",
+    plot: Annotated[str | None, typer.Option(help="Also draw the runs' validation curves on one PNG at FILE.",
+                                             show_default="no plot")] = None,
+    json_: JsonFlag = False,
+):
+    """Compare training runs without TensorBoard: model, data, what the recipe changed, best epoch, validation
+    metric, time. Every `zoo train` run records itself in <out>/logs/<model>/<started>/run.json."""
+    from zoo.runs import plot_runs, read_runs, sort_runs
+
+    rows = sort_runs(read_runs(folder, model), sort)
+    if plot is not None:
+        from zoo.outputs import writable_file
+
+        written = plot_runs(rows, writable_file(plot, "--plot"))
+        err_console.print(f"wrote {written}", highlight=False)
+    if json_:
+        return print_json([{k: v for k, v in r.items() if k != "history"} for r in rows])
+    table = Table(title=f"{len(rows)} training run(s) under {folder}", title_justify="left")
+    table.add_column("run (model/started)", no_wrap=True)
+    for col in ("data", "recipe changes", "best epoch", "metric", "time"):
+        table.add_column(col, justify="right" if col in ("best epoch", "time") else "left")
+    for r in rows:
+        metric = f"{r['split']} {r['monitor']} {r['value']:.4g}" if r["value"] is not None else r["status"]
+        changes = ", ".join(f"{k}={v}" for k, v in r["changes"].items()) or "-"
+        seconds = "-" if r["seconds"] is None else f"{r['seconds']:.0f} s"
+        table.add_row(escape(r["run"].removeprefix("logs/")), escape(f"{r['data']} {r['fingerprint'][:8]}"),
+                      escape(changes), f"{r['best_epoch']}/{r['epochs_run']}", metric, seconds,
+                      style="red" if r["status"] != "finished" else None)
+    Console(width=max(console.width, 140)).print(table)
+
+
+@command
+def lr_find(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    data: Annotated[str | None, typer.Option(help="Dataset folder or file in its real format.",
+                                             show_default="the built-in sample")] = None,
+    out: Annotated[str | None, typer.Option(help="Folder for the plot, NAME.lr-find.png.", show_default="runs/")] = None,
+    steps: Annotated[int, typer.Option(min=10, help="Batches, one per learning rate.")] = 200,
+    start: Annotated[float, typer.Option(help="First learning rate.")] = 1e-7,
+    end: Annotated[float, typer.Option(help="Last learning rate.")] = 10.0,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Batch size (the best rate depends on it).",
+                                                   show_default="the recipe's")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    pretrained: Pretrained = None,
+    json_: JsonFlag = False,
+):
+    """The learning-rate range test: the rate grows exponentially over --steps batches while the smoothed training
+    loss is recorded; plots loss against rate and suggests a rate for `zoo train NAME --lr` (the rule is printed).
+    Nothing is trained for good: the weights and the optimizer are restored afterwards."""
+    from zoo.training import find_lr
+
+    result = find_lr(name, data, out=out, steps=steps, start=start, end=end, batch_size=batch_size, device=device,
+                     pretrained=pretrained, console=err_console)
+    if json_:
+        return print_json(result)
+    console.print(f"{name}: {result['steps_run']} steps at batch size {result['batch_size']} ({result['optimizer']}); "
+                  f"stopped: {result['stopped']}", highlight=False)
+    if result["suggestion"] is None:
+        console.print("[yellow]no suggestion: the loss never fell; try a lower --start or more --steps[/]")
+    else:
+        console.print(f"suggested learning rate {result['suggestion']:g}: {result['rule']} (the lowest was at "
+                      f"{result['lowest_loss_lr']:.2g}); the recipe's is {result['recipe_lr']:g}", highlight=False)
+        console.print(f"train with it: zoo train {name} --lr {result['suggestion']:g}", highlight=False)
+    console.print(f"wrote {result['plot']}", highlight=False)
 
 
 def _print_parity(title: str, report: dict) -> None:

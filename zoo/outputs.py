@@ -16,7 +16,7 @@ from zoo.errors import ZooError
 
 RUNS = Path("runs")   # where `zoo train` writes unless told otherwise; the shipped weights need --replace-shipped
 
-__all__ = ["RUNS", "writable_folder", "writable_file", "atomic_write", "write_json", "locked", "staging_folder",
+__all__ = ["RUNS", "WriteFailed", "writable_folder", "writable_file", "atomic_write", "write_json", "locked", "staging_folder",
            "swap_into_place", "clean_stale_staging"]
 
 
@@ -79,6 +79,14 @@ def _new_file(path: Path) -> None:
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
 
 
+class WriteFailed(ZooError):
+    """A write the system refused (a full disk, a file-size limit): `reason` says why, the message names the path."""
+
+    def __init__(self, path: Path, error: OSError):
+        self.reason = error.strerror or str(error)
+        super().__init__(f"cannot write {path}: {self.reason}")
+
+
 def atomic_write(path: Path, write) -> None:
     """Call write(tmp_path), fsync, then rename over `path`: readers never see a partial file. The file's
     permissions follow the umask. A write the system refuses (a full disk) is one ZooError naming `path`."""
@@ -87,7 +95,7 @@ def atomic_write(path: Path, write) -> None:
         tmp = _new_entry(path.parent, f".{path.name}.", ".tmp", _new_file)
         mode = stat.S_IMODE(tmp.stat().st_mode)   # 0o666 less the umask
     except OSError as e:
-        raise ZooError(f"cannot write {path}: {e.strerror or e}") from None
+        raise WriteFailed(path, e) from None
     try:
         write(tmp)
         os.chmod(tmp, mode)   # a writer that replaces the file (safetensors does) leaves it private
@@ -97,7 +105,7 @@ def atomic_write(path: Path, write) -> None:
     except BaseException as e:
         tmp.unlink(missing_ok=True)
         if isinstance(e, OSError):
-            raise ZooError(f"cannot write {path}: {e.strerror or e}") from None
+            raise WriteFailed(path, e) from None
         raise
 
 
@@ -106,14 +114,18 @@ def write_json(path: Path, data) -> None:
 
 
 @contextlib.contextmanager
-def locked(folder: Path):
+def locked(folder: Path, busy: str | None = None):
     """An exclusive advisory lock on the folder itself (flock on its descriptor: no lock file is left
-    behind) for the duration of the block."""
+    behind, and the kernel drops the lock when its holder dies) for the duration of the block. With `busy`,
+    no waiting: ZooError(busy) at once when another process holds it."""
     import fcntl
 
     fd = os.open(folder, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (fcntl.LOCK_NB if busy else 0))
+        except BlockingIOError:
+            raise ZooError(busy) from None
         yield
     finally:
         os.close(fd)   # closing releases the lock

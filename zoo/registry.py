@@ -18,8 +18,8 @@ from zoo.errors import ZooError
 
 __all__ = [
     "TensorSpec", "ImagePreprocess", "TabularPreprocess", "SeriesPreprocess", "OneHotPreprocess",
-    "Recipe", "Pretrained", "ModelSpec", "DatasetSpec", "register", "register_dataset", "names", "get", "build", "specs",
-    "dataset", "datasets",
+    "Recipe", "SCHEDULES", "Pretrained", "ModelSpec", "DatasetSpec", "register", "register_dataset", "names", "get",
+    "build", "specs", "dataset", "datasets",
 ]
 
 
@@ -48,6 +48,9 @@ class Pretrained:
     source: str                     # where it comes from, for the error that says it is missing
 
 
+SCHEDULES = ("none", "cosine", "onecycle", "plateau")   # a Recipe's scheduler
+
+
 @dataclass(frozen=True)
 class Recipe:
     """Training defaults; every field can be overridden on the command line or in `zoo.train()`."""
@@ -59,7 +62,9 @@ class Recipe:
     loss_weights: dict[str, float] = field(default_factory=dict)  # per output name; 1.0 if absent
     momentum: float = 0.0
     weight_decay: float = 0.0
-    scheduler: str = "none"          # none | cosine | onecycle
+    scheduler: str = "none"          # none | cosine | onecycle | plateau (zoo train --schedule)
+    plateau_patience: int = 2        # plateau: epochs without improvement of the monitored metric before...
+    plateau_factor: float = 0.2      # ...the learning rate is multiplied by this
     augment: str = "none"            # a named augmentation from zoo.data.augment
     label_smoothing: float = 0.0
     grad_clip: float | None = None
@@ -77,6 +82,7 @@ class Recipe:
     finetune_epochs: int = 0
     finetune_lr: float = 0.0
     bn_eval: tuple[str, ...] = ()       # module-name prefixes whose BatchNorm layers keep their statistics
+    amp: bool = False                   # mixed precision: bfloat16 autocast on CPU, float16 + grad scaler on CUDA
 
 
 @dataclass(frozen=True)

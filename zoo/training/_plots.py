@@ -30,7 +30,8 @@ def plot_history(history: list[dict], monitor: str, path: Path, title: str) -> N
     plt.close(fig)
 
 
-def plot_confusion(matrix: list[list[int]], labels: list[str], path: Path, title: str) -> None:
+def confusion_figure(matrix: list[list[int]], labels: list[str], title: str):
+    """The confusion matrix as a matplotlib figure (the caller saves or logs it, then closes it)."""
     plt = _pyplot()
     n = len(labels)
     size = max(4.0, 0.45 * n + 2)
@@ -45,6 +46,29 @@ def plot_confusion(matrix: list[list[int]], labels: list[str], path: Path, title
                 ax.text(j, i, str(value), ha="center", va="center",
                         color="white" if value > peak / 2 else "black", fontsize=8)
     ax.set(xlabel="predicted", ylabel="true", title=title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_confusion(matrix: list[list[int]], labels: list[str], path: Path, title: str) -> None:
+    fig = confusion_figure(matrix, labels, title)
+    fig.savefig(path, dpi=90)
+    _pyplot().close(fig)
+
+
+def plot_lr_find(lrs: list[float], losses: list[float], suggestion: float | None, recipe_lr: float, path: Path,
+                 title: str) -> None:
+    """The learning-rate range test: smoothed loss against the learning rate (log scale), with the suggestion and
+    the recipe's learning rate marked."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.plot(lrs, losses)
+    ax.set_xscale("log")
+    if suggestion is not None:
+        ax.axvline(suggestion, color="tab:red", label=f"suggested {suggestion:.2g}")
+    ax.axvline(recipe_lr, color="tab:gray", linestyle="--", label=f"recipe {recipe_lr:.2g}")
+    ax.set(xlabel="learning rate", ylabel="training loss (smoothed)", title=title)
+    ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

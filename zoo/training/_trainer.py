@@ -1,10 +1,10 @@
-"""One trainer for every spec: recipe from the spec, validation split with a fixed seed, torchmetrics,
-early stopping, best-epoch weights, resumable checkpoints, weights + card + history + plots."""
+"""The trainer's parts for every spec: validation split with a fixed seed, preprocessing fitted on the training
+split, loss, optimizer and schedule from the recipe, training steps and epochs, torchmetrics evaluation, transfer-
+learning phases, and the weights + card + history + plots a run writes. A run itself is zoo/training/_run.py, its
+epoch loop zoo/training/_loop.py."""
 
 from __future__ import annotations
 
-import copy
-import json
 import dataclasses
 import math
 import os
@@ -15,24 +15,27 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from zoo import __version__, data as zdata, registry
 from zoo.contract import preprocessing_to_dict
 from zoo.data.augment import augment
 from zoo.errors import ZooError
 from zoo.outputs import RUNS, write_json, writable_folder
-from zoo.registry import ModelSpec, Pretrained, Recipe
+from zoo.registry import SCHEDULES, ModelSpec, Pretrained, Recipe
 from zoo.training import _checkpoint as ckpt
-from zoo.training._distributed import (Ranks, epoch_indices, local_batch_size, shard, start as start_ranks,
-                                      stop as stop_ranks, sum_across, wrap)
-from zoo.training._outoftime import caveat, choose_alpha, corrections, headline as oot_headline, year_folds
-from zoo.training._metrics import Metrics, lower_is_better, scalars
+from zoo.training._distributed import Ranks, epoch_indices, local_batch_size, shard, sum_across, wrap
+from zoo.training._outoftime import caveat, choose_alpha, corrections
+from zoo.training._metrics import Metrics, scalars
 from zoo.training._plots import plot_confusion, plot_history
 from zoo.weights import read_card, sha256_file, weights_dir
 
 EVAL_BATCH = 512
-BUILTIN_EPOCHS = 15  # epochs on the built-in sample unless --epochs says otherwise
+
+
+class Diverged(ZooError):
+    """Training stopped: the loss or the monitored metric is not finite, or far worse than the baseline."""
+
+    exit_code = 1
 
 
 def resolve_device(device: str) -> torch.device:
@@ -94,7 +97,12 @@ def make_loss(spec: ModelSpec, recipe: Recipe):
         return lambda outputs, targets: sum(weight.get(k, 1.0) * ce(outputs[k], targets[k]) for k in outputs)
     if kind == "bce":
         bce = torch.nn.BCELoss()
-        return lambda outputs, targets: sum(bce(outputs[k].clamp(1e-7, 1 - 1e-7), targets[k]) for k in outputs)
+
+        def bce_loss(outputs, targets):   # BCELoss raises on NaN: a diverged model's NaN is a NaN loss here
+            if not all(torch.isfinite(v).all() for v in outputs.values()):
+                return torch.tensor(math.nan)
+            return sum(bce(outputs[k].clamp(1e-7, 1 - 1e-7), targets[k]) for k in outputs)
+        return bce_loss
     if kind == "bce_with_logits":
         bcel = torch.nn.BCEWithLogitsLoss()
         return lambda outputs, targets: sum(bcel(outputs[k], targets[k]) for k in outputs)
@@ -125,16 +133,49 @@ def make_optimizer(model, recipe: Recipe, lr: float | None = None):
     raise ZooError(f"unknown optimizer {recipe.optimizer!r}; expected sgd, adam or adamw")
 
 
-def make_scheduler(optimizer, recipe: Recipe, total_steps: int):
+def make_scheduler(optimizer, recipe: Recipe, total_steps: int, minimize: bool = False):
+    """The recipe's learning-rate schedule: cosine and one-cycle step after every batch (over `total_steps`),
+    plateau (ReduceLROnPlateau) after every epoch with the monitored metric (`minimize`: lower is better)."""
     if recipe.scheduler == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
     if recipe.scheduler == "onecycle":
         peak = optimizer.param_groups[0]["lr"]
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=peak, total_steps=max(1, total_steps),
                                                    pct_start=0.15)
+    if recipe.scheduler == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min" if minimize else "max",
+                                                          factor=recipe.plateau_factor,
+                                                          patience=recipe.plateau_patience)
     if recipe.scheduler == "none":
         return None
-    raise ZooError(f"unknown scheduler {recipe.scheduler!r}; expected none, cosine or onecycle")
+    raise ZooError(f"unknown scheduler {recipe.scheduler!r}; expected {', '.join(SCHEDULES)}")
+
+
+def per_step(scheduler):
+    """The schedule if it steps after every batch, else None (plateau steps once per epoch)."""
+    return None if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) else scheduler
+
+
+class MixedPrecision:
+    """`--amp`: the forward pass under autocast, bfloat16 on CPU, float16 on CUDA with a gradient scaler (float16's
+    small range underflows gradients; bfloat16 has float32's). The weights stay float32. Off: plain float32 steps."""
+
+    def __init__(self, enabled: bool, device: torch.device):
+        self.enabled, self.device_type = enabled, device.type
+        self.dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=enabled and device.type == "cuda")
+
+    def autocast(self):
+        return torch.autocast(self.device_type, dtype=self.dtype, enabled=self.enabled)
+
+    def step(self, loss: torch.Tensor, optimizer, parameters, grad_clip: float | None) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if grad_clip:
+            self.scaler.unscale_(optimizer)   # clip the true gradients
+            torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
+        self.scaler.step(optimizer)
+        self.scaler.update()
 
 
 def as_dict(spec: ModelSpec, output) -> dict[str, torch.Tensor]:
@@ -142,34 +183,45 @@ def as_dict(spec: ModelSpec, output) -> dict[str, torch.Tensor]:
     return {t.name: o for t, o in zip(spec.outputs, outputs)}
 
 
-def train_epoch(spec: ModelSpec, trained, optimizer, scheduler, loss_fn, train_set: zdata.Dataset, recipe: Recipe,
-                epoch: int, ranks: Ranks, device, on_step=None) -> tuple[float, int, int]:
-    """One epoch of steps (augmentation, the preprocessing's apply, forward, backward, clipping, the schedule);
-    returns this rank's summed loss, samples seen and steps. `trained` is the model, or its DDP wrapper."""
-    running, seen, steps = 0.0, 0, 0
-    for idx in epoch_batches(len(train_set), recipe, epoch, ranks):
-        part = train_set.subset(idx)
-        stored = part.inputs
-        if recipe.augment != "none":
-            stored = {k: augment(recipe.augment, v) if v.dtype == torch.uint8 else v for k, v in stored.items()}
-        inputs = zdata.model_inputs(train_set.preprocess, stored)
+def train_step(spec: ModelSpec, trained, optimizer, loss_fn, part: zdata.Dataset, recipe: Recipe, device,
+               precision: MixedPrecision | None = None) -> torch.Tensor:
+    """One optimizer step on the batch `part` (augmentation, the preprocessing's apply, forward, backward,
+    clipping); returns the loss, and takes no step when it is not finite. `trained` is the model, or its DDP
+    wrapper."""
+    precision = precision or MixedPrecision(False, torch.device(device))
+    stored = part.inputs
+    if recipe.augment != "none":
+        stored = {k: augment(recipe.augment, v) if v.dtype == torch.uint8 else v for k, v in stored.items()}
+    inputs = zdata.model_inputs(part.preprocess, stored)
+    with precision.autocast():
         outputs = as_dict(spec, trained(*(v.to(device) for v in inputs.values())))
-        loss = loss_fn(outputs, {k: v.to(device) for k, v in part.targets.items()})
-        if not torch.isfinite(loss):
-            raise ZooError(f"training diverged at epoch {epoch} (loss {float(loss)}); lower --lr or check the data",
-                           exit_code=1)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if recipe.grad_clip:
-            torch.nn.utils.clip_grad_norm_(trained.parameters(), recipe.grad_clip)
-        optimizer.step()
+    outputs = {k: v.float() for k, v in outputs.items()}   # the loss in float32
+    loss = loss_fn(outputs, {k: v.to(device) for k, v in part.targets.items()})
+    if torch.isfinite(loss):
+        precision.step(loss, optimizer, trained.parameters(), recipe.grad_clip)
+    return loss.detach()
+
+
+def train_epoch(spec: ModelSpec, trained, optimizer, scheduler, loss_fn, train_set: zdata.Dataset, recipe: Recipe,
+                epoch: int, ranks: Ranks, device, on_step=None, precision: MixedPrecision | None = None
+                ) -> tuple[float, int, int]:
+    """One epoch of steps and of the per-step schedule (a plateau schedule is the caller's); returns this rank's
+    summed loss, samples seen and steps. Diverged (exit 1) at the first loss that is not finite.
+    `on_step(mean loss, batch size)` after each step."""
+    running, seen, steps = 0.0, 0, 0
+    scheduler = per_step(scheduler)
+    for idx in epoch_batches(len(train_set), recipe, epoch, ranks):
+        loss = float(train_step(spec, trained, optimizer, loss_fn, train_set.subset(idx), recipe, device, precision))
+        if not math.isfinite(loss):
+            raise Diverged(f"training diverged at epoch {epoch}: the training loss is {loss} at step {steps + 1}; "
+                           f"lower --lr (this run's is {optimizer.defaults['lr']:g}) or check the data")
         if scheduler is not None:
             scheduler.step()
-        running += loss.item() * len(idx)
+        running += loss * len(idx)
         seen += len(idx)
         steps += 1
         if on_step:
-            on_step(running / seen)
+            on_step(running / seen, len(idx))
     return running, seen, steps
 
 
@@ -352,200 +404,6 @@ def find_pretrained(pretrained: Pretrained, data, given: str | Path | None) -> P
     raise ZooError(f"this recipe starts from pretrained weights, {pretrained.file} ({pretrained.source}; sha256 "
                    f"{pretrained.sha256[:12]}…), which is not at {', '.join(str(p) for p in places)}; "
                    "pass --pretrained FILE or set ZOO_PRETRAINED to its folder")
-
-
-def _checkpoint_interval() -> float:
-    return float(os.environ.get("ZOO_CHECKPOINT_SECONDS", "2"))
-
-
-def train(name: str, data: str | Path | None = None, *, out: str | Path | None = None,
-          epochs: int | None = None, batch_size: int | None = None, lr: float | None = None,
-          seed: int | None = None, device: str = "auto", resume: bool = False, force: bool = False,
-          replace_shipped: bool = False, strict: bool = False, pretrained: str | Path | None = None,
-          finetune_epochs: int | None = None, console: Console | None = None) -> dict:
-    """Train `name` on `data` (or the built-in sample) and write `<out>/<name>.safetensors` plus its
-    card, history and plots; `out` defaults to runs/, and the shipped weights folder is written only with
-    `replace_shipped`. `strict` stops at the first unreadable sample instead of skipping it. `pretrained`: the
-    file (or folder) of the weights a transfer-learning recipe starts from, if not in the usual places.
-    Returns the card."""
-    spec = registry.get(name)
-    console = console or Console(stderr=True)
-    overrides = {k: v for k, v in {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
-                                   "finetune_epochs": finetune_epochs}.items() if v is not None}
-    for key, value in overrides.items():
-        if key != "seed" and value <= 0:
-            raise ZooError(f"--{key.replace('_', '-')} must be positive, got {value}")
-    recipe = dataclasses.replace(spec.recipe, **overrides)
-    course_data = registry.dataset(spec.dataset).course_data
-    if data is None and not course_data and epochs is None:
-        # the built-in sample is a quick, learnable smoke run, not the real thing
-        recipe = dataclasses.replace(recipe, epochs=min(recipe.epochs, BUILTIN_EPOCHS))
-    if data is None and not course_data and finetune_epochs is None:
-        recipe = dataclasses.replace(recipe, finetune_epochs=min(recipe.finetune_epochs, BUILTIN_EPOCHS // 3))
-    out = output_folder(name, out, builtin_data=data is None and not course_data, replace_shipped=replace_shipped,
-                        force=force)
-    dev = resolve_device(device)
-    ranks = start_ranks(dev.type)
-    try:
-        return _train(spec, recipe, data, out, dev, ranks, resume, strict, pretrained,
-                      console if ranks.main else Console(stderr=True, quiet=True))
-    finally:
-        stop_ranks(ranks)
-
-
-def _train(spec: ModelSpec, recipe: Recipe, data, out: Path, dev, ranks: Ranks, resume: bool, strict: bool,
-           pretrained, console: Console) -> dict:
-    name = spec.name
-    course_data = registry.dataset(spec.dataset).course_data
-    torch.manual_seed(recipe.seed)
-
-    if data is None and course_data:
-        console.print(f"training {name} on the course's own data ({spec.dataset}, built in)")
-    elif data is None:
-        console.print(f"[yellow]no --data given: training {name} on the built-in sample of "
-                      f"{spec.dataset} ({recipe.epochs} epochs); pass --data DIR for the real dataset[/]")
-    dataset = zdata.load(spec, data, strict=strict)
-    folds = year_folds(dataset.times) if recipe.validation == "rolling-years" and dataset.ordered else []
-    if folds:   # out of time on the folds, then the model itself is refitted on every year
-        train_idx, val_idx = torch.arange(len(dataset)), torch.arange(0)
-    else:
-        if recipe.validation == "rolling-years":
-            dataset.notes.append("out-of-time validation needs two calendar years of data and this data has one: the "
-                                 f"latest {recipe.val_fraction:.0%} of the windows were held out instead")
-        train_idx, val_idx = split_indices(dataset, spec, recipe.val_fraction, recipe.seed)
-    if len(train_idx) == 0:
-        raise ZooError(f"{spec.dataset}: too few samples ({len(dataset)}) to train on")
-    dataset.preprocess = fit_preprocessing(dataset, train_idx)
-    train_set, val_set = dataset.subset(train_idx), dataset.subset(val_idx)
-    has_val = len(val_set) > 0
-    baselines = median_baselines(spec, train_set)
-    console.print(f"{name}: {len(train_set)} training and {len(val_set)} validation samples "
-                  f"({dataset.source}); device {dev}")
-
-    model = registry.build(spec, seed=recipe.seed)
-    if recipe.pretrained is not None:
-        path = find_pretrained(recipe.pretrained, data, pretrained)
-        registry.load_function(recipe.pretrained.load)(model, path)
-        console.print(f"{name} starts from {path.name} (sha256 {recipe.pretrained.sha256[:12]}…)", highlight=False)
-    model.to(dev)
-    loss_fn = make_loss(spec, recipe)
-    out_of_time = rolling_origin(spec, recipe, dataset, folds, loss_fn, dev, ranks, console) if folds else None
-    steps_per_epoch = len(list(epoch_batches(len(train_set), recipe, 1, ranks)))
-    if ranks.distributed:
-        console.print(f"data-parallel over {ranks.world} processes: {local_batch_size(recipe.batch_size, ranks)} samples "
-                      f"per process and step, global batch {recipe.batch_size}")
-    monitor, minimize = spec.monitor, lower_is_better(spec.monitor)
-    phases = training_phases(recipe)
-    # as the checkpoint stores it (JSON: tuples become lists), so that a resumed run compares equal
-    run_id = json.loads(json.dumps({"recipe": dataclasses.asdict(recipe), "fingerprint": dataset.fingerprint},
-                                   default=str))
-
-    run = {"history": [], "best_value": math.inf if minimize else -math.inf, "best_loss": math.inf,
-           "best_epoch": 0, "epoch": 0, "seconds": 0.0}   # seconds: training time before this process
-    best_state = copy.deepcopy(model.state_dict())
-    restored = None
-    if resume:
-        restored = ckpt.load_checkpoint(out, name)
-        if restored is None:
-            console.print("--resume: no checkpoint found, starting from scratch")
-        else:
-            state, tensors = restored
-            if state["run"] != run_id:
-                raise ZooError(f"--resume: the checkpoint in {out} was made with another recipe or other data; "
-                               "rerun without --resume to start over")
-            best_state = ckpt.restore_model(model, tensors)
-            run = {**run, **{key: state[key] for key in run if key in state}}
-            console.print(f"resuming {name} after epoch {run['epoch']} (best {monitor} {run['best_value']:.4g} "
-                          f"at epoch {run['best_epoch']})")
-
-    last_save = time.monotonic()
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeRemainingColumn(), TextColumn("loss {task.fields[loss]:.4f}"),
-                        console=console, transient=True, disable=not console.is_terminal)
-    started = time.monotonic()
-    total_epochs = phases[-1].last_epoch
-    try:
-        with progress:
-            for phase in phases:
-                if run["epoch"] >= phase.last_epoch:
-                    continue
-                set_trainable(model, phase)
-                trained = wrap(model, ranks, dev)   # DDP registers the parameters that train in this phase
-                optimizer = make_optimizer(model, recipe, phase.lr)
-                scheduler = make_scheduler(optimizer, recipe, (phase.last_epoch - phase.first_epoch + 1) * steps_per_epoch)
-                if restored is not None and run["epoch"] >= phase.first_epoch:   # the checkpoint is inside this phase
-                    ckpt.restore_optimizer(optimizer, scheduler, *restored)
-                if phase.label:
-                    console.print(f"{phase.label}: epochs {phase.first_epoch}-{phase.last_epoch} at lr {phase.lr:g}")
-                stale = run["epoch"] - max(run["best_epoch"], phase.first_epoch - 1)
-                for epoch in range(max(phase.first_epoch, run["epoch"] + 1), phase.last_epoch + 1):
-                    if stale >= recipe.patience:
-                        console.print(f"early stop: no {monitor} improvement for {recipe.patience} epochs")
-                        break
-                    trained.train()
-                    keep_batchnorm_statistics(model, recipe.bn_eval)
-                    task = progress.add_task(f"epoch {epoch}/{total_epochs}", total=steps_per_epoch, loss=0.0)
-                    running, seen, steps = train_epoch(
-                        spec, trained, optimizer, scheduler, loss_fn, train_set, recipe, epoch, ranks, dev,
-                        lambda loss: progress.update(task, advance=1, loss=loss))
-                    progress.remove_task(task)
-
-                    running, seen = sum_across([running, seen], ranks)
-                    record = {"epoch": epoch, "train_loss": running / max(seen, 1), "lr": optimizer.param_groups[0]["lr"],
-                              "steps": steps}
-                    split = "val" if has_val else "train"
-                    scored = val_set if has_val else train_set
-                    record.update({f"{split}_{k}": v
-                                   for k, v in scalars(run_eval(model, spec, scored, loss_fn, dev, baselines,
-                                                                ranks)).items()})
-                    run["history"].append(record)
-                    value, loss_value = record[f"{split}_{monitor}"], record[f"{split}_loss"]
-                    # ties on the monitored metric (accuracy saturates on easy data) go to the lower loss
-                    improved = (value < run["best_value"] if minimize else value > run["best_value"]) or (
-                        value == run["best_value"] and loss_value < run["best_loss"])
-                    if improved:
-                        run.update(best_value=value, best_loss=loss_value, best_epoch=epoch)
-                        best_state, stale = copy.deepcopy(model.state_dict()), 0
-                    else:
-                        stale += 1
-                    run["epoch"] = epoch
-                    shown = {k: v for k, v in record.items() if k in ("train_loss", "val_loss") or k.endswith(monitor)}
-                    if total_epochs <= 100 or epoch % (total_epochs // 50) == 0 or epoch == total_epochs:
-                        console.print(f"epoch {epoch:3d}  " + "  ".join(f"{k} {v:.4f}" for k, v in shown.items())
-                                      + ("  *" if improved else ""), highlight=False)
-                    now = time.monotonic()
-                    if ranks.main and (now - last_save >= _checkpoint_interval() or epoch == phase.last_epoch):
-                        ckpt.save_checkpoint(out, name, model, best_state, optimizer, scheduler,
-                                             {**run, "seconds": run["seconds"] + now - started, "run": run_id})
-                        last_save = now
-                restored = None
-    except KeyboardInterrupt:
-        saved = ckpt.read_checkpoint_state(out, name)
-        where = f"its checkpoint after epoch {saved['epoch']} is" if saved else "no checkpoint was"
-        console.print(f"interrupted: {where} written to {out}/; the same command with --resume continues "
-                      "from there")
-        raise
-    history, best_epoch, epochs_run = run["history"], run["best_epoch"], run["epoch"]
-
-    model.load_state_dict(best_state)
-    if out_of_time is not None:
-        model.alpha.fill_(out_of_time["alpha"])   # the shrink towards persistence chosen out of time
-    train_time = run["seconds"] + time.monotonic() - started   # a resumed run counts its earlier part too
-    final = {"train": run_eval(model, spec, train_set, loss_fn, dev, baselines, ranks)}
-    if has_val:
-        final["val"] = run_eval(model, spec, val_set, loss_fn, dev, baselines, ranks)
-    if out_of_time is not None:
-        final["val"] = oot_headline(out_of_time)
-    if not ranks.main:
-        return {}
-    card = write_outputs(spec, model, out, dataset, recipe, final, history, epochs_run, best_epoch,
-                         {"train": len(train_set), "val": len(val_set)}, data, train_time, baselines, out_of_time)
-    ckpt.remove_checkpoint(out, name)
-    headline = card["metrics"].get("val", card["metrics"]["train"]).get(monitor)
-    scored = "out-of-time" if out_of_time else "val" if has_val else "train"
-    console.print(f"[green]saved[/] {out / (name + '.safetensors')} (+ card, history, plots); best epoch {best_epoch}, "
-                  f"{scored} {monitor} {headline:.4f}", highlight=False)
-    return card
 
 
 def _command(spec: ModelSpec, data, recipe: Recipe) -> str:
