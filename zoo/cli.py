@@ -1055,8 +1055,9 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 exposes the models to the network.")]
         = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="HTTP port (0: any free port).")] = 8000,
-    engine: Annotated[str, typer.Option(help="zoo (uvicorn, in this process) or triton (the real Triton "
-                                             "Inference Server on a generated model repository).")] = "zoo",
+    engine: Annotated[str, typer.Option(help="zoo (uvicorn, in worker processes started here) or "
+                                             "triton (the real Triton Inference Server on a generated model "
+                                             "repository).")] = "zoo",
     max_batch_size: Annotated[int, typer.Option(min=1, help="Most rows per backend call, and per request "
                                                          "(1: no batching).")] = 64,
     max_queue_delay_ms: Annotated[float, typer.Option(min=0, help="How long the oldest queued request waits "
@@ -1116,21 +1117,25 @@ def serve(
     if engine == "triton":
         return _serve_triton(bundles, host, port, grpc_port, metrics_port, triton_env, repository, device,
                              max_batch_size, max_queue_delay_ms, instances, threads, drain_seconds, trust)
+    options = dict(max_batch_size=max_batch_size, max_queue_delay_ms=max_queue_delay_ms, instances=instances,
+                   workers=instances, max_body_bytes=int(max_body_mb * 2**20),
+                   max_image_pixels=int(max_image_mpx * 1e6), max_head_bytes=int(max_header_kb * 1024),
+                   head_timeout=head_timeout, body_timeout=body_timeout, trust=trust)
+    _serve_zoo(bundles, host, port, grpc_port, device, threads, options, drain_seconds, access_log)
+
+
+def _serve_zoo(bundles, host, port, grpc_port, device, threads, options: dict, drain_seconds, access_log) -> None:
     import zoo.runtime
     import zoo.serve
 
     sessions = []
     try:
         for bundle in bundles:
-            sessions.append(zoo.runtime.load(bundle, device=device, threads=threads, **trust))
-        options = zoo.serve.Options(max_batch_size=max_batch_size, max_queue_delay_ms=max_queue_delay_ms,
-                                    instances=instances, workers=instances, max_body_bytes=int(max_body_mb * 2**20),
-                                    max_image_pixels=int(max_image_mpx * 1e6), max_head_bytes=int(max_header_kb * 1024),
-                                    head_timeout=head_timeout, body_timeout=body_timeout, trust=trust)
+            sessions.append(zoo.runtime.load(bundle, device=device, threads=threads, **options["trust"]))
         try:
-            zoo.serve.serve(sessions, host, port, options, drain_seconds=drain_seconds, access_log=access_log,
-                            announce=lambda line: print(plain(line), flush=True), workers=instances,
-                            grpc_port=grpc_port)
+            zoo.serve.serve(sessions, host, port, zoo.serve.Options(**options), drain_seconds=drain_seconds,
+                            access_log=access_log, announce=lambda line: print(plain(line), flush=True),
+                            workers=options["workers"], grpc_port=grpc_port)
         except ValueError as e:
             raise ZooError(str(e)) from None
     finally:

@@ -232,30 +232,33 @@ class BodyGuard:
         await self.app(scope, replay, send)
 
 
-def create_app(sessions: list, options: Options = Options(), core: Core | None = None):
-    """The ASGI app serving loaded sessions (`zoo.runtime.load`), one per model name; `core` when the
-    caller made it (the gRPC server shares it)."""
-    core = core or Core(sessions, options)
+def _answering(handler):
+    """A route whose RequestErrors (and the runtime's ValueErrors) become JSON errors with their status."""
+    async def run(self, request: Request) -> Response:
+        try:
+            return await handler(self, request)
+        except Exception as e:  # noqa: BLE001
+            known = error_status(e)
+            if known is None:
+                raise
+            return _error(*known)
+    return run
 
-    def model_name(request: Request) -> tuple[str, str | None]:
-        return request.path_params["model"], request.path_params.get("version")
 
-    def answering(handler):
-        """A route whose RequestErrors (and the runtime's ValueErrors) become JSON errors with their status."""
-        async def run(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except Exception as e:  # noqa: BLE001
-                known = error_status(e)
-                if known is None:
-                    raise
-                return _error(*known)
-        return run
+def _model(request: Request) -> tuple[str, str | None]:
+    return request.path_params["model"], request.path_params.get("version")
 
-    async def classify(request: Request) -> Response:
+
+class _Routes:
+    """The handlers of the routes Starlette dispatches, over one Core."""
+
+    def __init__(self, core: Core):
+        self.core = core
+
+    async def classify(self, request: Request) -> Response:
         start, name = time.perf_counter(), request.path_params["model"]
         try:
-            response = await _classify(core, request)
+            response = await _classify(self.core, request)
         except HTTPException as e:   # e.g. a malformed multipart body
             response = _error(e.status_code, e.detail)
         except asyncio.CancelledError:   # uvicorn cancels what still runs when the drain time is up
@@ -265,34 +268,33 @@ def create_app(sessions: list, options: Options = Options(), core: Core | None =
             if known is None:
                 raise
             response = _error(*known)
-        core.record(name, "classify", response.status_code, time.perf_counter() - start)
+        self.core.record(name, "classify", response.status_code, time.perf_counter() - start)
         return response
 
-    @answering
-    async def metadata(request: Request) -> Response:
-        return JSONResponse(core.models.variant(*model_name(request)).metadata)
+    @_answering
+    async def metadata(self, request: Request) -> Response:
+        return JSONResponse(self.core.models.variant(*_model(request)).metadata)
 
-    @answering
-    async def ready(request: Request) -> Response:
-        name, version = model_name(request)
-        core.models.variant(name, version)   # 404 for an unknown model, 503 for one not loaded
+    @_answering
+    async def ready(self, request: Request) -> Response:
+        self.core.models.variant(*_model(request))   # 404 for an unknown model, 503 for one not loaded
         return Response(status_code=200)
 
-    @answering
-    async def config(request: Request) -> Response:
-        variant = core.models.variant(*model_name(request))
+    @_answering
+    async def config(self, request: Request) -> Response:
+        variant = self.core.models.variant(*_model(request))
         if variant.config is None:
             raise RequestError(f"model {variant.name!r} is a {variant.session.manifest.format} bundle: it has no "
                                "Triton configuration (those are made from ONNX bundles)", 404)
         return JSONResponse(variant.config)
 
-    @answering
-    async def stats(request: Request) -> Response:
+    @_answering
+    async def stats(self, request: Request) -> Response:
         name, version = request.path_params.get("model"), request.path_params.get("version")
-        return JSONResponse({"model_stats": core.statistics(name, version)})
+        return JSONResponse({"model_stats": self.core.statistics(name, version)})
 
-    @answering
-    async def repository_index(request: Request) -> Response:
+    @_answering
+    async def repository_index(self, request: Request) -> Response:
         body = await request.body()
         ready_only = False
         if body.strip():
@@ -300,44 +302,69 @@ def create_app(sessions: list, options: Options = Options(), core: Core | None =
                 ready_only = json.loads(body).get("ready") is True
             except (ValueError, AttributeError):
                 raise RequestError('expected a JSON object like {"ready": true}, or no body') from None
-        return JSONResponse(core.models.index(ready_only))
+        return JSONResponse(self.core.models.index(ready_only))
 
-    @answering
-    async def load(request: Request) -> Response:
-        await core.load(request.path_params["model"])
+    @_answering
+    async def load(self, request: Request) -> Response:
+        await self.core.load(request.path_params["model"])
         return Response(status_code=200)
 
-    @answering
-    async def unload(request: Request) -> Response:
-        await core.unload(request.path_params["model"])
+    @_answering
+    async def unload(self, request: Request) -> Response:
+        await self.core.unload(request.path_params["model"])
         return Response(status_code=200)
 
-    async def server(request: Request) -> Response:
+    async def server(self, request: Request) -> Response:
         return JSONResponse(server_metadata())
 
-    async def live(request: Request) -> Response:
+    async def live(self, request: Request) -> Response:
         return Response(status_code=200)
 
-    async def server_ready(request: Request) -> Response:
-        return Response(status_code=200 if core.ready() else 503)
+    async def server_ready(self, request: Request) -> Response:
+        return Response(status_code=200 if self.core.ready() else 503)
 
-    async def page(request: Request) -> Response:
+    async def page(self, request: Request) -> Response:
         return HTMLResponse(_page.render([_page.entry(name, e.loaded.session.manifest)
-                                          for name, e in core.models.entries.items() if e.loaded is not None]))
+                                          for name, e in self.core.models.entries.items() if e.loaded is not None]))
 
-    async def metrics(request: Request) -> Response:
-        return Response(core.metrics.text(), media_type=core.metrics.content_type)
+    async def metrics(self, request: Request) -> Response:
+        return Response(self.core.metrics.text(), media_type=self.core.metrics.content_type)
 
-    async def not_found(request: Request, exc: HTTPException) -> Response:
+    async def unreachable(self, request: Request) -> Response:   # POST .../infer is InferEndpoint's: a GET is a 405
+        raise RuntimeError("POST .../infer reached Starlette")
+
+    async def not_found(self, request: Request, exc: HTTPException) -> Response:
         if exc.status_code == 404:
             return _error(404, f"no such endpoint: {request.method} {request.url.path} (see GET / for the models, "
                                "/v2/models/{name} for their metadata)")
         return _error(exc.status_code, exc.detail if exc.status_code != 405 else
                       f"{request.method} is not allowed on {request.url.path}")
 
-    async def crashed(request: Request, exc: Exception) -> Response:
+    async def crashed(self, request: Request, exc: Exception) -> Response:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return _error(500, f"internal error: {type(exc).__name__}")
+
+    def table(self) -> list[Route]:
+        prefix, versioned = "/v2/models/{model}", "/v2/models/{model}/versions/{version}"
+        routes = [Route(f"{prefix}/classify", self.classify, methods=["POST"]), Route("/v2/models/stats", self.stats),
+                  Route("/", self.page), Route("/metrics", self.metrics), Route("/v2", self.server),
+                  Route("/v2/health/live", self.live), Route("/v2/health/ready", self.server_ready),
+                  Route("/v2/repository/index", self.repository_index, methods=["POST"]),
+                  Route("/v2/repository/models/{model}/load", self.load, methods=["POST"]),
+                  Route("/v2/repository/models/{model}/unload", self.unload, methods=["POST"])]
+        for base in (prefix, versioned):
+            routes += [Route(f"{base}/infer", self.unreachable, methods=["POST"]), Route(base, self.metadata),
+                       Route(f"{base}/ready", self.ready), Route(f"{base}/config", self.config),
+                       Route(f"{base}/stats", self.stats)]
+        return routes
+
+
+def create_app(sessions: list, options: Options = Options(), core: Core | None = None):
+    """The ASGI app serving loaded sessions (`zoo.runtime.load`), one per model name; `core` when the
+    caller made it. The gRPC server, when `options.grpc_address` asks for one, runs on the same event loop
+    with the same Core."""
+    core = core or Core(sessions, options)
+    routes = _Routes(core)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -354,20 +381,8 @@ def create_app(sessions: list, options: Options = Options(), core: Core | None =
                 await grpc.stop(grace=None)
             await core.close()
 
-    prefix, versioned = "/v2/models/{model}", "/v2/models/{model}/versions/{version}"
-    routes = [Route(f"{prefix}/classify", classify, methods=["POST"]), Route("/v2/models/stats", stats),
-              Route("/", page), Route("/metrics", metrics), Route("/v2", server), Route("/v2/health/live", live),
-              Route("/v2/health/ready", server_ready),
-              Route("/v2/repository/index", repository_index, methods=["POST"]),
-              Route("/v2/repository/models/{model}/load", load, methods=["POST"]),
-              Route("/v2/repository/models/{model}/unload", unload, methods=["POST"])]
-    async def unreachable(request: Request) -> Response:   # POST .../infer is InferEndpoint's; this gives a GET 405
-        raise RuntimeError("POST .../infer reached Starlette")
-
-    for base in (prefix, versioned):
-        routes += [Route(f"{base}/infer", unreachable, methods=["POST"]), Route(base, metadata), Route(f"{base}/ready", ready), Route(f"{base}/config", config),
-                   Route(f"{base}/stats", stats)]
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: not_found, Exception: crashed})
+    app = Starlette(routes=routes.table(), lifespan=lifespan,
+                    exception_handlers={HTTPException: routes.not_found, Exception: routes.crashed})
     app.add_middleware(GZipMiddleware, minimum_size=COMPRESS_FROM)
     app.add_middleware(BodyGuard, limit=options.max_body_bytes, core=core)
     return InferEndpoint(core, app)
