@@ -84,6 +84,10 @@ EXAMPLES = [
             edits=(("--data /data/clouds --nproc 8", "--data {clouds_train} --epochs 1 --nproc 1"),
                    ("10.0.0.1", "127.0.0.1"), ("--master-port 29500", "--master-port {master_port}"),
                    ("   # machine 0", " &   # machine 0"), ("   # machine 1", " && wait $!   # machine 1"))),
+    Example("zoo runs runs --model clouds-cnn --sort metric --plot curves.png",
+            edits=(("tensorboard --logdir runs", f"{SKIPPED_LINE} a server that runs until stopped; "
+                    "tests/test_train_habits.py reads the event files it shows"),),
+            expect="clouds-cnn"),
     Example('session = zoo.runtime.load("bundles/clouds-cnn-onnx", device="cpu")', expect="(2, 7)"),
     Example("zoo export clouds-cnn --format onnx --raw-inputs --out bundles/shipped", expect="preprocessing in the graph"),
     Example('bundle = "bundles/shipped/clouds-cnn-onnx-raw"', expect="test_data_set_0 ok"),
