@@ -39,20 +39,22 @@ def triton_missing() -> str | None:
 
 
 class Server:
-    """`zoo serve BUNDLE... --engine ENGINE --port P ARGS`; `url` is host:port (what tritonclient takes)."""
+    """`zoo serve BUNDLE... --engine ENGINE --port P --grpc-port G ARGS`; `url` and `grpc_url` are host:port
+    (what tritonclient takes)."""
 
     def __init__(self, bundles, engine: str = "zoo", args=(), log: Path | None = None, timeout: float = 120):
-        self.port = free_port()
+        self.port, self.grpc_port = free_port(), free_port()
         command = [sys.executable, "-m", "zoo.cli", "serve", *map(str, bundles), "--engine", engine,
-                   "--port", str(self.port), *args]
+                   "--port", str(self.port), "--grpc-port", str(self.grpc_port), *args]
         if engine == "triton":
-            command += ["--grpc-port", str(free_port()), "--metrics-port", str(free_port())]
+            command += ["--metrics-port", str(free_port())]
             if triton_env():
                 command += ["--triton-env", triton_env()]
         self.log = log
         self.output = open(log, "w") if log else subprocess.DEVNULL
         self.process = subprocess.Popen(command, stdout=self.output, stderr=subprocess.STDOUT, cwd=ROOT)
         self.url = f"127.0.0.1:{self.port}"
+        self.grpc_url = f"127.0.0.1:{self.grpc_port}"
         self.http = f"http://{self.url}"
         deadline = time.monotonic() + timeout
         while not self.ready():

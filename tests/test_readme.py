@@ -105,7 +105,7 @@ EXAMPLES = [
     Example("zoo serve clouds-cnn water-mlp            #",
             edits=(("pip install -e '.[serve]'", f"{SKIPPED_LINE} installs from PyPI; the test environment has "
                     "the serving extra"),
-                   ("zoo serve clouds-cnn water-mlp", "exec zoo serve clouds-cnn water-mlp --port {port}")),
+                   ("zoo serve clouds-cnn water-mlp", "exec zoo serve clouds-cnn water-mlp --port {port} --grpc-port 0")),
             server=True),
     Example('client = httpclient.InferenceServerClient("127.0.0.1:8000")',
             edits=(("127.0.0.1:8000", "127.0.0.1:{port}"),)),
