@@ -57,14 +57,18 @@ def free_port() -> int:
 
 
 class Served:
-    def __init__(self, engine: str, bundles: list[Path], args: list[str], threads: int, triton_env: str | None,
-                 log: Path):
-        self.port = free_port()
+    """`zoo serve` of either engine on free ports (HTTP `url`, gRPC `grpc_url`), once it answers ready."""
+
+    def __init__(self, engine: str, bundles: list[Path], args: list[str], threads: int | None,
+                 triton_env: str | None, log: Path):
+        self.port, self.grpc_port = free_port(), free_port()
         command = [sys.executable, "-m", "zoo.cli", "serve", *map(str, bundles), "--engine", engine,
-                   "--port", str(self.port), "--threads", str(threads), *args]
+                   "--port", str(self.port), "--grpc-port", str(self.grpc_port), *args]
+        command += ["--threads", str(threads)] if threads else []
         if engine == "triton":
-            command += ["--grpc-port", str(free_port()), "--metrics-port", str(free_port())]
+            command += ["--metrics-port", str(free_port())]
             command += ["--triton-env", triton_env] if triton_env else []
+        self.grpc_url = f"127.0.0.1:{self.grpc_port}"
         self.log = open(log, "w")
         self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT)
         self.url = f"127.0.0.1:{self.port}"

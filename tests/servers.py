@@ -39,20 +39,22 @@ def triton_missing() -> str | None:
 
 
 class Server:
-    """`zoo serve BUNDLE... --engine ENGINE --port P ARGS`; `url` is host:port (what tritonclient takes)."""
+    """`zoo serve BUNDLE... --engine ENGINE --port P --grpc-port G ARGS`; `url` and `grpc_url` are host:port
+    (what tritonclient takes)."""
 
     def __init__(self, bundles, engine: str = "zoo", args=(), log: Path | None = None, timeout: float = 120):
-        self.port = free_port()
+        self.port, self.grpc_port = free_port(), free_port()
         command = [sys.executable, "-m", "zoo.cli", "serve", *map(str, bundles), "--engine", engine,
-                   "--port", str(self.port), *args]
+                   "--port", str(self.port), "--grpc-port", str(self.grpc_port), *args]
         if engine == "triton":
-            command += ["--grpc-port", str(free_port()), "--metrics-port", str(free_port())]
+            command += ["--metrics-port", str(free_port())]
             if triton_env():
                 command += ["--triton-env", triton_env()]
         self.log = log
         self.output = open(log, "w") if log else subprocess.DEVNULL
         self.process = subprocess.Popen(command, stdout=self.output, stderr=subprocess.STDOUT, cwd=ROOT)
         self.url = f"127.0.0.1:{self.port}"
+        self.grpc_url = f"127.0.0.1:{self.grpc_port}"
         self.http = f"http://{self.url}"
         deadline = time.monotonic() + timeout
         while not self.ready():
@@ -82,3 +84,25 @@ class Server:
         if self.output is not subprocess.DEVNULL:
             self.output.close()
         return self.process.returncode
+
+
+# a model whose name and labels are markup, registered and exported in a process of its own (not the tests' registry)
+HOSTILE = "evil<!--<script>"
+HOSTILE_LABELS = ("</script><script>window.hacked = 1</script>", '<img src=x onerror="window.hacked = 2">')
+EXPORT_HOSTILE = f"""
+import sys
+from zoo.registry import ModelSpec, TabularPreprocess, TensorSpec, register
+from zoo.export import export
+register(ModelSpec(name={HOSTILE!r}, course="test", task="binary", build="zoo.models.fundamentals:circles_mlp",
+                   inputs=(TensorSpec("point", ("batch", 2)),), outputs=(TensorSpec("probability", ("batch", 1)),),
+                   output_kind="probability", preprocess={{"point": TabularPreprocess(columns=("x1", "x2"))}},
+                   labels={{"probability": {HOSTILE_LABELS!r}}}, dataset="circles"))
+print(export({HOSTILE!r}, ["onnx"], random_weights=True, out=sys.argv[1], web=sys.argv[2] == "web")[-1])
+"""
+
+
+def export_hostile(out: Path, web: bool = False) -> Path:
+    """The hostile model exported with random weights into `out`: its ONNX bundle, or with `web` its web folder."""
+    done = subprocess.run([sys.executable, "-c", EXPORT_HOSTILE, str(out), "web" if web else "onnx"],
+                          capture_output=True, text=True, check=True, cwd=ROOT)
+    return Path(done.stdout.strip().splitlines()[-1])

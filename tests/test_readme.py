@@ -91,10 +91,21 @@ EXAMPLES = [
     Example('session = zoo.runtime.load("bundles/clouds-cnn-onnx", device="cpu")', expect="(2, 7)"),
     Example("zoo export clouds-cnn --format onnx --raw-inputs --out bundles/shipped", expect="preprocessing in the graph"),
     Example('bundle = "bundles/shipped/clouds-cnn-onnx-raw"', expect="test_data_set_0 ok"),
+    Example("python3 -m http.server 8080 -d site/clouds-cnn-web",   # served in the background, its page fetched
+            edits=(("python3 -m http.server 8080 -d site/clouds-cnn-web",
+                    "python3 -m http.server {web_port} -d site/clouds-cnn-web & server=$!; sleep 2; "
+                    "curl -sf http://127.0.0.1:{web_port}/ | grep -c model-data; kill $server"),),
+            expect="wrote site/clouds-cnn-web"),
+    Example("node classify.mjs ../../site/clouds-cnn-onnx-raw",   # a copy of the example: no node_modules in it
+            edits=(("cd examples/node && npm ci", "mkdir node-example && cp examples/node/package.json "
+                    "examples/node/package-lock.json examples/node/.npmrc examples/node/classify.mjs node-example && "
+                    "cd node-example && npm ci --no-audit --no-fund"),
+                   ("../../site/", "../site/"), ("../images/sky.jpg", "../examples/images/sky.jpg")),
+            expect="sky.jpg: cirriform clouds"),
     Example("zoo serve clouds-cnn water-mlp            #",
             edits=(("pip install -e '.[serve]'", f"{SKIPPED_LINE} installs from PyPI; the test environment has "
                     "the serving extra"),
-                   ("zoo serve clouds-cnn water-mlp", "exec zoo serve clouds-cnn water-mlp --port {port}")),
+                   ("zoo serve clouds-cnn water-mlp", "exec zoo serve clouds-cnn water-mlp --port {port} --grpc-port 0")),
             server=True),
     Example('client = httpclient.InferenceServerClient("127.0.0.1:8000")',
             edits=(("127.0.0.1:8000", "127.0.0.1:{port}"),)),
@@ -168,7 +179,8 @@ def test_every_readme_example_runs(tmp_path):
 
     pytest.importorskip("tritonclient.http", reason="the serving example's client: pip install -e '.[test]'")
     values = {"clouds_train": builtin.materialize("clouds", "train"),
-              "clouds_test": builtin.materialize("clouds", "test"), "port": free_port(), "master_port": free_port()}
+              "clouds_test": builtin.materialize("clouds", "test"), "port": free_port(), "master_port": free_port(),
+              "web_port": free_port()}
     env = _sandbox(tmp_path)
     server = None
     try:

@@ -74,7 +74,7 @@ def run_batcher(session, calls, **options):
     batches = []
 
     async def main():
-        batcher = zoo.serve.Batcher(session, on_batch=lambda rows, waits, s: batches.append((rows, len(waits))),
+        batcher = zoo.serve.Batcher(session, on_batch=lambda batch: batches.append((batch.rows, len(batch.waits))),
                                     **options)
         batcher.start()
         try:
@@ -301,7 +301,7 @@ def test_zoo_serve_binds_localhost_by_default_and_names_what_it_serves(bundle):
                                 "--threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = process.stdout.readline()
-        assert line.startswith("serving water-mlp on http://127.0.0.1:"), line + process.stderr.read()
+        assert line.startswith("serving water-mlp, water-mlp-raw on http://127.0.0.1:"), line
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(60) == 0
@@ -360,22 +360,26 @@ def manifest_of(spec) -> rt.Manifest:
                        signature=spec.signature, data={})
 
 
-@pytest.mark.parametrize("backend", ["onnxruntime", "python"])
-def test_every_model_config_parses_with_tritons_own_schema(backend):
+@pytest.mark.parametrize("backend, raw", [("onnxruntime", False), ("python", False), ("python", True)])
+def test_every_model_config_parses_with_tritons_own_schema(backend, raw):
+    """No optional inputs (perf_analyzer and shared memory fill every declared input): the tensor models take
+    the tensors, the raw-input model `<name>-raw` only the raw forms."""
     from tritonclient.grpc import model_config_pb2
 
     for spec in registry.specs():
         manifest = manifest_of(spec)
-        text = zoo.serve.config_text(zoo.serve.model_config(manifest, spec.name, backend, 32, 500, 2, "KIND_GPU", 3))
+        if raw and not all(t.name in spec.preprocess for t in spec.inputs):
+            continue
+        text = zoo.serve.config_text(zoo.serve.model_config(manifest, spec.name, backend, 32, 500, 2, "KIND_GPU", 3,
+                                                            raw=raw))
         config = text_format.Parse(text, model_config_pb2.ModelConfig())   # unknown fields are errors
         assert config.name == spec.name and config.max_batch_size == 32
         assert (config.platform, config.backend) == (("onnxruntime_onnx", "") if backend == "onnxruntime"
                                                      else ("", "python"))
         inputs = [(i.name, model_config_pb2.DataType.Name(i.data_type), list(i.dims), i.optional) for i in config.input]
-        expected = [(t.name, "TYPE_FP32", [-1 if isinstance(d, str) else d for d in t.shape[1:]], backend == "python")
-                    for t in spec.inputs]
-        if backend == "python":
-            expected += [(f"{t.name}_raw", "TYPE_STRING", [1], True) for t in spec.inputs]
+        expected = ([(f"{t.name}_raw", "TYPE_STRING", [1], False) for t in spec.inputs] if raw else
+                    [(t.name, "TYPE_FP32", [-1 if isinstance(d, str) else d for d in t.shape[1:]], False)
+                     for t in spec.inputs])
         assert inputs == expected
         assert [(o.name, list(o.dims)) for o in config.output] == [(t.name, list(t.shape[1:])) for t in spec.outputs]
         labelled = {o.name: o.label_filename for o in config.output if o.label_filename}
@@ -384,8 +388,12 @@ def test_every_model_config_parses_with_tritons_own_schema(backend):
         assert config.dynamic_batching.max_queue_delay_microseconds == 500
         group = config.instance_group[0]
         assert group.count == 2 and model_config_pb2.ModelInstanceGroup.Kind.Name(group.kind) == "KIND_GPU"
-        assert dict(config.parameters)[{"onnxruntime": "intra_op_thread_count",
-                                        "python": "threads"}[backend]].string_value == "3"
+        parameters = {k: v.string_value for k, v in config.parameters.items()}
+        assert parameters[{"onnxruntime": "intra_op_thread_count", "python": "threads"}[backend]] == "3"
+        if backend == "python":
+            assert parameters["inputs"] == ("raw" if raw else "tensors")
+    with pytest.raises(ValueError, match="raw-input model runs on the Python backend"):
+        zoo.serve.model_config(manifest_of(registry.get("water-mlp")), "w", "onnxruntime", raw=True)
 
 
 def test_zoo_export_format_triton_writes_a_repository(tmp_path):
@@ -394,15 +402,17 @@ def test_zoo_export_format_triton_writes_a_repository(tmp_path):
     assert result.exit_code == 0, result.output
     repo = tmp_path / "triton"
     assert (tmp_path / "water-mlp-onnx" / "manifest.json").is_file()   # the ONNX bundle it is made from
-    onnx, python = repo / "water-mlp", repo / "water-mlp-python"
+    onnx, python, raw = repo / "water-mlp", repo / "water-mlp-python", repo / "water-mlp-raw"
     assert sorted(p.relative_to(onnx).as_posix() for p in onnx.rglob("*")) == ["1", "1/model.onnx", "config.pbtxt"]
-    assert sorted(p.relative_to(python).as_posix() for p in python.rglob("*")) == \
-           ["1", "1/manifest.json", "1/model.onnx", "1/model.py", "config.pbtxt"]
+    for folder in (python, raw):
+        assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")) == \
+               ["1", "1/manifest.json", "1/model.onnx", "1/model.py", "config.pbtxt"]
+    assert 'string_value: "raw"' in (raw / "config.pbtxt").read_text()
     assert (python / "1" / "model.py").read_text() == (ROOT / "zoo" / "serve" / "triton_model.py").read_text()
     assert 'platform: "onnxruntime_onnx"' in (onnx / "config.pbtxt").read_text()
     assert "kind: KIND_AUTO" in (onnx / "config.pbtxt").read_text()
     entries = [e for e in json.loads(result.stdout) if e["format"] == "triton"]
-    assert entries[0]["models"] == [str(onnx), str(python)]
+    assert entries[0]["models"] == [str(onnx), str(python), str(raw)]
     # the python variant is itself a loadable, verified bundle
     with rt.load(python / "1", threads=1) as session:
         assert session.manifest.model == "water-mlp"
@@ -410,7 +420,7 @@ def test_zoo_export_format_triton_writes_a_repository(tmp_path):
 
 def test_a_classifier_repository_has_label_files(bundle, tmp_path):
     manifest = rt.read_manifest(bundle("clouds-cnn"))
-    (folder, _) = zoo.serve.export_repository([manifest], tmp_path)
+    (folder, _, _) = zoo.serve.export_repository([manifest], tmp_path)
     assert (folder / "logits.labels.txt").read_text().splitlines() == manifest.labels["logits"]
     with pytest.raises(ZooError, match="Triton repositories are made from ONNX"):
         zoo.serve.write_model(tmp_path, rt.read_manifest(bundle("water-mlp", "torchscript")), "w", "python")

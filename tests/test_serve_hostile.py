@@ -30,8 +30,8 @@ from zoo.contract import ImagePreprocess, ImageTooLarge
 
 SKY = ROOT / "examples" / "images" / "sky.jpg"
 DEEP = b"[" * 100_000 + b"]" * 100_000
-LIMITS = ["--threads", "1", "--max-body-mb", "4", "--max-header-kb", "16", "--head-timeout", "1",
-          "--body-timeout", "1.5", "--access-log"]
+LIMITS = ["--threads", "1", "--instances", "1", "--max-body-mb", "4", "--max-header-kb", "16",   # one process:
+          "--head-timeout", "1", "--body-timeout", "1.5", "--access-log"]                      # its memory is measured
 
 
 def png_bomb(width: int, height: int, bit_depth: int) -> bytes:
@@ -211,7 +211,7 @@ def test_deep_nesting_anywhere_in_a_request_is_a_400_naming_it(water):
                                      "parameters": {"binary_data_size": len(element)}}]}).encode()
     requests = [("/v2/models/water-mlp/infer", DEEP, "application/json"),
                 ("/v2/models/water-mlp/classify", DEEP, "application/json"),
-                ("/v2/models/water-mlp/infer", header + element, "application/octet-stream",
+                ("/v2/models/water-mlp-raw/infer", header + element, "application/octet-stream",
                  {"Inference-Header-Content-Length": str(len(header))}),
                 ("/v2/models/water-mlp/infer", b'{"inputs": ' + b"9" * 5000 + b"}", "application/json")]
     (a, b, c, d) = served([water], requests)
@@ -336,7 +336,7 @@ def test_image_bombs_get_413_and_no_memory(server, bombs):
     tensors, headers = raw_image(bombs["8-bit"])
     for request in (post("/v2/models/clouds-cnn/classify", bombs["16-bit"], "image/png"),
                     post("/v2/models/clouds-cnn/classify", body, form_type),
-                    post("/v2/models/clouds-cnn/infer", tensors, "application/octet-stream", headers)):
+                    post("/v2/models/clouds-cnn-raw/infer", tensors, "application/octet-stream", headers)):
         status, answer, _ = exchange(server.port, request)
         error = json.loads(answer)["error"]
         assert status == 413 and "Mpx): more than the 16 Mpx allowed (--max-image-mpx)" in error, answer
@@ -425,7 +425,7 @@ def hostile_matrix(bombs: dict) -> list[tuple[str, bytes, dict, set]]:
     infer, classify = "/v2/models/water-mlp/infer", "/v2/models/clouds-cnn/classify"
     return [
         ("16-bit bomb", post(classify, bombs["16-bit"], "image/png"), {}, {413}),
-        ("8-bit bomb as a BYTES tensor", post("/v2/models/clouds-cnn/infer", tensors, "application/octet-stream",
+        ("8-bit bomb as a BYTES tensor", post("/v2/models/clouds-cnn-raw/infer", tensors, "application/octet-stream",
                                               headers), {}, {413}),
         ("bomb in a form", post(classify, bomb_form, form_type), {}, {413}),
         ("deep JSON", post(infer, DEEP, "application/json"), {}, {400}),
@@ -440,7 +440,7 @@ def hostile_matrix(bombs: dict) -> list[tuple[str, bytes, dict, set]]:
         ("binary_data_size past the body", post(infer, lying_tensor + b"\0" * 36, "application/octet-stream",
                                                 {"Inference-Header-Content-Length": str(len(lying_tensor))}), {},
          {400}),
-        ("BYTES length past the body", post("/v2/models/clouds-cnn/infer", element_header + lying_element,
+        ("BYTES length past the body", post("/v2/models/clouds-cnn-raw/infer", element_header + lying_element,
                                             "application/octet-stream",
                                             {"Inference-Header-Content-Length": str(len(element_header))}), {}, {400}),
         ("header length past the body", post(infer, b"{}", "application/json",

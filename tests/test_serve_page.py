@@ -7,14 +7,12 @@ installs both)."""
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 import tempfile
 
 import pytest
 
 import zoo.runtime as rt
-from servers import ROOT, Server
+from servers import HOSTILE, HOSTILE_LABELS, ROOT, Server, export_hostile
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SKY = ROOT / "examples" / "images" / "sky.jpg"
@@ -22,21 +20,6 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
          "--disable-sync", "--no-first-run"]
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (Debian: apt-get install chromium)")
-
-
-# a model whose name and labels are markup, registered and exported in a process of its own (not this one's registry)
-HOSTILE = "evil<!--<script>"
-HOSTILE_LABELS = ("</script><script>window.hacked = 1</script>", '<img src=x onerror="window.hacked = 2">')
-EXPORT_HOSTILE = f"""
-import sys
-from zoo.registry import ModelSpec, TabularPreprocess, TensorSpec, register
-from zoo.export import export
-register(ModelSpec(name={HOSTILE!r}, course="test", task="binary", build="zoo.models.fundamentals:circles_mlp",
-                   inputs=(TensorSpec("point", ("batch", 2)),), outputs=(TensorSpec("probability", ("batch", 1)),),
-                   output_kind="probability", preprocess={{"point": TabularPreprocess(columns=("x1", "x2"))}},
-                   labels={{"probability": {HOSTILE_LABELS!r}}}, dataset="circles"))
-print(export({HOSTILE!r}, ["onnx"], random_weights=True, out=sys.argv[1])[0])
-"""
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +35,7 @@ def water(tmp_path_factory):
 def page(bundle, water, tmp_path_factory):
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')")
     folder = tmp_path_factory.mktemp("page")
-    hostile = subprocess.run([sys.executable, "-c", EXPORT_HOSTILE, str(folder)], capture_output=True, text=True,
-                             check=True, cwd=ROOT).stdout.strip().splitlines()[-1]
+    hostile = export_hostile(folder)
     server = Server([bundle("clouds-cnn"), water, hostile], "zoo", ["--threads", "1"], folder / "server.log")
     with tempfile.TemporaryDirectory() as profile, sync_api.sync_playwright() as playwright:
         # a persistent context: Playwright passes our --user-data-dir profile folder to chromium

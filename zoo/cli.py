@@ -81,7 +81,8 @@ AMP_HELP = ("Mixed precision: bfloat16 autocast on CPU, float16 with a gradient 
 EXTRAS = {**dict.fromkeys(("torch", "torchvision", "torchmetrics", "safetensors", "onnx", "onnxscript",
                             "onnxconverter_common", "matplotlib"),
                           ("train", "the training extra")),
-          **dict.fromkeys(("starlette", "uvicorn", "prometheus_client", "multipart", "python_multipart"),
+          **dict.fromkeys(("starlette", "uvicorn", "prometheus_client", "multipart", "python_multipart", "grpc",
+                           "tritonclient"),
                           ("serve", "the serving extra"))}
 
 
@@ -544,7 +545,10 @@ def export(
                                                show_default="the model last trained into runs/, with those weights")] = None,
     format_: Annotated[str, typer.Option("--format", help="onnx, torchscript, pt2 or all (or a comma-separated "
                                                           "list); triton: a Triton model repository in <out>/triton/ "
-                                                          "(made from the ONNX bundle, which is written too).")] = "onnx",
+                                                          "(made from the ONNX bundle, which is written too); web: a "
+                                                          "static folder <out>/<name>-web/ whose page runs the model "
+                                                          "in the browser (made from the raw-input bundle, which is "
+                                                          "written too).")] = "onnx",
     weights: Annotated[str | None, typer.Option(help="Weights file.", show_default="the shipped weights")] = None,
     out: Annotated[str, typer.Option(help="Folder for the bundles (<out>/<name>-<format>/).")] = "bundles",
     random_weights: Annotated[bool, typer.Option("--random-weights", help="Export untrained weights "
@@ -575,6 +579,11 @@ def export(
                                              "keygen): model.sig, checked by --trusted-key.")] = None,
     replace: Annotated[bool, typer.Option("--replace", help="Replace bundles in --out that were exported from "
                                           "other weights (refused otherwise).")] = False,
+    onnxruntime_web: Annotated[str | None, typer.Option("--onnxruntime-web", metavar="PATH", help="--format web: "
+                                                        "onnxruntime-web's files from here (the tarball of npm pack "
+                                                        "onnxruntime-web@VERSION, or a folder holding them).",
+                                                        show_default="zoo's cache, filled with npm the first "
+                                                                     "time")] = None,
     json_: JsonFlag = False,
 ):
     """Export a model to ONNX / TorchScript / torch.export bundles; parity is measured before writing.
@@ -586,7 +595,8 @@ def export(
         result = export_models(name, weights, all_, _comma_list(format_), out, random_weights=random_weights,
                                data=data, atol=atol, rtol=rtol, precisions=_comma_list(precision), optimize=optimize,
                                budget=Budget(min_agreement, max_drop, max_mse_increase), sign=sign, replace=replace,
-                               raw_inputs=raw_inputs, progress=lambda model: status.update(printable(
+                               raw_inputs=raw_inputs, onnxruntime_web=onnxruntime_web,
+                               progress=lambda model: status.update(printable(
                                    f"exporting {model} ({format_}, {precision}) and measuring parity")))
     if json_:
         print_json([o.to_dict() for o in result.sorted()] + [r.to_dict() for r in result.repositories])
@@ -613,7 +623,11 @@ def _print_outcome(outcome) -> None:
         _print_checks(outcome.parity)
     if outcome.accuracy is not None:
         _print_accuracy(outcome.title, outcome.accuracy)
-    if outcome.passed:
+    if outcome.passed and outcome.format == "web":
+        console.print(printable(f"wrote {outcome.bundle} (the raw-input model with a page that runs it in the "
+                                f"browser; serve the folder: python3 -m http.server -d {outcome.bundle})"),
+                      highlight=False)
+    elif outcome.passed:
         console.print(printable(f"wrote {outcome.bundle} ({outcome.exporter['name']}"
                                 + ("" if outcome.precision == "fp32" else f", {outcome.precision}")
                                 + (", preprocessing in the graph" if outcome.raw_inputs else "") + ")"),
@@ -666,6 +680,13 @@ def _print_verification(result) -> None:
         _print_accuracy(bundle, result.accuracy)
     if not result.passed:
         return
+    if result.web:
+        web = result.web
+        console.print(printable(f"web page: {web['files']} files (index.html, onnxruntime-web {web['onnxruntime_web']}) "
+                                "match the sealed manifest's sha256" + ("" if web["note"] else " and zoo's pins")),
+                      highlight=False)
+        if web["note"]:
+            console.print(f"[yellow]note:[/] {printable(web['note'])}", highlight=False)
     tests = result.test_data
     if tests:
         golden = f", {tests['golden']['cases']} golden cases" if tests["golden"] else ""
@@ -928,16 +949,20 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 exposes the models to the network.")]
         = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="HTTP port (0: any free port).")] = 8000,
-    engine: Annotated[str, typer.Option(help="zoo (uvicorn, in this process) or triton (the real Triton "
-                                             "Inference Server on a generated model repository).")] = "zoo",
+    engine: Annotated[str, typer.Option(help="zoo (uvicorn, in worker processes started here) or "
+                                             "triton (the real Triton Inference Server on a generated model "
+                                             "repository).")] = "zoo",
     max_batch_size: Annotated[int, typer.Option(min=1, help="Most rows per backend call, and per request "
                                                          "(1: no batching).")] = 64,
     max_queue_delay_ms: Annotated[float, typer.Option(min=0, help="How long the oldest queued request waits "
                                                       "for others to batch with (0: only those already "
                                                       "waiting).")] = 0.0,
-    instances: Annotated[int, typer.Option(min=1, help="Backend calls of one model that may run at once.")] = 1,
+    instances: Annotated[int | None, typer.Option(min=1, help="Backend calls of one model that may run at once "
+                                                           "(zoo: worker processes, each holding every model; "
+                                                           "Triton: its model instances).",
+                                                  show_default="cores / threads (1 on cuda)")] = None,
     threads: Annotated[int | None, typer.Option(min=1, help="Intra-op threads per instance.",
-                                                show_default="the cores this process may use")] = None,
+                                                show_default="1, or cores / instances")] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     max_body_mb: Annotated[float, typer.Option(min=0.001, help="Larger request bodies get 413 (zoo engine; "
                                                          "Triton has its own limits).")] = 32,
@@ -951,8 +976,9 @@ def serve(
                                                 "head; slower ones get 408 and are disconnected (zoo engine).")] = 10,
     body_timeout: Annotated[float, typer.Option(min=0.1, help="Seconds a client may take to send a request's "
                                                 "body after its head; the same (zoo engine).")] = 60,
-    grpc_port: Annotated[int | None, typer.Option(min=1, max=65535, help="Triton's gRPC port.",
-                                                  show_default="--port + 1")] = None,
+    grpc_port: Annotated[int | None, typer.Option(min=0, max=65535, help="gRPC port (KServe v2 "
+                                                  "GRPCInferenceService; 0: any free port).",
+                                                  show_default="--port + 1, or any free port with --port 0")] = None,
     metrics_port: Annotated[int | None, typer.Option(min=1, max=65535, help="Triton's metrics port.",
                                                      show_default="--port + 2")] = None,
     triton_env: Annotated[str | None, typer.Option(help="Virtual environment with nvidia-pytriton and zoo "
@@ -964,9 +990,9 @@ def serve(
     trust_code: TrustCodeFlag = False,
     trusted_key: TrustedKeys = None,
 ):
-    """Serve bundles over HTTP with the Open Inference Protocol (KServe v2): /v2/models/NAME/infer,
-    metadata, health, /classify for raw inputs, dynamic batching, Prometheus /metrics and a page at /.
-    SIGTERM drains in-flight requests."""
+    """Serve bundles with the Open Inference Protocol (KServe v2) over HTTP and gRPC: /v2/models/NAME/infer,
+    NAME-raw for raw inputs, metadata, health, statistics, model load/unload, /classify, dynamic batching,
+    Prometheus /metrics and a page at /. SIGTERM drains in-flight requests."""
     if engine not in ("zoo", "triton"):
         raise ZooError(f"--engine must be zoo or triton, got {engine!r}")
     if device not in ("cpu", "cuda"):
@@ -975,23 +1001,35 @@ def serve(
     trust = {"trust_code": trust_code, "trusted_keys": trusted_key}
     for bundle in bundles:
         _refuse_raw_inputs(bundle, "zoo serve")
+    from zoo.serve import fit_cores
+
+    instances, threads = fit_cores(instances, threads, device)
+    if grpc_port is None:
+        grpc_port = 0 if port == 0 else port + 1
+    if grpc_port > 65535:
+        raise ZooError(f"--port {port}: gRPC goes on --port + 1 by default; choose a lower port or give --grpc-port")
     if engine == "triton":
         return _serve_triton(bundles, host, port, grpc_port, metrics_port, triton_env, repository, device,
                              max_batch_size, max_queue_delay_ms, instances, threads, drain_seconds, trust)
+    options = dict(max_batch_size=max_batch_size, max_queue_delay_ms=max_queue_delay_ms, instances=instances,
+                   workers=instances, max_body_bytes=int(max_body_mb * 2**20),
+                   max_image_pixels=int(max_image_mpx * 1e6), max_head_bytes=int(max_header_kb * 1024),
+                   head_timeout=head_timeout, body_timeout=body_timeout, trust=trust)
+    _serve_zoo(bundles, host, port, grpc_port, device, threads, options, drain_seconds, access_log)
+
+
+def _serve_zoo(bundles, host, port, grpc_port, device, threads, options: dict, drain_seconds, access_log) -> None:
     import zoo.runtime
     import zoo.serve
 
     sessions = []
     try:
         for bundle in bundles:
-            sessions.append(zoo.runtime.load(bundle, device=device, threads=threads, **trust))
-        options = zoo.serve.Options(max_batch_size=max_batch_size, max_queue_delay_ms=max_queue_delay_ms,
-                                    instances=instances, max_body_bytes=int(max_body_mb * 2**20),
-                                    max_image_pixels=int(max_image_mpx * 1e6), max_head_bytes=int(max_header_kb * 1024),
-                                    head_timeout=head_timeout, body_timeout=body_timeout)
+            sessions.append(zoo.runtime.load(bundle, device=device, threads=threads, **options["trust"]))
         try:
-            zoo.serve.serve(sessions, host, port, options, drain_seconds=drain_seconds, access_log=access_log,
-                            announce=lambda line: print(plain(line), flush=True))
+            zoo.serve.serve(sessions, host, port, zoo.serve.Options(**options), drain_seconds=drain_seconds,
+                            access_log=access_log, announce=lambda line: print(plain(line), flush=True),
+                            workers=options["workers"], grpc_port=grpc_port)
         except ValueError as e:
             raise ZooError(str(e)) from None
     finally:
@@ -1007,11 +1045,10 @@ def _serve_triton(bundles, host, port, grpc_port, metrics_port, triton_env, repo
     import zoo.runtime
     import zoo.serve
 
-    if port == 0:
-        raise ZooError("--engine triton needs a fixed --port (tritonserver does not pick a free one)")
-    grpc_port = port + 1 if grpc_port is None else grpc_port
+    if port == 0 or grpc_port == 0:
+        raise ZooError("--engine triton needs a fixed --port and --grpc-port (tritonserver does not pick a free one)")
     metrics_port = port + 2 if metrics_port is None else metrics_port
-    if max(grpc_port, metrics_port) > 65535:
+    if metrics_port > 65535:
         raise ZooError(f"--port {port}: Triton also needs --port + 1 and + 2 (gRPC, metrics); choose a lower port "
                        "or give --grpc-port and --metrics-port")
     install = zoo.serve.find_triton(triton_env)
@@ -1024,11 +1061,12 @@ def _serve_triton(bundles, host, port, grpc_port, metrics_port, triton_env, repo
         raise ZooError(f"two bundles of the same model among {names}: serve one of each")
     with tempfile.TemporaryDirectory(prefix="zoo-triton-") as work:
         repo = Path(repository) if repository else Path(work) / "models"
-        zoo.serve.serving_repository(manifests, repo, max_batch_size=max_batch_size,
-                                     max_queue_delay_us=round(max_queue_delay_ms * 1000), instances=instances,
-                                     kind="KIND_GPU" if device == "cuda" else "KIND_CPU", threads=threads)
-        argv, env = zoo.serve.triton_command(install, repo, Path(work), host, port, grpc_port, metrics_port, names,
-                                             exit_timeout=max(1, round(drain_seconds)))
+        folders = zoo.serve.serving_repository(manifests, repo, max_batch_size=max_batch_size,
+                                               max_queue_delay_us=round(max_queue_delay_ms * 1000),
+                                               instances=instances, threads=threads,
+                                               kind="KIND_GPU" if device == "cuda" else "KIND_CPU")
+        argv, env = zoo.serve.triton_command(install, repo, Path(work), host, port, grpc_port, metrics_port,
+                                             [f.name for f in folders], exit_timeout=max(1, round(drain_seconds)))
         print(plain(f"tritonserver: {', '.join(names)} on http://{host}:{port}/ (gRPC {grpc_port}, metrics "
                     f"http://{host}:{metrics_port}/metrics; repository {repo}; Python {install.python})"), flush=True)
         code = zoo.serve.run_foreground(argv, env)

@@ -25,8 +25,8 @@ import zoo.runtime as runtime
 from zoo import registry
 from zoo.contract import Signature
 from zoo.errors import ParityError, PrecisionRefused, RawInputsRefused, ZooError, interrupted
-from zoo.export import (_accuracy, _manifest, _onnx, _parity, _precision, _pt2, _raw, _rawparity, _torchscript,
-                        _vectors)
+from zoo.export import (_accuracy, _manifest, _onnx, _ortweb, _parity, _precision, _pt2, _raw, _rawparity,
+                        _torchscript, _vectors, _web)
 from zoo.export._accuracy import Budget
 from zoo.export._common import EXAMPLE_SIZES, first_line, quiet
 from zoo.export._precision import PRECISIONS
@@ -48,13 +48,15 @@ RAW_PARITY_COLUMNS = _rawparity.COLUMNS
 raw_parity_rows = _rawparity.rows
 RANDOM_SEED = 0   # the seed `--random-weights` builds the model with
 RAW = "raw"       # the raw-input bundle's suffix: <model>-onnx-raw/
+WEB = "web"       # the static web folder: <model>-web/
 RAW_SAMPLES = 16  # raw samples read for the raw-input parity and every ONNX bundle's test vectors
 BUNDLE_FILES = frozenset({runtime.MANIFEST_NAME, runtime.SIGNATURE_NAME, *runtime.MODEL_FILES.values()})   # what zoo writes in a bundle
 
 
 def zoo_writes(name: str) -> bool:
     """Whether an entry of a bundle folder is one zoo writes (model, manifest, signature, test vectors,
-    golden cases), as opposed to a file a user added, which a re-export keeps."""
+    golden cases), as opposed to a file a user added, which a re-export keeps (a web folder's page and
+    onnxruntime-web files are in every new one, so they are replaced, never kept)."""
     return name in BUNDLE_FILES or name == "golden" or re.fullmatch(r"test_data_set_\d+", name) is not None
 
 
@@ -348,13 +350,13 @@ def _variants(fmt: str, precisions: list[str], raw_inputs: bool) -> list[str]:
     return [*precisions, *([RAW] if raw_inputs else [])] if fmt == "onnx" else ["fp32"]
 
 
-def _checked(spec, formats, precisions, optimize: bool, raw_inputs: bool, atol, rtol) -> tuple:
+def _checked(spec, formats, precisions, optimize: bool, raw_inputs: bool, web: bool, atol, rtol) -> tuple:
     """(formats, precisions, atol, rtol) as export takes them; a bad combination is one line."""
     formats, precisions = _formats(formats), _precisions(precisions)
     if "onnx" not in formats and (precisions != ["fp32"] or optimize):
         raise ZooError("--precision and --optimize apply to ONNX bundles: add --format onnx")
-    if "onnx" not in formats and raw_inputs:
-        raise ZooError("--raw-inputs makes an ONNX bundle: add --format onnx")
+    if "onnx" not in formats and (raw_inputs or web):
+        raise ZooError(f"--{'raw-inputs' if raw_inputs else 'format web'} makes an ONNX bundle: add --format onnx")
     atol = spec.atol if atol is None else float(atol)
     rtol = spec.rtol if rtol is None else float(rtol)
     if not (0 <= atol < math.inf and 0 <= rtol < math.inf):   # nan or inf would pass any difference
@@ -389,11 +391,47 @@ def _attempt(job: _Job, fmt: str, converted, exporter: dict, precision: str) -> 
                        refusal=PrecisionRefused, reason=str(e))
 
 
+def _web_bundle(job: _Job, raw: Path, runtime_files: dict[str, Path]) -> Outcome:
+    """`<name>-web/`: the finished raw-input bundle `raw` (its graph, resealed with the `web` record in the
+    manifest; its test files) with a page that runs it in the browser and onnxruntime-web's files (`_web`)."""
+    import onnx
+
+    spec, source = job.spec, runtime.read_manifest(raw)
+    manifest, page = _web.manifest(source, runtime_files)
+
+    def build(staging: Path) -> Outcome:
+        _web.write(staging, source, runtime_files, page)
+        _write_model(spec, "onnx", onnx.load(str(source.file)), staging, manifest)
+        with quiet(), runtime.load(staging) as session:   # the checksum and the seal, as users load it
+            report = _vectors.check_vectors(staging, session.manifest.file, manifest["test_data"])
+        outcome = Outcome(spec.name, WEB, "fp32", exporter=manifest.get("exporter"))
+        if report["failures"]:
+            return dataclass_replace(outcome, refusal=ParityError, reason=f"{spec.name} {WEB}: the folder does not "
+                                     f"reproduce its test vectors: {'; '.join(report['failures'])}")
+        _web.check(staging, manifest[WEB])
+        return outcome
+
+    return _staged(job, bundle_name(spec.name, WEB), build)
+
+
+def _web_outcome(job: _Job, result: ExportResult, runtime_files: dict[str, Path]) -> Outcome:
+    """The web folder, made from the raw-input bundle this export wrote (refused when it wrote none)."""
+    raw = job.out / bundle_name(job.spec.name, "onnx", RAW)
+    if raw not in result.bundles:
+        return Outcome(job.spec.name, WEB, "fp32", refusal=PrecisionRefused,
+                       reason=f"{job.spec.name}: no {WEB} folder written: it is made from the raw-input bundle")
+    try:
+        return _web_bundle(job, raw, runtime_files)
+    except OSError as e:
+        raise ZooError(f"cannot write the {job.spec.name} {WEB} folder in {job.out}: {e.strerror or e}") from None
+
+
 def export(name: str, formats=("onnx",), weights: str | Path | None = None, out: str | Path = "bundles",
            random_weights: bool = False, data: str | Path | None = None, atol: float | None = None,
            rtol: float | None = None, precisions=("fp32",), optimize: bool = False,
            budget: Budget | None = None, sign: str | Path | None = None, replace: bool = False,
-           raw_inputs: bool = False, check: bool = True) -> ExportResult:
+           raw_inputs: bool = False, web: bool = False, onnxruntime_web: str | Path | None = None,
+           check: bool = True) -> ExportResult:
     """Export model `name` to each format ("onnx", "torchscript", "pt2" or "all") as a bundle folder
     `<out>/<name>-<format>/`, measuring parity against eager PyTorch first. Weights: `weights`, else
     the shipped ones; `random_weights=True` exports an untrained model (marked so in the manifest).
@@ -413,22 +451,28 @@ def export(name: str, formats=("onnx",), weights: str | Path | None = None, out:
     answers on raw samples stay within budget against zoo.runtime (`_rawparity`). Every ONNX bundle gets test
     vectors (`_vectors`) made from the raw samples of `data`, else of the built-in sample.
 
+    `web` (with raw_inputs, implied) also writes `<out>/<name>-web/`: the raw-input bundle with a page that runs it
+    in the browser and onnxruntime-web's files (`_web`), taken from `onnxruntime_web` (the package's tarball or a
+    folder holding its files) or else zoo's cache, fetched there with npm the first time (`_ortweb`).
+
     Returns an ExportResult: per bundle an Outcome (written, or not and why, with its parity and accuracy
     reports), and notes for the user (files kept, bundles beside of other weights); as a sequence, the bundle
     folders written. With `check`, after writing the bundles that passed, the others are raised as one error
     (`ExportResult.error`): ParityError if one failed parity, else PrecisionRefused (a reduced precision that
     missed its budget or does not fit the model); `check=False` returns them in the result instead."""
     spec = registry.get(name)
-    formats, precisions, atol, rtol = _checked(spec, formats, precisions, optimize, raw_inputs, atol, rtol)
+    formats, precisions, atol, rtol = _checked(spec, formats, precisions, optimize, raw_inputs, web, atol, rtol)
+    raw_inputs = raw_inputs or web
     signer = None if sign is None else runtime.BundleSigner(sign)   # a bad key is refused before the work
     model, record, card, source = _load_weights(spec, weights, random_weights)
     signature = spec.signature.with_preprocess(preprocessing(spec, card, random_weights))
     out = writable_folder(out, "--out")
-    for fmt in formats:   # refused before the work (and checked again under the lock when swapped in)
-        for precision in _variants(fmt, precisions, raw_inputs):
-            target = out / bundle_name(spec.name, fmt, precision)
-            if target.exists() and not _replaceable(target, spec.name, record, source, replace):
-                raise ZooError(f"{target} exists and is not what zoo writes there: not replacing it")
+    names = [bundle_name(spec.name, fmt, p) for fmt in formats for p in _variants(fmt, precisions, raw_inputs)]
+    for target in [out / n for n in names + ([bundle_name(spec.name, WEB)] if web else [])]:
+        # refused before the work (and checked again under the lock when swapped in)
+        if target.exists() and not _replaceable(target, spec.name, record, source, replace):
+            raise ZooError(f"{target} exists and is not what zoo writes there: not replacing it")
+    runtime_files = _ortweb.files(onnxruntime_web) if web else None   # npm missing: said before the work
     dataset = _load_data(spec, data)
     job = _Job(spec, model, record, source, card, signature, _real_samples(spec, dataset, signature.preprocess),
                atol, rtol, out, optimize, budget or Budget(), signer, replace=replace)
@@ -437,6 +481,8 @@ def export(name: str, formats=("onnx",), weights: str | Path | None = None, out:
     for fmt in formats:
         converted, exporter = _convert(spec, fmt, model)
         result.outcomes += [_attempt(job, fmt, converted, exporter, p) for p in _variants(fmt, precisions, raw_inputs)]
+    if web:
+        result.outcomes.append(_web_outcome(job, result, runtime_files))
     result.notes += _other_weights_beside(out, spec.name, record, result.bundles)
     error = result.error() if check else None
     if error is not None:
@@ -466,21 +512,23 @@ def export_models(name: str | None, weights=None, all_models: bool = False, form
                   out: str | Path = "bundles", progress=None, **options) -> ExportResult:
     """`zoo export`: `export` of each of `export_targets`, every outcome gathered (none raised: see
     `ExportResult.error`). `formats` may name "triton": each model's fp32 ONNX bundle (written too) then also
-    goes into the Triton model repository `<out>/triton/`. `progress(model)` is told each model before its work;
+    goes into the Triton model repository `<out>/triton/`; and "web": export's `web`. `progress(model)` is told each model before its work;
     `options` are export's."""
     formats = [formats] if isinstance(formats, str) else list(formats)
-    choices(formats, [*FORMATS, "triton"], "format")   # one line naming a bad one
-    triton = "triton" in formats
-    if triton:   # a Triton repository is made from the ONNX bundles
-        formats = [f for f in formats if f != "triton"]
+    choices(formats, [*FORMATS, "triton", WEB], "format")   # one line naming a bad one
+    triton, web = "triton" in formats, WEB in formats
+    if triton or web:   # a Triton repository is made from the ONNX bundles, a web folder from the raw-input one
+        formats = [f for f in formats if f not in ("triton", WEB)]
         formats = formats if "onnx" in formats or "all" in formats else [*formats, "onnx"]
+    if options.get("onnxruntime_web") is not None and not web:
+        raise ZooError("--onnxruntime-web is for --format web")
     jobs, notes = export_targets(name, weights, all_models)
     writable_folder(out, "--out")
     result = ExportResult(notes=notes)
     for model, model_weights in jobs:
         if progress is not None:
             progress(model)
-        done = export(model, formats, weights=model_weights, out=out, check=False, **options)
+        done = export(model, formats, weights=model_weights, out=out, check=False, web=web, **options)
         result.extend(done)
         if triton:
             result.repositories += _triton_repositories(done, Path(out) / "triton")
@@ -492,7 +540,7 @@ def _triton_repositories(result: ExportResult, folder: Path) -> list[Repository]
 
     manifests = [runtime.read_manifest(b) for b in result.bundles]
     return [Repository(m.model, folder, export_repository([m], folder)) for m in manifests
-            if m.format == "onnx" and m.raw is None]
+            if m.format == "onnx" and m.raw is None and WEB not in m.data]
 
 
 def bundle_for(target: str, out: str | Path = "bundles", progress=None) -> tuple[Path, list[str]]:
@@ -673,6 +721,8 @@ def _verify_loaded(bundle: Path, manifest, session, spec, weights, data) -> Veri
                           manifest.data["file_sha256"], checks)
     if manifest.format == "onnx":
         result.test_data = _check_test_data(bundle, manifest, session)
+    if WEB in manifest.data:
+        result.web = _web.check(bundle, manifest.data[WEB])
     if random:
         if manifest.raw is None:
             _probe(session, manifest, bundle)

@@ -132,6 +132,7 @@ class Verification:
     parity: Report | None = None
     accuracy: AccuracyReport | None = None
     test_data: dict | None = None           # the test vectors (and golden cases) reproduced
+    web: dict | None = None                 # a web folder's page and onnxruntime-web files checked
     notes: list[str] = field(default_factory=list)
     refusal: type[ZooError] | None = None   # ParityError or PrecisionRefused
     reason: str = ""                        # why, in full (a failed parity: with its table)
@@ -152,5 +153,4 @@ class Verification:
         return {"bundle": self.bundle, "model": self.model, "format": self.format, "precision": self.precision,
                 "raw_inputs": self.raw_inputs, "file_sha256": self.file_sha256, "checks": self.checks,
                 "weights": self.weights, "parity": _dict(self.parity), "accuracy": _dict(self.accuracy),
-                "test_data": self.test_data,
-                "note": self.note, "passed": self.passed}
+                "test_data": self.test_data, "web": self.web, "note": self.note, "passed": self.passed}

@@ -7,15 +7,43 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-PAGE = Path(__file__).with_name("page.html")
+from zoo.contract import RANGE_SLACK
+
+HERE = Path(__file__).parent
+PAGE = HERE / "page.html"
+WEB_PAGE = HERE / "web.html"
 GENERIC_OUTPUTS = {"logits", "logit", "probability", "probabilities", "output", "outputs", "scores", "value", "y"}
 
 
 def render(entries: list[dict]) -> str:
-    """page.html with the models' entries embedded. `<`, `>` and `&` are written as JSON escapes, so no string
-    can end the <script> element or open a comment inside it (`</script>`, `<!--<script>`)."""
-    data = json.dumps(entries).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-    return PAGE.read_text().replace("__MODELS__", data)
+    """page.html with the models' entries embedded."""
+    return _fill(PAGE, "__MODELS__", entries)
+
+
+def web_page(manifest, runtime: dict) -> str:
+    """The static page of a web folder (`zoo export --format web`): web.html with what it needs of the raw-input
+    bundle's `manifest` embedded, the page's entry plus the graph's feeds and outputs. `runtime`: {"model": the model
+    file, "entry": the onnxruntime-web module, "version"}, paths relative to the page."""
+    if manifest.raw is None:
+        raise ValueError(f"{manifest.bundle}: a web page needs a raw-input bundle (zoo export --raw-inputs)")
+    data = entry(manifest.model, manifest)
+    for item, t in zip(data["inputs"], manifest.network_inputs):
+        pre = manifest.preprocess[t.name]
+        if pre.kind == "image":
+            item["channels"] = pre.channels
+    probabilities = manifest.raw.probabilities
+    data.update(labels=manifest.labels, probabilities=probabilities, range_slack=RANGE_SLACK, runtime=dict(runtime),
+                value_outputs=[t.name for t in manifest.outputs if t.name not in probabilities.values()])
+    return _fill(WEB_PAGE, "__MODEL__", data)
+
+
+def _fill(template: Path, key: str, data) -> str:
+    """A page template with the shared style and script (page.css, page.js) and `data` as JSON in place of `key`.
+    `<`, `>` and `&` are written as JSON escapes, so no string can end the <script> element or open a comment
+    inside it (`</script>`, `<!--<script>`); the data goes in last, so nothing in it is taken for a placeholder."""
+    text = template.read_text().replace("__PAGE_CSS__", (HERE / "page.css").read_text())
+    text = text.replace("__PAGE_JS__", (HERE / "page.js").read_text())
+    return text.replace(key, json.dumps(data).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
 
 
 def entry(name: str, manifest) -> dict:
@@ -29,7 +57,7 @@ def entry(name: str, manifest) -> dict:
     return {"name": name, "summary": _summary(manifest), "notes": notes,
             "classifier": manifest.is_classifier,
             "top_k": manifest.is_classifier and max(map(len, labelled)) > 2,
-            "inputs": [_input(t.name, manifest.preprocess.get(t.name)) for t in manifest.inputs],
+            "inputs": [_input(t.name, manifest.preprocess.get(t.name)) for t in manifest.network_inputs],
             "outputs": {t.name: _title(t.name, manifest.labels.get(t.name)) for t in manifest.outputs}}
 
 

@@ -21,6 +21,7 @@ DATATYPES = {"BOOL": np.dtype(np.bool_), "UINT8": np.dtype(np.uint8), "UINT16": 
              "FP16": np.dtype(np.float16), "FP32": np.dtype(np.float32), "FP64": np.dtype(np.float64)}
 NUMPY_TO_DATATYPE = {v: k for k, v in DATATYPES.items()}
 RAW_SUFFIX = "_raw"       # `image_raw`: the raw form of input `image` (BYTES), through the manifest's preprocessing
+RAW_MODEL_SUFFIX = "-raw"  # `clouds-cnn-raw`: the model taking clouds-cnn's inputs raw
 PLATFORMS = {"onnx": "onnxruntime_onnx", "torchscript": "pytorch_libtorch", "pt2": "torch_export"}
 VERSION = "1"             # a bundle is one model version
 
@@ -50,21 +51,30 @@ def label_file_labels(manifest, output: str) -> list[str] | None:
     return labels if labels and len(labels) == spec.shape[-1] else None
 
 
-def model_metadata(manifest, name: str) -> dict:
+def takes_raw(manifest) -> bool:
+    """Whether every input has preprocessing, so that the model has a raw-input variant `<name>-raw`."""
+    return all(t.name in manifest.preprocess for t in manifest.inputs)
+
+
+def model_metadata(manifest, name: str, raw: bool = False) -> dict:
     """GET /v2/models/{name}: names, datatypes and shapes (-1 for dynamic axes) from the manifest; the labels
-    of each labelled output as its `labels` parameter (a JSON list, since parameter values are scalars)."""
+    of each labelled output as its `labels` parameter (a JSON list, since parameter values are scalars).
+    With `raw`, the metadata of the raw-input model: `<input>_raw`, BYTES, shape [-1, 1]; without, the name
+    of that model (when there is one) as parameter `raw_model`."""
     def tensor(t, labels=None):
         entry = {"name": t.name, "datatype": datatype(t.dtype), "shape": dims(t.shape)}
         if labels:
             entry["parameters"] = {"labels": json.dumps(labels)}
         return entry
 
-    raw = [f"{t.name}{RAW_SUFFIX}" for t in manifest.inputs if t.name in manifest.preprocess]
-    return {"name": name, "versions": [VERSION], "platform": PLATFORMS[manifest.format],
-            "inputs": [tensor(t) for t in manifest.inputs],
-            "outputs": [tensor(t, manifest.labels.get(t.name)) for t in manifest.outputs],
-            "parameters": {"task": manifest.task, "output_kind": manifest.output_kind,
-                           "raw_inputs": ",".join(raw)}}
+    inputs = ([{"name": f"{t.name}{RAW_SUFFIX}", "datatype": "BYTES", "shape": [-1, 1]} for t in manifest.inputs]
+              if raw else [tensor(t) for t in manifest.inputs])
+    parameters = {"task": manifest.task, "output_kind": manifest.output_kind}
+    if not raw and takes_raw(manifest):
+        parameters["raw_model"] = name + RAW_MODEL_SUFFIX
+    return {"name": name, "versions": [VERSION], "platform": "python" if raw else PLATFORMS[manifest.format],
+            "inputs": inputs, "outputs": [tensor(t, manifest.labels.get(t.name)) for t in manifest.outputs],
+            "parameters": parameters}
 
 
 # --- requests ---------------------------------------------------------------------------------------
@@ -136,16 +146,27 @@ def _numbers(data, name: str, dtype: np.dtype) -> np.ndarray:
     return array
 
 
+def _unknown(name: str, specs: dict, raw_names: dict, model: str) -> RequestError:
+    takes = ", ".join(raw_names or specs)
+    if raw_names and name in specs:
+        return RequestError(f"unknown input {name!r}: model {model!r} takes the raw inputs {takes}; send tensors to "
+                            f"model {model.removesuffix(RAW_MODEL_SUFFIX)!r}")
+    if not raw_names and name.endswith(RAW_SUFFIX) and name.removesuffix(RAW_SUFFIX) in specs:
+        return RequestError(f"unknown input {name!r}: model {model!r} takes tensors ({takes}); send raw inputs to "
+                            f"model {model + RAW_MODEL_SUFFIX!r}")
+    return RequestError(f"unknown input {name!r}: model {model!r} takes {takes}")
+
+
 def _tensor(entry: dict, index: int, tail: bytes, offset: int, specs: dict, raw_names: dict, model: str):
-    """(input name, array or list of raw elements, is_raw, bytes of the binary tail used)."""
+    """(input name, array or list of raw elements, is_raw, bytes of the binary tail used). `raw_names`
+    (`<input>_raw` -> input) is empty for a model taking tensors; a raw-input model takes only those."""
     if not isinstance(entry, dict):
         raise RequestError(f"inputs[{index}] must be an object {{name, shape, datatype, data}}")
     name, shape, dt = entry.get("name"), entry.get("shape"), entry.get("datatype")
     if not isinstance(name, str):
         raise RequestError(f"inputs[{index}].name must be a string, got {name!r}")
-    if name not in specs and name not in raw_names:
-        expected = ", ".join([*specs, *raw_names])
-        raise RequestError(f"unknown input {name!r}: model {model!r} takes {expected}")
+    if name not in (raw_names or specs):
+        raise _unknown(name, specs, raw_names, model)
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
         raise RequestError(f"input {name!r}: shape must be a list of non-negative integers, got {shape!r}")
     is_raw = name in raw_names
@@ -197,28 +218,30 @@ def _tensor(entry: dict, index: int, tail: bytes, offset: int, specs: dict, raw_
     return name, values, False, size
 
 
-def parse_infer(header: dict, tail: bytes, manifest, model: str) -> InferRequest:
-    """An infer request's JSON header and binary tail -> the inputs as arrays (or raw elements), checked
-    against the model's inputs: known names, each input given once (as a tensor or as `<input>_raw`),
-    datatypes, and data that fills the declared shape. Values and model shapes are checked by the runtime."""
+def parse_infer(header: dict, tail: bytes, manifest, model: str, raw: bool = False) -> InferRequest:
+    """An infer request's JSON header and binary tail -> the inputs as arrays (or, with `raw`, raw elements
+    of `<input>_raw`), checked against the model's inputs: known names, each input given once, datatypes,
+    and data that fills the declared shape. Values and model shapes are checked by the runtime."""
     inputs = header.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise RequestError("expected `inputs`: a non-empty list of {name, shape, datatype, data}")
     specs = {t.name: t for t in manifest.inputs}
-    raw_names = {f"{n}{RAW_SUFFIX}": n for n in specs if n in manifest.preprocess}
-    tensors, raw, offset = {}, {}, 0
+    raw_names = {f"{n}{RAW_SUFFIX}": n for n in specs} if raw else {}
+    tensors, raws, offset = {}, {}, 0
     for i, entry in enumerate(inputs):
         name, values, is_raw, used = _tensor(entry, i, tail, offset, specs, raw_names, model)
         offset += used
-        if name in tensors or name in raw:
-            raise RequestError(f"input {name!r} is given more than once (as {name!r} or {name + RAW_SUFFIX!r})")
-        (raw if is_raw else tensors)[name] = values
+        if name in tensors or name in raws:
+            raise RequestError(f"input {entry['name']!r} is given more than once")
+        (raws if is_raw else tensors)[name] = values
     if offset != len(tail):
         raise RequestError(f"the body has {len(tail) - offset} binary bytes that no input's binary_data_size accounts for")
-    missing = [n for n in specs if n not in tensors and n not in raw]
+    missing = [n for n in specs if n not in tensors and n not in raws]
     if missing:
-        raise RequestError(f"missing input(s) {missing}: model {model!r} takes " + ", ".join(
-            f"{n} ({datatype(specs[n].dtype)} {dims(specs[n].shape)})" for n in specs))
+        takes = (", ".join(f"{n} (BYTES [-1, 1])" for n in raw_names) if raw else
+                 ", ".join(f"{n} ({datatype(specs[n].dtype)} {dims(specs[n].shape)})" for n in specs))
+        raise RequestError(f"missing input(s) {[n + RAW_SUFFIX if raw else n for n in missing]}: model {model!r} "
+                           f"takes {takes}")
     parameters = header.get("parameters") or {}
     if not isinstance(parameters, dict):
         raise RequestError("request parameters must be an object")
@@ -233,7 +256,7 @@ def parse_infer(header: dict, tail: bytes, manifest, model: str) -> InferRequest
             if not isinstance(o.get("parameters") or {}, dict):
                 raise RequestError(f"output {o['name']!r}: parameters must be an object")
     request_id = header.get("id")
-    return InferRequest(id=request_id if isinstance(request_id, str) else None, tensors=tensors, raw=raw,
+    return InferRequest(id=request_id if isinstance(request_id, str) else None, tensors=tensors, raw=raws,
                         outputs=outputs, binary_output=parameters.get("binary_data_output") is True,
                         strict=parameters.get("strict") is True, parameters=parameters)
 
@@ -253,11 +276,12 @@ def classification(values: np.ndarray, k: int, labels: list[str] | None) -> np.n
                      for row, idx in zip(values, order)], dtype=object)
 
 
-def encode_infer(request: InferRequest, outputs: dict[str, np.ndarray], manifest, model: str) -> tuple[bytes, dict]:
-    """The response body and headers: JSON tensors, or binary tensors (with their JSON header) for outputs
-    asked for with binary_data (or all of them with binary_data_output)."""
+def response_tensors(request: InferRequest, outputs: dict[str, np.ndarray], manifest) -> list[tuple[dict, bytes | None]]:
+    """The outputs a request asked for (all by default), each as ({name, datatype, shape}, its bytes in the
+    binary-tensor layout, or None where the output goes as JSON, its values then under "data"), after the
+    classification extension where asked."""
     wanted = request.outputs if request.outputs is not None else [{"name": n} for n in outputs]
-    entries, blobs = [], []
+    tensors = []
     for o in wanted:
         name, params = o["name"], o.get("parameters") or {}
         array = outputs[name]
@@ -266,16 +290,26 @@ def encode_infer(request: InferRequest, outputs: dict[str, np.ndarray], manifest
             if not isinstance(k, int) or isinstance(k, bool) or k < 1:
                 raise RequestError(f"output {name!r}: classification must be a positive integer, got {k!r}")
             array = classification(array, k, label_file_labels(manifest, name))
-        binary = params.get("binary_data", request.binary_output) is True
         entry = {"name": name, "datatype": "BYTES" if array.dtype == object else datatype(array.dtype),
                  "shape": list(array.shape)}
-        if binary:
+        if params.get("binary_data", request.binary_output) is True:
             blob = (_serialize_bytes([s.encode() for s in array.ravel()]) if array.dtype == object
                     else np.ascontiguousarray(array).tobytes())
-            entry["parameters"] = {"binary_data_size": len(blob)}
-            blobs.append(blob)
+            tensors.append((entry, blob))
         else:
             entry["data"] = array.ravel().tolist()
+            tensors.append((entry, None))
+    return tensors
+
+
+def encode_infer(request: InferRequest, outputs: dict[str, np.ndarray], manifest, model: str) -> tuple[bytes, dict]:
+    """The response body and headers: JSON tensors, or binary tensors (with their JSON header) for outputs
+    asked for with binary_data (or all of them with binary_data_output)."""
+    entries, blobs = [], []
+    for entry, blob in response_tensors(request, outputs, manifest):
+        if blob is not None:
+            entry["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
         entries.append(entry)
     body = {"model_name": model, "model_version": VERSION, "outputs": entries}
     if request.id is not None:

@@ -2,13 +2,16 @@
 
 `model_config` derives a model's configuration from its manifest as a dict in the field names of Triton's
 `ModelConfig` protobuf (what Triton answers at /v2/models/{name}/config); `config_text` writes it as
-config.pbtxt. Two variants of each model:
+config.pbtxt. Variants of each model:
 
 - `onnxruntime`: platform onnxruntime_onnx, `1/model.onnx`: for the NGC Triton container on a GPU cluster;
 - `python`: Triton's Python backend running the bundle (`1/manifest.json` + `1/model.onnx`) through
-  zoo.runtime (`1/model.py`, from triton_model.py), which also takes each input raw (`<input>_raw`, BYTES:
-  an image file, a JSON record, a JSON series, a category name) through the manifest's preprocessing.
-  It needs zoo installed in the Python environment of Triton's Python-backend stub.
+  zoo.runtime (`1/model.py`, from triton_model.py). It needs zoo installed in the Python environment of
+  Triton's Python-backend stub. With `raw=True` it is the model `<name>-raw`, whose inputs are the raw
+  forms `<input>_raw` (BYTES, one element per row: an image file, a JSON record, a JSON series, a category
+  name) taken through the manifest's preprocessing. Raw inputs are a model of their own, not optional
+  inputs beside the tensors: standard Triton tools (perf_analyzer, shared memory) fill every input a model
+  declares, and Triton has no way to say "these inputs or those".
 
 Labelled outputs whose width is their number of labels get a label file (`<output>.labels.txt`), so
 Triton's classification extension answers with labels."""
@@ -20,7 +23,7 @@ from pathlib import Path
 
 from zoo.errors import ZooError
 from zoo.outputs import atomic_write, clean_stale_staging, staging_folder, swap_into_place, writable_folder
-from zoo.serve._protocol import RAW_SUFFIX, datatype, dims, label_file_labels
+from zoo.serve._protocol import RAW_MODEL_SUFFIX, RAW_SUFFIX, datatype, dims, label_file_labels, takes_raw
 
 PYTHON_MODEL = Path(__file__).with_name("triton_model.py")
 BACKENDS = ("onnxruntime", "python")
@@ -35,15 +38,24 @@ def label_file(output: str) -> str:
     return f"{output}.labels.txt"
 
 
+def raw_model_name(name: str) -> str:
+    """The model taking `name`'s inputs raw, through its preprocessing (on either engine)."""
+    return f"{name}{RAW_MODEL_SUFFIX}"
+
+
 def model_config(manifest, name: str, backend: str = "onnxruntime", max_batch_size: int = 64,
                  max_queue_delay_us: int = 0, instances: int = 1, kind: str = "KIND_CPU",
-                 threads: int | None = None) -> dict:
+                 threads: int | None = None, raw: bool = False) -> dict:
     """The model's Triton configuration. Inputs and outputs: the manifest's names, TYPE_FP32, dims without
-    the batch axis and -1 for the other dynamic axes; dynamic batching; `instances` instances of `kind`."""
+    the batch axis and -1 for the other dynamic axes; dynamic batching; `instances` instances of `kind`.
+    With `raw` (Python backend only), the inputs are `<input>_raw` instead, TYPE_STRING with dims [1]."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if raw and (backend != "python" or not takes_raw(manifest)):
+        raise ValueError("a raw-input model runs on the Python backend, for a bundle whose every input has "
+                         "preprocessing")
     tensors = (*manifest.inputs, *manifest.outputs)
     batched = all(t.shape[0] == "batch" for t in tensors)
     python = backend == "python"
@@ -59,11 +71,11 @@ def model_config(manifest, name: str, backend: str = "onnxruntime", max_batch_si
     else:
         config["platform"] = "onnxruntime_onnx"
     config["max_batch_size"] = max_batch_size if batched else 0
-    inputs = [tensor(t, optional=True) if python else tensor(t) for t in manifest.inputs]
-    if python:   # each input may come raw instead, through the manifest's preprocessing
-        inputs += [{"name": f"{t.name}{RAW_SUFFIX}", "data_type": Enum("TYPE_STRING"), "dims": [1], "optional": True}
-                   for t in manifest.inputs if t.name in manifest.preprocess]
-    config["input"] = inputs
+    if raw:   # one encoded value per row: shape [batch, 1]
+        config["input"] = [{"name": f"{t.name}{RAW_SUFFIX}", "data_type": Enum("TYPE_STRING"),
+                            "dims": [1] if batched else [-1, 1]} for t in manifest.inputs]
+    else:
+        config["input"] = [tensor(t) for t in manifest.inputs]
     config["output"] = [tensor(t, label_filename=label_file(t.name)) if label_file_labels(manifest, t.name)
                         else tensor(t) for t in manifest.outputs]
     if batched:
@@ -72,6 +84,7 @@ def model_config(manifest, name: str, backend: str = "onnxruntime", max_batch_si
     parameters = {}
     if python:
         parameters["threads"] = str(threads or 0)   # 0: the runtime's default, the cores the stub may use
+        parameters["inputs"] = "raw" if raw else "tensors"
     elif threads:
         parameters["intra_op_thread_count"] = str(threads)
     if parameters:
@@ -130,7 +143,8 @@ def config_text(config: dict) -> str:
 
 
 def write_model(repository: Path, manifest, name: str, backend: str, **options) -> Path:
-    """Write (or replace, atomically) one model folder `<repository>/<name>/` from an ONNX bundle."""
+    """Write (or replace, atomically) one model folder `<repository>/<name>/` from an ONNX bundle
+    (`options`: those of model_config)."""
     if manifest.format != "onnx":
         raise ZooError(f"{manifest.bundle} is a {manifest.format} bundle; Triton repositories are made from ONNX "
                        f"bundles (zoo export {manifest.model} --format onnx)")
@@ -159,18 +173,27 @@ def write_model(repository: Path, manifest, name: str, backend: str, **options) 
 
 def export_repository(manifests, repository: Path, **options) -> list[Path]:
     """What `zoo export --format triton` writes for each bundle: `<model>` (onnxruntime_onnx, instances of
-    KIND_AUTO: on the GPU when the server has one) and `<model>-python` (the Python-backend variant); a
-    reduced-precision bundle as `<model>-<precision>` beside the fp32 one."""
+    KIND_AUTO: on the GPU when the server has one), `<model>-python` (the Python-backend variant) and
+    `<model>-raw` (raw inputs, Python backend); a reduced-precision bundle as `<model>-<precision>` beside
+    the fp32 one."""
     folders = []
     for manifest in manifests:
         name = manifest.model if manifest.precision == "fp32" else f"{manifest.model}-{manifest.precision}"
         folders.append(write_model(repository, manifest, name, "onnxruntime", kind="KIND_AUTO", **options))
         folders.append(write_model(repository, manifest, f"{name}-python", "python", kind="KIND_AUTO", **options))
+        if takes_raw(manifest):
+            folders.append(write_model(repository, manifest, raw_model_name(name), "python", kind="KIND_AUTO",
+                                       raw=True, **options))
     return folders
 
 
 def serving_repository(manifests, repository: Path, **options) -> list[Path]:
     """What `zoo serve --engine triton` runs: each bundle as a Python-backend model under the model's own
-    name (the Triton in the nvidia-pytriton wheel has no ONNX Runtime backend), so clients use the same
-    model names with either engine."""
-    return [write_model(repository, m, m.model, "python", **options) for m in manifests]
+    name (the Triton in the nvidia-pytriton wheel has no ONNX Runtime backend), and `<model>-raw` beside
+    it, so clients use the same model names with either engine."""
+    folders = []
+    for m in manifests:
+        folders.append(write_model(repository, m, m.model, "python", **options))
+        if takes_raw(m):
+            folders.append(write_model(repository, m, raw_model_name(m.model), "python", raw=True, **options))
+    return folders

@@ -1,10 +1,11 @@
 """A zoo bundle as a Triton Python-backend model: copied as `<model>/1/model.py` beside the bundle's
 manifest.json and model.onnx by `zoo export --format triton` and `zoo serve --engine triton`.
 
-The bundle runs through zoo.runtime (checksum and sealed manifest verified at load). Each input comes as
-a tensor or raw as `<input>_raw` (BYTES, one element per row: an image file, a JSON record, a JSON list of
-numbers, a category name) through the manifest's preprocessing; request parameter `strict: true` refuses
-raw inputs unlike the training data. Triton's dynamic batcher hands over several requests at once: each is
+The bundle runs through zoo.runtime (checksum and sealed manifest verified at load). The model takes its
+inputs as tensors, or, when its config's parameter `inputs` is "raw" (the model `<name>-raw`), each input
+raw as `<input>_raw` (BYTES, one element per row: an image file, a JSON record, a JSON list of numbers, a
+category name) through the manifest's preprocessing; request parameter `strict: true` then refuses raw
+inputs unlike the training data. Triton's dynamic batcher hands over several requests at once: each is
 checked on its own (a bad one gets its own error), the rest run as one batch and each gets its own rows.
 Needs zoo installed in the Python environment of Triton's Python-backend stub."""
 
@@ -27,23 +28,17 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         parameters = {k: v.get("string_value", "") for k, v in (config.get("parameters") or {}).items()}
         threads = int(parameters.get("threads") or 0) or None
+        self.raw = parameters.get("inputs") == "raw"
         device = "cuda" if args.get("model_instance_kind") == "GPU" else "cpu"
         folder = Path(args["model_repository"]) / args["model_version"]
         self.session = zoo.runtime.load(folder, device=device, threads=threads)
 
     def _arrays(self, request):
-        tensors, raw = {}, {}
-        for name in self.session.input_names:
-            tensor = pb_utils.get_input_tensor_by_name(request, name)
-            if tensor is not None:
-                tensors[name] = tensor.as_numpy()
-            encoded = pb_utils.get_input_tensor_by_name(request, name + RAW_SUFFIX)
-            if encoded is not None:
-                raw[name] = [bytes(v) for v in encoded.as_numpy().ravel()]
-        if raw and tensors:
-            raise ValueError(f"give every input as a tensor or every one raw ({RAW_SUFFIX}), not a mix")
-        if not raw:
-            return self.session.validate(tensors)
+        if not self.raw:
+            return self.session.validate({name: pb_utils.get_input_tensor_by_name(request, name).as_numpy()
+                                          for name in self.session.input_names})
+        raw = {name: [bytes(v) for v in pb_utils.get_input_tensor_by_name(request, name + RAW_SUFFIX).as_numpy().ravel()]
+               for name in self.session.input_names}
         strict = json.loads(request.parameters() or "{}").get("strict") is True
         arrays, _ = prepare(self.session, from_elements(self.session, raw), strict)
         return self.session.validate(arrays)
