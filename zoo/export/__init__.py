@@ -404,7 +404,7 @@ def _web_bundle(job: _Job, raw: Path, runtime_files: dict[str, Path]) -> Outcome
         _write_model(spec, "onnx", onnx.load(str(source.file)), staging, manifest)
         with quiet(), runtime.load(staging) as session:   # the checksum and the seal, as users load it
             report = _vectors.check_vectors(staging, session.manifest.file, manifest["test_data"])
-        outcome = Outcome(spec.name, WEB, "fp32", exporter=manifest.get("exporter"))
+        outcome = Outcome(spec.name, WEB, "fp32", raw_inputs=True, exporter=manifest.get("exporter"))
         if report["failures"]:
             return dataclass_replace(outcome, refusal=ParityError, reason=f"{spec.name} {WEB}: the folder does not "
                                      f"reproduce its test vectors: {'; '.join(report['failures'])}")
@@ -418,7 +418,7 @@ def _web_outcome(job: _Job, result: ExportResult, runtime_files: dict[str, Path]
     """The web folder, made from the raw-input bundle this export wrote (refused when it wrote none)."""
     raw = job.out / bundle_name(job.spec.name, "onnx", RAW)
     if raw not in result.bundles:
-        return Outcome(job.spec.name, WEB, "fp32", refusal=PrecisionRefused,
+        return Outcome(job.spec.name, WEB, "fp32", raw_inputs=True, refusal=PrecisionRefused,
                        reason=f"{job.spec.name}: no {WEB} folder written: it is made from the raw-input bundle")
     try:
         return _web_bundle(job, raw, runtime_files)
