@@ -24,14 +24,14 @@ from zoo.cli import app
 from zoo.training._checkpoint import checkpoint_path, read_checkpoint_state
 from zoo.training._loop import FAR_WORSE, divergence
 
+from conftest import one_line as folded
+
 runner = CliRunner()
 ENV = {**os.environ, "ZOO_CHECKPOINT_SECONDS": "0", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def one_line(result) -> str:
-    text = result.output.strip()
-    assert "Traceback" not in text and "Warning" not in text, text
-    return " ".join(text.split())
+    return folded(result, forbid=("Warning",))
 
 
 def _zoo(*args: str, preexec_fn=None) -> subprocess.CompletedProcess:
@@ -170,7 +170,7 @@ def test_a_file_size_limit_while_checkpointing_is_one_line(tmp_path):
     done = _zoo("train", "clouds-cnn", "--out", str(tmp_path), "--epochs", "1",
                 preexec_fn=_file_size_limit(1_000_000))
     assert done.returncode == 2, done.stderr
-    text = " ".join(done.stderr.split())
+    text = folded(done.stderr)
     assert "Traceback" not in text and "cannot write the checkpoint" in text and "File too large" in text
     assert "--resume" in text
 
