@@ -149,3 +149,15 @@ def manifest_of(spec, preprocess=None):
                        format="onnx", file=Path("model.onnx"), inputs=spec.inputs, outputs=spec.outputs,
                        preprocess=spec.preprocess if preprocess is None else preprocess,
                        labels={k: list(v) for k, v in spec.labels.items()}, data={})
+
+
+def zoo_serve(monkeypatch, *args):
+    """`zoo serve ARGS` with the server itself replaced: (the CLI result, the sessions it would have served)."""
+    import zoo.serve
+    from typer.testing import CliRunner
+
+    from zoo.cli import app
+
+    served = []
+    monkeypatch.setattr(zoo.serve, "serve", lambda sessions, *a, **k: served.extend(sessions))
+    return CliRunner().invoke(app, ["serve", *map(str, args), "--port", "0"]), served

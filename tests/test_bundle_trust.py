@@ -23,7 +23,7 @@ from zoo.cli import app
 from zoo.contract import LIMITS
 from zoo.weights import sha256_file
 
-from conftest import edit_manifest, edited_copy, one_line, read_manifest
+from conftest import edit_manifest, edited_copy, one_line, read_manifest, zoo_serve
 
 runner = CliRunner()
 V2 = Path(__file__).resolve().parent / "fixtures" / "v2" / "mnist-3v7-linear-onnx"
@@ -159,16 +159,13 @@ def test_the_refusal_comes_before_torch_opens_the_file(bundle, monkeypatch):
 
 
 def test_serve_loads_onnx_without_the_flag_and_torch_formats_only_with_it(bundle, monkeypatch):
-    import zoo.serve
-
-    served = []
-    monkeypatch.setattr(zoo.serve, "serve", lambda sessions, *a, **k: served.append([s.backend for s in sessions]))
-    assert runner.invoke(app, ["serve", str(bundle("circles-mlp")), "--port", "0"]).exit_code == 0
-    result = runner.invoke(app, ["serve", str(bundle("circles-mlp", "torchscript")), "--port", "0"])
-    assert result.exit_code == 2 and "--trust-code" in one_line(result)
-    result = runner.invoke(app, ["serve", str(bundle("circles-mlp", "torchscript")), "--port", "0", "--trust-code"])
+    result, sessions = zoo_serve(monkeypatch, bundle("circles-mlp"))
+    assert result.exit_code == 0 and [s.backend for s in sessions] == ["onnxruntime"]
+    result, sessions = zoo_serve(monkeypatch, bundle("circles-mlp", "torchscript"))
+    assert result.exit_code == 2 and "--trust-code" in one_line(result) and not sessions
+    result, sessions = zoo_serve(monkeypatch, bundle("circles-mlp", "torchscript"), "--trust-code")
     assert result.exit_code == 0, result.output
-    assert served == [["onnxruntime"], ["torchscript"]]
+    assert [s.backend for s in sessions] == ["torchscript"]
 
 
 # --- signatures: who made a bundle -------------------------------------------------------------------------

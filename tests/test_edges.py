@@ -27,7 +27,7 @@ from zoo.errors import ZooError
 from zoo.export import export
 from zoo.weights import sha256_file, weights_dir
 
-from conftest import edited_copy, one_line
+from conftest import edited_copy, one_line, zoo_serve
 
 runner = CliRunner()
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -113,13 +113,13 @@ def test_bench_leaves_out_a_bundle_beside_it_of_other_weights(exported, bundle, 
     assert "re-export it from the same weights to compare them" in text
 
 
-def test_serve_by_name_says_when_the_bundle_is_not_of_the_shipped_weights(exported, capsys):
-    from zoo.cli import _bundle_for
-
+def test_serve_by_name_says_when_the_bundle_is_not_of_the_shipped_weights(exported, monkeypatch):
     root, _, bundle = exported
-    assert _bundle_for("circles-mlp", out=str(root / "bundles")) == bundle
-    err = one_line(capsys.readouterr().err)
-    assert f"note: serving {bundle}, exported from circles-mlp.safetensors (sha256" in err
+    monkeypatch.chdir(root)
+    result, served = zoo_serve(monkeypatch, "circles-mlp")
+    assert result.exit_code == 0 and [s.manifest.bundle.resolve() for s in served] == [bundle.resolve()]
+    err = one_line(result)
+    assert "note: serving bundles/circles-mlp-onnx, exported from circles-mlp.safetensors (sha256" in err
     assert "not from the shipped weights" in err
 
 

@@ -79,6 +79,10 @@ EXAMPLES = [
                    ("zoo train --all --data-root ../shared/data", f"{SKIPPED_LINE} trains all 25 models on the "
                     "real datasets (hours); tests/test_training.py trains each stage on the built-in samples")),
             expect='"plots"'),
+    Example("zoo runs runs --model clouds-cnn --sort metric --plot curves.png",
+            edits=(("tensorboard --logdir runs", f"{SKIPPED_LINE} TensorBoard serves a page until stopped; `zoo runs` "
+                    "reads the same event files"),),
+            expect="clouds-cnn"),
     Example("zoo train clouds-cnn --data /data/clouds --nproc 8 --nnodes 2 --node-rank 0",
             # both "machines" on this one, a process each, node 0 in the background, on the built-in sample
             edits=(("--data /data/clouds --nproc 8", "--data {clouds_train} --epochs 1 --nproc 1"),

@@ -197,15 +197,15 @@ def test_a_folder_that_is_not_a_bundle_is_never_replaced(tmp_path):
 
 
 def test_ctrl_c_wrapped_by_the_exporter_is_an_interruption(tmp_path, monkeypatch):
-    from zoo.export import _onnx
+    import torch.onnx
 
-    def convert(model, spec):
+    def convert(*args, **kwargs):   # what torch's exporter raises when Ctrl-C lands inside it
         try:
             raise KeyboardInterrupt
         except KeyboardInterrupt as e:
             raise RuntimeError("\x1b[1mTorchExportError\x1b[0m: export failed") from e
 
-    monkeypatch.setattr(_onnx, "convert", convert)
+    monkeypatch.setattr(torch.onnx, "export", convert)
     result = runner.invoke(app, ["export", "circles-mlp", "--random-weights", "--out", str(tmp_path)])
     assert result.exit_code == 130 and "interrupted" in result.output and "export failed" not in result.output
     assert list(tmp_path.iterdir()) == []
@@ -235,12 +235,12 @@ def test_a_handled_ctrl_c_that_passed_through_exec_is_not_re_raised_at_exit(tmp_
         mark = ctypes.c_int.in_dll(ctypes.pythonapi, "_Py_UnhandledKeyboardInterrupt")
     except (ValueError, AttributeError):
         pytest.skip("this Python keeps the unhandled-Ctrl-C mark where ctypes cannot read it (CPython 3.11 only)")
-    from zoo.export import _onnx
+    import torch.onnx
 
-    def convert(model, spec):
+    def convert(*args, **kwargs):
         exec("raise KeyboardInterrupt")   # as sympy's parser and torch.fx do under torch.export
 
-    monkeypatch.setattr(_onnx, "convert", convert)
+    monkeypatch.setattr(torch.onnx, "export", convert)
     result = runner.invoke(app, ["export", "circles-mlp", "--random-weights", "--out", str(tmp_path)])
     assert result.exit_code == 130 and "interrupted" in result.output
     assert mark.value == 0
