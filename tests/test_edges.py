@@ -181,6 +181,7 @@ def fill(disk: Path) -> None:
             pass
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["torchscript", "pt2", "onnx"])
 def test_a_full_disk_during_export_is_one_line_for_every_format(small_disk, fmt):
     fill(small_disk)

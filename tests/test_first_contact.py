@@ -77,6 +77,7 @@ def test_predict_help_says_torch_bundles_start_slower():
     assert "folders of images" in one_line(result.output)
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_training_says_interrupted_once(tmp_path):
     """The trainer says "interrupted: ... --resume continues" and the command used to add its own line."""
     process = subprocess.Popen([sys.executable, "-m", "zoo.cli", "train", "clouds-cnn", "--out", str(tmp_path),

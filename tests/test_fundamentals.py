@@ -203,6 +203,7 @@ def _backbone() -> Path | None:
         return None
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(_backbone() is None, reason="the ImageNet MobileNetV2 backbone file is not available here")
 def test_food10_trains_from_the_backbone_on_the_builtin_sample(tmp_path):
     card = zoo.train("food10-mobilenetv2", out=tmp_path, epochs=1, finetune_epochs=1)

@@ -94,6 +94,7 @@ def _stop_after(out: Path, epoch: int, signum, *extra: str) -> subprocess.Comple
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
+@pytest.mark.slow
 def test_a_run_interrupted_and_killed_then_resumed_equals_the_uninterrupted_run(tmp_path):
     """One thread, so the arithmetic is deterministic: weights bit-identical, learning rate per epoch identical
     (the cosine schedule is restored, not replayed on top of the restored learning rate)."""
@@ -246,6 +247,7 @@ def test_a_handled_ctrl_c_that_passed_through_exec_is_not_re_raised_at_exit(tmp_
     assert mark.value == 0
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_a_real_export_exits_130_and_leaves_nothing(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "zoo.cli", "export", "cifar2-netresdeep", "--random-weights",
                              "--format", "all", "--out", str(tmp_path)], stdout=subprocess.PIPE,

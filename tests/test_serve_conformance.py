@@ -31,7 +31,7 @@ def sessions(bundle):
         s.close()
 
 
-@pytest.fixture(scope="module", params=["zoo", "triton"])
+@pytest.fixture(scope="module", params=["zoo", pytest.param("triton", marks=pytest.mark.slow)])   # a tritonserver
 def server(request, bundle, sessions, tmp_path_factory):
     if request.param == "triton" and (why := triton_missing()):
         pytest.skip(why)

@@ -21,7 +21,8 @@ SKY = ROOT / "examples" / "images" / "sky.jpg"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
          "--disable-sync", "--no-first-run"]
 
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (Debian: apt-get install chromium)")
+pytestmark = [pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (Debian: apt-get install chromium)"),
+              pytest.mark.slow]   # a real headless browser
 
 
 # a model whose name and labels are markup, registered and exported in a process of its own (not this one's registry)

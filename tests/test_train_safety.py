@@ -80,6 +80,7 @@ def test_a_checkpoint_is_never_replaced_without_resume_or_restart(tmp_path):
     assert json.loads((tmp_path / "circles-mlp.json").read_text())["epochs_run"] == 2
 
 
+@pytest.mark.slow
 def test_a_second_run_into_the_same_folder_exits_2_and_a_killed_runs_lock_is_gone(tmp_path):
     proc = _start(tmp_path)
     try:
@@ -157,6 +158,7 @@ def tiny_disk(tmp_path):
     subprocess.run(["umount", str(folder)], check=True)
 
 
+@pytest.mark.slow
 def test_a_full_disk_while_checkpointing_is_one_line(tiny_disk):
     done = _zoo("train", "clouds-cnn", "--out", str(tiny_disk), "--epochs", "1")   # its checkpoint: 2.2 MB
     assert done.returncode == 2, done.stderr
@@ -165,6 +167,7 @@ def test_a_full_disk_while_checkpointing_is_one_line(tiny_disk):
     assert not [p for p in tiny_disk.iterdir() if p.name.endswith(".tmp")], "the partial file is removed"
 
 
+@pytest.mark.slow
 def test_a_file_size_limit_while_checkpointing_is_one_line(tmp_path):
     """The same without root: writes past RLIMIT_FSIZE fail (EFBIG) as they would on a full disk."""
     done = _zoo("train", "clouds-cnn", "--out", str(tmp_path), "--epochs", "1",
@@ -254,6 +257,7 @@ def test_settings_that_cannot_work_are_one_line(tmp_path, args, message):
     assert result.exit_code == 2 and message in one_line(result)
 
 
+@pytest.mark.slow
 def test_a_corrupt_checkpoint_says_to_restart(tmp_path):
     _killed_run(tmp_path)
     path = checkpoint_path(tmp_path, "circles-mlp")
