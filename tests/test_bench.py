@@ -5,7 +5,6 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from conftest import BundleCache
 from zoo.cli import app
 from zoo.errors import ZooError
 from zoo import bench
@@ -16,8 +15,8 @@ ROW_KEYS = {"backend", "precision", "device", "batch", "size_mb", "session_ms", 
 
 
 @pytest.fixture(scope="module")
-def clouds_bundle(tmp_path_factory):
-    return BundleCache(tmp_path_factory.mktemp("bench-bundles"))("clouds-cnn")
+def clouds_bundle(bundle):
+    return bundle("clouds-cnn")
 
 
 def test_bench_reports_every_cell_and_skips_cuda_with_a_reason(clouds_bundle, tmp_path):

@@ -23,28 +23,15 @@ from zoo.cli import app
 from zoo.contract import LIMITS
 from zoo.weights import sha256_file
 
+from conftest import edit_manifest, edited_copy, one_line, read_manifest, zoo_serve
+
 runner = CliRunner()
 V2 = Path(__file__).resolve().parent / "fixtures" / "v2" / "mnist-3v7-linear-onnx"
 
 
-def one_line(result) -> str:
-    assert "Traceback" not in result.output, result.output
-    return " ".join(result.output.split())
-
-
-def _manifest(folder: Path) -> dict:
-    return json.loads((folder / "manifest.json").read_text())
-
-
-def _write_manifest(folder: Path, manifest: dict) -> None:
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-
-
 def _fix_checksum(folder: Path) -> None:
     """What a hostile author does: the manifest's checksum made to match the model file."""
-    manifest = _manifest(folder)
-    manifest["file_sha256"] = sha256_file(folder / manifest["file"])
-    _write_manifest(folder, manifest)
+    edit_manifest(folder, lambda m: m.update(file_sha256=sha256_file(folder / m["file"])))
 
 
 def _points(tmp_path: Path) -> str:
@@ -118,7 +105,7 @@ def hostile_torchscript(bundle, tmp_path):
     folder = shutil.copytree(bundle("circles-mlp", "torchscript"), tmp_path / "hostile-ts")
     victim = tmp_path / "victim.bin"
     module = torch.jit.script(FileWriter(str(victim)))
-    torch.jit.save(module, str(folder / "model.ts"), _extra_files={"zoo.manifest": rt.seal_text(_manifest(folder))})
+    torch.jit.save(module, str(folder / "model.ts"), _extra_files={"zoo.manifest": rt.seal_text(read_manifest(folder))})
     victim.write_bytes(b"AAAA")
     _fix_checksum(folder)
     return folder, victim
@@ -172,16 +159,13 @@ def test_the_refusal_comes_before_torch_opens_the_file(bundle, monkeypatch):
 
 
 def test_serve_loads_onnx_without_the_flag_and_torch_formats_only_with_it(bundle, monkeypatch):
-    import zoo.serve
-
-    served = []
-    monkeypatch.setattr(zoo.serve, "serve", lambda sessions, *a, **k: served.append([s.backend for s in sessions]))
-    assert runner.invoke(app, ["serve", str(bundle("circles-mlp")), "--port", "0"]).exit_code == 0
-    result = runner.invoke(app, ["serve", str(bundle("circles-mlp", "torchscript")), "--port", "0"])
-    assert result.exit_code == 2 and "--trust-code" in one_line(result)
-    result = runner.invoke(app, ["serve", str(bundle("circles-mlp", "torchscript")), "--port", "0", "--trust-code"])
+    result, sessions = zoo_serve(monkeypatch, bundle("circles-mlp"))
+    assert result.exit_code == 0 and [s.backend for s in sessions] == ["onnxruntime"]
+    result, sessions = zoo_serve(monkeypatch, bundle("circles-mlp", "torchscript"))
+    assert result.exit_code == 2 and "--trust-code" in one_line(result) and not sessions
+    result, sessions = zoo_serve(monkeypatch, bundle("circles-mlp", "torchscript"), "--trust-code")
     assert result.exit_code == 0, result.output
-    assert served == [["onnxruntime"], ["torchscript"]]
+    assert [s.backend for s in sessions] == ["torchscript"]
 
 
 # --- signatures: who made a bundle -------------------------------------------------------------------------
@@ -320,15 +304,15 @@ def _with_external_data(source: Path, folder: Path, record: bool = True) -> Path
     """`source` with its ONNX weights moved to weights.bin beside model.onnx, made consistent as its author
     would: the checksum, and with `record` the sealed `external_data` record."""
     folder = shutil.copytree(source, folder)
-    path, manifest = folder / "model.onnx", _manifest(folder)
+    path = folder / "model.onnx"
     onnx.save_model(onnx.load(str(path)), str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                     location="weights.bin", size_threshold=0)
     if record:
-        manifest["external_data"] = {"weights.bin": sha256_file(folder / "weights.bin")}
+        digest = sha256_file(folder / "weights.bin")
+        manifest = edit_manifest(folder, lambda m: m.update(external_data={"weights.bin": digest}))
         model = onnx.load(str(path), load_external_data=False)
         next(p for p in model.metadata_props if p.key == "zoo.manifest").value = rt.seal_text(manifest)
         onnx.save(model, str(path))
-    _write_manifest(folder, manifest)
     _fix_checksum(folder)
     return folder
 
@@ -357,9 +341,7 @@ def test_external_data_is_covered_by_the_checksum(bundle, tmp_path):
 def test_external_data_is_covered_by_the_seal(bundle, tmp_path):
     folder = _with_external_data(bundle("circles-mlp"), tmp_path / "b")
     _set_first_weight(folder, 100.0)
-    manifest = _manifest(folder)
-    manifest["external_data"]["weights.bin"] = sha256_file(folder / "weights.bin")   # the checksum fixed too
-    _write_manifest(folder, manifest)
+    edit_manifest(folder, lambda m: m["external_data"].update({"weights.bin": sha256_file(folder / "weights.bin")}))
     with pytest.raises(rt.BundleError, match="edited after export: external_data.weights.bin"):
         rt.load(folder)
 
@@ -459,10 +441,7 @@ def _wide(columns: int, categories: int = 0) -> dict:
      "preprocess.alphabet.vocabulary"),
 ])
 def test_absurd_declared_sizes_are_refused_at_load(bundle, tmp_path, name, edit, field):
-    folder = shutil.copytree(bundle(name), tmp_path / "b")
-    manifest = _manifest(folder)
-    edit(manifest)
-    _write_manifest(folder, manifest)
+    folder = edited_copy(bundle(name), tmp_path / "b", edit)
     for load in (rt.read_manifest, lambda f: rt.load(f, verify=False)):
         with pytest.raises(rt.BundleError) as info:
             load(folder)
@@ -505,10 +484,7 @@ def test_the_size_limits_fit_every_catalog_model_many_times_over():
     (lambda m: m.update(external_data=["weights.bin"]), "external_data"),
 ])
 def test_bookkeeping_fields_of_the_wrong_type_are_one_line(bundle, tmp_path, edit, field):
-    folder = shutil.copytree(bundle("circles-mlp"), tmp_path / "b")
-    manifest = _manifest(folder)
-    edit(manifest)
-    _write_manifest(folder, manifest)
+    folder = edited_copy(bundle("circles-mlp"), tmp_path / "b", edit)
     with pytest.raises(rt.BundleError, match=f"invalid `{field.replace('.', '[.]')}`"):
         rt.read_manifest(folder)
     result = runner.invoke(app, ["predict", str(folder), _points(tmp_path), "--no-verify"])

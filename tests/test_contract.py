@@ -21,6 +21,8 @@ from zoo.contract import (ImagePreprocess, InvalidField, OneHotPreprocess, Serie
                           TabularPreprocess, TensorSpec, preprocess_from_dict, preprocessing_from_dict)
 from zoo.training._trainer import fit_preprocessing
 
+from conftest import manifest_of
+
 N = 6  # samples compared per model
 
 
@@ -74,8 +76,7 @@ def raw_inputs(spec, split="train") -> dict[str, list]:
 
 def runtime_session(spec, preprocess) -> rt.Session:
     """A runtime Session whose manifest carries `preprocess`; prepare() needs no model file."""
-    manifest = rt.Manifest(bundle=Path("."), model=spec.name, format="onnx", file=Path("model.onnx"),
-                           signature=spec.signature.with_preprocess(preprocess), data={})
+    manifest = manifest_of(spec, preprocess)
     no_model = SimpleNamespace(run=None)   # prepare() never runs the model
     return rt.Session(manifest, engine=no_model, backend="onnxruntime", device="cpu")
 

@@ -97,47 +97,6 @@ def test_fingerprint_does_not_depend_on_where_the_files_are(tmp_path):
 
 # --- training-time decoding equals runtime preprocessing ------------------------------------------
 
-def _tar_members(path, tmp_path, n):
-    out = []
-    with tarfile.open(path) as tar:
-        members = [m for m in tar.getmembers() if m.isfile()][:n]
-        for m in members:
-            target = tmp_path / m.name.replace("/", "_")
-            target.write_bytes(tar.extractfile(m).read())
-            out.append(target)
-    return out
-
-
-@pytest.mark.parametrize("name", ["omniglot-two-output", "lenet-mnist", "mnist-3v7-simplenet", "cifar10-net",
-                                  "cifar2-netbatchnorm", "fashion-mnist-mlp"])
-def test_training_decoding_equals_runtime_preprocessing(name, tmp_path):
-    s = spec(name)
-    data = load(s)
-    key = next(t.name for t in s.inputs if s.preprocess[t.name].kind == "image")
-    pre = data.preprocess[key]
-    path = builtin.materialize(s.dataset, "train")
-    if s.dataset == "fashion_mnist":  # IDX: the runtime gets the stored arrays
-        with gzip.open(path / "train-images-idx3-ubyte.gz") as f:
-            raw = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)
-        runtime = pre.prepare(list(raw))
-        index = torch.arange(len(raw))
-    else:
-        if path.is_file():  # a tar: the runtime gets the member files; they come first in label order
-            files = _tar_members(path, tmp_path, 12)
-            index = torch.arange(12)
-        else:
-            files = sorted(path.rglob("*.png"), key=lambda p: str(p.relative_to(path)).split("/"))
-            if s.dataset == "mnist_sample":  # labels ("7", "3"): the adapter reads "7" first
-                files = sorted(files, key=lambda p: (p.parent.name != "7", p.name))
-            files, index = files[:12], torch.arange(12)
-        runtime = pre.prepare([str(f) for f in files])
-    batch = data.subset(index)
-    training = model_inputs(batch.preprocess, {key: batch.inputs[key]})[key].numpy()
-    assert training.shape == runtime.shape and np.array_equal(training, runtime)
-
-
-# --- omniglot -------------------------------------------------------------------------------------
-
 def _omniglot_tree(root, characters, per=2):
     rng = np.random.default_rng(0)
     for key in characters:

@@ -15,6 +15,8 @@ from safetensors.torch import load_file
 
 from zoo.training._checkpoint import read_checkpoint_state
 
+pytestmark = pytest.mark.slow   # several training processes each: CI runs them
+
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "ZOO_CHECKPOINT_SECONDS": "0"}
 
 

@@ -27,15 +27,10 @@ from zoo.errors import ZooError
 from zoo.export import export
 from zoo.weights import sha256_file, weights_dir
 
+from conftest import edited_copy, one_line, zoo_serve
+
 runner = CliRunner()
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
-
-def one_line(result) -> str:
-    text = result.output.strip()
-    assert "Traceback" not in text, text
-    assert text.count("error:") <= 1, text
-    return " ".join(text.split())
 
 
 def own_weights(folder: Path, name: str = "circles-mlp", seed: int = 7, **card_fields) -> Path:
@@ -116,13 +111,13 @@ def test_bench_leaves_out_a_bundle_beside_it_of_other_weights(exported, bundle, 
     assert "re-export it from the same weights to compare them" in text
 
 
-def test_serve_by_name_says_when_the_bundle_is_not_of_the_shipped_weights(exported, capsys):
-    from zoo.cli import _bundle_for
-
+def test_serve_by_name_says_when_the_bundle_is_not_of_the_shipped_weights(exported, monkeypatch):
     root, _, bundle = exported
-    assert _bundle_for("circles-mlp", out=str(root / "bundles")) == bundle
-    err = " ".join(capsys.readouterr().err.split())
-    assert f"note: serving {bundle}, exported from circles-mlp.safetensors (sha256" in err
+    monkeypatch.chdir(root)
+    result, served = zoo_serve(monkeypatch, "circles-mlp")
+    assert result.exit_code == 0 and [s.manifest.bundle.resolve() for s in served] == [bundle.resolve()]
+    err = one_line(result)
+    assert "note: serving bundles/circles-mlp-onnx, exported from circles-mlp.safetensors (sha256" in err
     assert "not from the shipped weights" in err
 
 
@@ -138,7 +133,7 @@ def test_re_export_keeps_the_files_a_user_added_and_says_so(tmp_path):
     assert result.exit_code == 0, result.output
     assert (bundle / "notes.txt").read_text() == "calibrated on site B"
     assert (bundle / "docs" / "card.md").read_text() == "# ours"
-    assert f"{bundle}: kept docs, notes.txt (not written by zoo)" in " ".join(result.output.split())
+    assert f"{bundle}: kept docs, notes.txt (not written by zoo)" in one_line(result)
     with rt.load(bundle):   # the new bundle is whole and verifies
         pass
 
@@ -184,6 +179,7 @@ def fill(disk: Path) -> None:
             pass
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["torchscript", "pt2", "onnx"])
 def test_a_full_disk_during_export_is_one_line_for_every_format(small_disk, fmt):
     fill(small_disk)
@@ -448,10 +444,8 @@ def test_markup_and_control_characters_in_file_names_are_shown_not_obeyed(bundle
 
 def test_labels_from_a_manifest_are_shown_not_obeyed(bundle, tmp_path):
     folder = tmp_path / "edited"
-    shutil.copytree(bundle("water-mlp"), folder)
-    manifest = json.loads((folder / "manifest.json").read_text())
-    manifest["labels"]["probability"] = ["[blink]not potable", "potable\x1b[2J"]
-    (folder / "manifest.json").write_text(json.dumps(manifest))
+    edited_copy(bundle("water-mlp"), folder, lambda m: m["labels"].update(probability=["[blink]not potable",
+                                                                                   "potable\x1b[2J"]))
     path = tmp_path / "rows.csv"
     path.write_bytes(water_csv())
     result = runner.invoke(app, ["predict", str(folder), str(path), "--no-verify"], env={"COLUMNS": "200"})

@@ -20,9 +20,8 @@ from zoo.errors import ParityError, ZooError
 from zoo.export import export, verify
 from zoo.weights import sha256_file
 
+from conftest import edit_manifest, one_line, read_manifest
 
-def read_manifest(bundle) -> dict:
-    return zoo.runtime.read_manifest(bundle).data
 
 # The exporters each model is expected to get (ONNX, TorchScript). Stated here independently of
 # the code that chooses them; a model missing from this table fails the guard below.
@@ -55,14 +54,18 @@ def _dims(value_info) -> list:
     return [d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_model_exports_with_parity(name, fmt, tmp_path):
+def test_model_exports_with_parity(bundle, name, fmt):
+    """The session's export of each model in every format and precision (tests/test_precision.py checks the
+    reduced ones), each bundle checked here against the registry."""
     spec = registry.get(name)
-    (bundle,) = export(name, fmt, out=tmp_path, random_weights=True)
-    assert bundle == tmp_path / f"{name}-{fmt}"
-    assert sorted(p.name for p in tmp_path.iterdir()) == [bundle.name]   # no staging folder left
-    manifest = read_manifest(bundle)
+    folder, paths, _ = bundle.family(name)
+    bundle = folder / f"{name}-{fmt}"
+    assert bundle in paths
+    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in paths)   # no staging folder left
+    manifest = zoo.runtime.read_manifest(bundle).data
     file = bundle / manifest["file"]
     assert manifest["file_sha256"] == sha256_file(file)
     assert manifest["model"] == name and manifest["format"] == fmt and manifest["task"] == spec.task
@@ -169,18 +172,24 @@ def _weights(path, seed):
     return path
 
 
+@pytest.fixture(scope="module")
+def exported_once(tmp_path_factory):
+    root = tmp_path_factory.mktemp("thermometer")
+    export("thermometer-mlp", "all", weights=_weights(root / "thermo.safetensors", seed=3), out=root / "bundles")
+    return root
+
+
 @pytest.fixture
-def trained(tmp_path):
-    """A thermometer-mlp bundle per format, exported from a weights file (not random)."""
-    weights = _weights(tmp_path / "thermo.safetensors", seed=3)
-    bundles = export("thermometer-mlp", "all", weights=weights, out=tmp_path / "bundles")
-    return weights, {p.name.rsplit("-", 1)[1]: p for p in bundles}
+def trained(exported_once, tmp_path):
+    """A thermometer-mlp bundle per format, exported from a weights file (not random): a copy of the module's
+    one export, for the test to change."""
+    root = shutil.copytree(exported_once, tmp_path / "thermometer")
+    return root / "thermo.safetensors", {fmt: root / "bundles" / f"thermometer-mlp-{fmt}" for fmt in FORMATS}
 
 
 def _verify(*args):
     result = runner.invoke(app, ["verify", "--trust-code", *map(str, args)])   # the test's own bundles
-    assert "Traceback" not in result.output
-    result.text = " ".join(result.output.split())   # rich wraps long lines
+    result.text = one_line(result)
     return result
 
 
@@ -215,9 +224,7 @@ def test_verify_reports_a_truncated_model_file(trained, fmt):
     result = _verify(bundles[fmt], "--weights", weights)
     assert result.exit_code == 1 and "sha256" in result.text and "truncated" in result.text
     # a tamperer who also fixes the checksum gets "does not load"
-    manifest = json.loads((bundles[fmt] / "manifest.json").read_text())
-    manifest["file_sha256"] = sha256_file(file)
-    (bundles[fmt] / "manifest.json").write_text(json.dumps(manifest))
+    edit_manifest(bundles[fmt], lambda m: m.update(file_sha256=sha256_file(file)))
     result = _verify(bundles[fmt], "--weights", weights)
     assert result.exit_code == 1 and "does not load" in result.text
 
@@ -237,9 +244,7 @@ def test_verify_reports_a_truncated_model_file(trained, fmt):
 ])
 def test_verify_reports_a_tampered_manifest(trained, edit, message):
     weights, bundles = trained
-    manifest = json.loads((bundles["onnx"] / "manifest.json").read_text())
-    edit(manifest)
-    (bundles["onnx"] / "manifest.json").write_text(json.dumps(manifest))
+    edit_manifest(bundles["onnx"], edit)
     result = _verify(bundles["onnx"], "--weights", weights)
     assert result.exit_code == 1 and message in result.text
 
@@ -250,9 +255,7 @@ def test_verify_refuses_a_swapped_model_file(trained, tmp_path):
     (other,) = export("thermometer-mlp", "onnx", weights=_weights(tmp_path / "b.safetensors", seed=5),
                       out=tmp_path / "other")
     shutil.copy(other / "model.onnx", bundles["onnx"] / "model.onnx")
-    manifest = json.loads((bundles["onnx"] / "manifest.json").read_text())
-    manifest["file_sha256"] = sha256_file(bundles["onnx"] / "model.onnx")
-    (bundles["onnx"] / "manifest.json").write_text(json.dumps(manifest))
+    edit_manifest(bundles["onnx"], lambda m: m.update(file_sha256=sha256_file(bundles["onnx"] / "model.onnx")))
     result = _verify(bundles["onnx"], "--weights", weights)
     assert result.exit_code == 1 and "edited after export: weights.sha256" in result.text
 
@@ -295,16 +298,15 @@ def test_parity_is_measured_through_the_runtime_with_its_default_threads(trained
     assert backends["torchscript"] == f"zoo.runtime torchscript on torch:cpu ({threads} threads)"
 
 
-def test_real_samples_use_the_weights_fitted_normalisation(tmp_path):
+def test_real_samples_use_the_weights_fitted_normalisation(water_run, tmp_path):
     """Parity on real data feeds the samples as serving will, with the card's fitted statistics
     (water-mlp standardises its features; without them the real samples could not be prepared)."""
     from zoo.data import builtin, real_samples
-    from zoo.training import train
     from zoo.weights import preprocessing
 
-    card = train("water-mlp", out=tmp_path, epochs=1)
+    run, card, _ = water_run
     data = builtin.materialize("water_potability")
-    (bundle,) = export("water-mlp", formats=["onnx"], weights=tmp_path / "water-mlp.safetensors",
+    (bundle,) = export("water-mlp", formats=["onnx"], weights=run / "water-mlp.safetensors",
                        out=tmp_path / "b", data=data)
     cases = read_manifest(bundle)["parity"]["cases"]
     assert [c["inputs"] for c in cases].count("real") == 1

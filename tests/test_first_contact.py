@@ -21,11 +21,9 @@ import zoo.runtime as rt
 from servers import ROOT, Server
 from zoo.cli import app
 
+from conftest import one_line
+
 runner = CliRunner()
-
-
-def words(text: str) -> str:
-    return " ".join(text.split())
 
 
 def test_version():
@@ -69,16 +67,17 @@ def test_arguments_are_checked_before_torch_is_imported(args, message, bundle, t
     args = [a.format(**paths) for a in args]
     result = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, cwd=tmp_path,
                             env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
-    assert words(result.stdout).endswith("exit 2 False"), result.stdout + result.stderr
-    assert message in words(result.stderr)
+    assert one_line(result.stdout).endswith("exit 2 False"), result.stdout + result.stderr
+    assert message in one_line(result.stderr)
 
 
 def test_predict_help_says_torch_bundles_start_slower():
     result = runner.invoke(app, ["predict", "--help"], env={"COLUMNS": "200"})
-    assert "TorchScript and pt2 bundles import torch first" in words(result.output)
-    assert "folders of images" in words(result.output)
+    assert "TorchScript and pt2 bundles import torch first" in one_line(result.output)
+    assert "folders of images" in one_line(result.output)
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_training_says_interrupted_once(tmp_path):
     """The trainer says "interrupted: ... --resume continues" and the command used to add its own line."""
     process = subprocess.Popen([sys.executable, "-m", "zoo.cli", "train", "clouds-cnn", "--out", str(tmp_path),
@@ -93,7 +92,7 @@ def test_ctrl_c_in_training_says_interrupted_once(tmp_path):
     rest = process.communicate(timeout=120)[1]
     said = [line for line in "".join(lines).splitlines() + rest.splitlines() if line.startswith("interrupted")]
     assert process.returncode == 130
-    assert len(said) == 1 and "--resume" in words(rest), rest
+    assert len(said) == 1 and "--resume" in one_line(rest), rest
 
 
 def test_doctor_shows_a_spinner_naming_the_probe_on_a_terminal_only():
@@ -126,7 +125,7 @@ def test_evaluate_writes_into_runs_and_warns_when_scoring_the_training_data(tmp_
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, ["evaluate", "circles-mlp", "--weights", weights,
                                  "--data", str(builtin.materialize("circles", "train"))])
-    text = words(result.output)
+    text = one_line(result.output)
     assert result.exit_code == 0, result.output
     assert "warning: circles-mlp.safetensors was trained on this very data" in text
     assert "wrote runs/circles-mlp.test-confusion.png" in text

@@ -6,6 +6,7 @@ blocks."""
 
 import csv
 import json
+import shutil
 import urllib.request
 from pathlib import Path
 
@@ -62,10 +63,20 @@ def test_insurance_runtime_takes_raw_rows_and_refuses_unknown_categories(insuran
     assert json.loads(result.stdout)[0]["outputs"]["charges"][0] == pytest.approx(float(charges[0, 0]), rel=1e-5)
 
 
-def test_insurance_evaluate_uses_the_card_median(insurance):
+def test_insurance_evaluate_uses_the_card_median(insurance, tmp_path):
+    """The baseline on the test split predicts the training median the card records, not the test split's own."""
     out, card, _ = insurance
+    charges = zoo.data.load(registry.get("insurance-mlp"), None, split="test").targets["charges"].double()
+    median = card["baselines"]["values"]["charges"]
     report = zoo.evaluate("insurance-mlp", None, weights=out / "insurance-mlp.safetensors")
-    assert {"mae", "rmse", "r2", "median_mae"} <= set(report["metrics"])
+    assert {"mae", "rmse", "r2"} <= set(report["metrics"])
+    assert report["metrics"]["median_mae"] == pytest.approx(float((charges - median).abs().mean()), rel=1e-5)
+    # another median in the card: another baseline (the weights unchanged)
+    shutil.copy(out / "insurance-mlp.safetensors", tmp_path)
+    edited = {**card, "baselines": {**card["baselines"], "values": {"charges": median + 0.25}}}
+    (tmp_path / "insurance-mlp.json").write_text(json.dumps(edited))
+    report = zoo.evaluate("insurance-mlp", None, weights=tmp_path / "insurance-mlp.safetensors")
+    assert report["metrics"]["median_mae"] == pytest.approx(float((charges - median - 0.25).abs().mean()), rel=1e-5)
 
 
 BOSTON = registry.get("boston-housing-mlp")
@@ -193,6 +204,7 @@ def _backbone() -> Path | None:
         return None
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(_backbone() is None, reason="the ImageNet MobileNetV2 backbone file is not available here")
 def test_food10_trains_from_the_backbone_on_the_builtin_sample(tmp_path):
     card = zoo.train("food10-mobilenetv2", out=tmp_path, epochs=1, finetune_epochs=1)

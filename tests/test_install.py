@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow   # new virtual environments and pip installs: CI runs them
+
 ROOT = Path(__file__).resolve().parent.parent
 # pip in a fresh environment must not see the checkout (PYTHONPATH, or a build's zoo.egg-info in the current
 # folder) and take zoo for installed already

@@ -10,6 +10,8 @@ import zoo
 from zoo import registry
 from zoo.training._outoftime import caveat, choose_alpha, year_folds
 
+NEW_YEAR_CAVEAT = 0.01   # a worst out-of-time month within 1 % of persistence gets the caveat (stated independently)
+
 
 def _two_years(path):
     """November 2012 to February 2013 at 15 minutes: a daily cycle whose phase changes with the year, and noise
@@ -41,7 +43,11 @@ def test_alpha_is_chosen_on_the_worst_month_and_capped():
     assert alpha == 0.0 and report["worst_month"]["skill"] == 0.0 and report["months"]["2012-01"] == 0.0
     alpha, _ = choose_alpha([{"year": 2012, "c": good[:200], "r": r[:200], "months": months[:200]}], cap=0.3)
     assert alpha == 0.3   # the perfect correction would take alpha 1: capped
-    assert caveat(report) and "no better than repeating the last value" in caveat(report)
+    assert caveat(report).startswith("no better than repeating the last value on a new year")
+    said = caveat(report)
+    assert f"({report['worst_month']['month']})" in said and "+0.0 %" in said and "(alpha 0)" in said
+    _, better = choose_alpha([{"year": 2012, "c": r, "r": r, "months": months}], cap=0.3)
+    assert better["worst_month"]["skill"] >= NEW_YEAR_CAVEAT and caveat(better) is None
 
 
 def test_the_card_headline_is_the_out_of_time_estimate(tmp_path):
@@ -55,7 +61,14 @@ def test_the_card_headline_is_the_out_of_time_estimate(tmp_path):
     assert card["dataset"]["samples"] == {"train": readings - 96, "val": 0}   # refitted on every year
     state = zoo.weights.load_model(registry.get("electricity-rnn"), tmp_path / "runs" / "electricity-rnn.safetensors")
     assert float(state.alpha) == pytest.approx(oot["alpha"])   # the shrink travels with the weights (a buffer)
-    assert card["caveat"] is None or "no better than repeating" in card["caveat"]
+    worst_month = min(oot["months"], key=oot["months"].get)
+    skill = oot["months"][worst_month]
+    if skill < NEW_YEAR_CAVEAT:   # the card says so, naming the month, its skill and the shrink
+        assert card["caveat"].startswith("no better than repeating the last value on a new year")
+        assert f"({worst_month})" in card["caveat"] and f"{100 * skill:+.1f} %" in card["caveat"]
+        assert f"(alpha {oot['alpha']:g})" in card["caveat"]
+    else:
+        assert card["caveat"] is None
 
 
 def test_a_caveat_travels_from_the_card_to_info_the_bundle_and_predict(tmp_path):

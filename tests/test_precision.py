@@ -16,6 +16,8 @@ from zoo.cli import app
 from zoo.errors import PrecisionRefused
 from zoo.export import PRECISIONS, Budget, export, verify
 
+from conftest import edited_copy, one_line, read_manifest
+
 REDUCED = PRECISIONS[1:]
 ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()
@@ -33,13 +35,8 @@ NOT_INT8 = {
 
 def invoke(*args):
     result = runner.invoke(app, [str(a) for a in args])
-    assert "Traceback" not in result.output, result.output
-    result.text = " ".join(result.output.split())   # rich wraps long lines
+    result.text = one_line(result)
     return result
-
-
-def manifest(bundle) -> dict:
-    return json.loads((Path(bundle) / "manifest.json").read_text())
 
 
 def test_exported_onnx_carries_no_stale_value_info_nor_the_exporters_debug_record(tmp_path):
@@ -64,7 +61,7 @@ def test_exported_onnx_carries_no_stale_value_info_nor_the_exporters_debug_recor
 
 def _check_reduced_bundle(bundle: Path, name: str, precision: str, fp32_size: int):
     spec = registry.get(name)
-    data = manifest(bundle)
+    data = read_manifest(bundle)
     record = data["precision"]
     assert record["name"] == precision and record["method"] and record["budget"] == Budget().to_dict()
     assert (record["calibration"] is not None) == (precision == "int8-static")
@@ -98,24 +95,26 @@ def _check_reduced_bundle(bundle: Path, name: str, precision: str, fp32_size: in
             assert np.isfinite(outputs[t.name]).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", registry.names())
-def test_every_model_exports_in_every_reduced_precision_or_is_refused_with_the_reason(name, tmp_path):
+def test_every_model_exports_in_every_reduced_precision_or_is_refused_with_the_reason(bundle, name):
     """Random weights, the built-in sample: each reduced bundle is written within its budget, or refused with
-    one line (its weights would stay float; or, with untrained near-tie outputs, a missed budget)."""
-    result = export(name, "onnx", out=tmp_path, random_weights=True, precisions="all", check=False)
-    paths, refused = result.bundles, result.refused
-    assert all(o.refusal is PrecisionRefused for o in refused)
-    fp32 = tmp_path / f"{name}-onnx"
+    one line (its weights would stay float; or, with untrained near-tie outputs, a missed budget). The session's
+    export of the model in every format and precision (tests/test_export.py checks the fp32 bundles)."""
+    folder, paths, refused = bundle.family(name)
+    fp32 = folder / f"{name}-onnx"
     assert fp32 in paths
-    written = {manifest(p)["precision"]["name"]: p for p in paths if p != fp32}
-    for precision, bundle in written.items():
-        assert bundle == tmp_path / f"{name}-onnx-{precision}"
-        _check_reduced_bundle(bundle, name, precision, (fp32 / "model.onnx").stat().st_size)
+    onnx_paths = [p for p in paths if p != fp32 and read_manifest(p)["format"] == "onnx"]
+    written = {read_manifest(p)["precision"]["name"]: p for p in onnx_paths}
+    for precision, reduced in written.items():
+        assert reduced == folder / f"{name}-onnx-{precision}"
+        _check_reduced_bundle(reduced, name, precision, (fp32 / "model.onnx").stat().st_size)
+    assert all(o.refusal is PrecisionRefused for o in refused)
     for outcome in refused:
         reason = outcome.reason
         assert "\n" not in reason and reason.startswith(f"{name} {outcome.precision}")
         assert reason.endswith("no bundle written")
-        assert not (tmp_path / f"{name}-onnx-{outcome.precision}").exists()
+        assert not (folder / f"{name}-onnx-{outcome.precision}").exists()
         if (name, outcome.precision) in NOT_INT8:
             assert "would be int8" in reason and outcome.accuracy is None
         else:   # untrained weights: outputs near ties can flip; the reason says by how much the budget was missed
@@ -124,16 +123,16 @@ def test_every_model_exports_in_every_reduced_precision_or_is_refused_with_the_r
     assert {(name, o.precision) for o in refused if "would be int8" in o.reason} == \
         {k for k in NOT_INT8 if k[0] == name}
     assert len(written) + len(refused) == len(REDUCED)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths)   # no staging left
+    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in paths)   # no staging left
 
 
 @pytest.mark.parametrize("name", ["cifar2-fc", "circles-mlp", "water-mlp", "thermometer-linear"])
 def test_shipped_weights_meet_the_default_budget(name, tmp_path):
     """The quick subset: a multiclass, two binary classifiers and a regressor, in every precision."""
     paths = export(name, "onnx", out=tmp_path, precisions=REDUCED)
-    assert [manifest(p)["precision"]["name"] for p in paths] == list(REDUCED)
+    assert [read_manifest(p)["precision"]["name"] for p in paths] == list(REDUCED)
     for bundle in paths:
-        accuracy = manifest(bundle)["accuracy"]
+        accuracy = read_manifest(bundle)["accuracy"]
         assert accuracy["passed"] and accuracy["budget"] == Budget().to_dict()
         fp32, reduced = (accuracy["metrics"][k][accuracy["metric"]] for k in ("fp32", "bundle"))
         if registry.get(name).is_classifier:
@@ -145,7 +144,7 @@ def test_shipped_weights_meet_the_default_budget(name, tmp_path):
 
 def test_int8_shrinks_cifar2_fc_to_a_quarter(tmp_path):
     paths = export("cifar2-fc", "onnx", out=tmp_path, random_weights=True, precisions="all")
-    size = {manifest(p)["precision"]["name"]: (p / "model.onnx").stat().st_size for p in paths}
+    size = {read_manifest(p)["precision"]["name"]: (p / "model.onnx").stat().st_size for p in paths}
     assert size["fp16"] < 0.51 * size["fp32"]
     assert size["int8-dynamic"] < 0.3 * size["fp32"] and size["int8-static"] < 0.3 * size["fp32"]
     ops = {p.name: {n.op_type for n in onnx.load(str(p / "model.onnx")).graph.node} for p in paths}
@@ -166,7 +165,7 @@ def test_a_missed_budget_is_one_line_saying_by_how_much_and_writes_nothing(tmp_p
     looser = invoke("export", "thermometer-mlp", "--precision", "int8-static", "--out", tmp_path,
                     "--max-mse-increase", "0.1")
     assert looser.exit_code == 0, looser.output
-    assert manifest(tmp_path / "thermometer-mlp-onnx-int8-static")["precision"]["budget"]["max_mse_increase"] == 0.1
+    assert read_manifest(tmp_path / "thermometer-mlp-onnx-int8-static")["precision"]["budget"]["max_mse_increase"] == 0.1
 
 
 def test_a_precision_that_does_not_fit_is_refused_with_the_reason(tmp_path):
@@ -201,12 +200,12 @@ def test_the_accuracy_is_measured_on_the_split_the_card_came_from(tmp_path):
     card = train("water-mlp", data, out=tmp_path / "run", epochs=3)
     (bundle,) = export("water-mlp", "onnx", weights=tmp_path / "run" / "water-mlp.safetensors", data=data,
                        out=tmp_path / "bundles", precisions="fp16")
-    accuracy = manifest(bundle)["accuracy"]
+    accuracy = read_manifest(bundle)["accuracy"]
     assert accuracy["data"]["same_data_as_card"] is True and accuracy["data"]["source"] == "files"
     assert accuracy["data"]["validation_samples"] == card["dataset"]["samples"]["val"]
     assert accuracy["metrics"]["fp32"]["accuracy"] == pytest.approx(card["metrics"]["val"]["accuracy"], abs=1e-6)
     assert accuracy["card_metric"] == card["metrics"]["val"]["accuracy"]
-    calibration = manifest(bundle)["precision"]["calibration"]
+    calibration = read_manifest(bundle)["precision"]["calibration"]
     assert calibration is None   # fp16 needs none
 
 
@@ -216,13 +215,10 @@ def test_verify_rechecks_the_accuracy_against_the_sealed_budget(tmp_path, monkey
     assert result.exit_code == 0, result.output
     assert "accuracy within its budget" in result.text and "top-1 agreement with fp32" in result.text
     # the budget is sealed: loosening it in manifest.json is refused
-    data = manifest(bundle)
-    data["precision"]["budget"]["min_agreement"] = 0.5
-    (bundle / "manifest.json").write_text(json.dumps(data))
-    edited = invoke("verify", bundle)
+    edited = edited_copy(bundle, tmp_path / "edited", lambda m: m["precision"]["budget"].update(min_agreement=0.5))
+    edited = invoke("verify", edited)
     assert edited.exit_code == 1 and "precision.budget.min_agreement" in edited.text
     # a bundle that answers worse than when it was exported fails its budget
-    (bundle,) = export("circles-mlp", "onnx", out=tmp_path / "again", precisions="int8-static")
     predict = zoo.runtime.Session.predict
     monkeypatch.setattr(zoo.runtime.Session, "predict",
                         lambda self, arrays: {k: 1 - v for k, v in predict(self, arrays).items()})
@@ -234,12 +230,12 @@ def test_optimized_bundles_load_faster_paths_and_keep_parity(tmp_path):
     paths = export("cifar2-netbatchnorm", "onnx", out=tmp_path, random_weights=True, precisions=("fp32", "int8-static"),
                    optimize=True)
     for bundle in paths:
-        data = manifest(bundle)
+        data = read_manifest(bundle)
         assert data["exporter"]["optimized"]["level"] == "extended"
         ops = {n.op_type for n in onnx.load(str(bundle / "model.onnx")).graph.node}
         assert "BatchNormalization" not in ops   # folded into the convolution offline
         assert verify(bundle).passed
-    assert manifest(paths[0])["parity"]["passed"] and manifest(paths[0])["parity"]["tolerance"]
+    assert read_manifest(paths[0])["parity"]["passed"] and read_manifest(paths[0])["parity"]["tolerance"]
     assert "QLinearConv" in {n.op_type for n in onnx.load(str(paths[1] / "model.onnx")).graph.node}
 
 

@@ -24,6 +24,9 @@ from zoo.cli import app
 from zoo.errors import ZooError
 from zoo.export import RAW, export, verify
 from zoo.export import _raw, _rawparity, _vectors
+from zoo.weights import sha256_file
+
+from conftest import edit_manifest, one_line, read_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()
@@ -257,7 +260,7 @@ def test_every_onnx_bundle_has_vectors_that_bare_onnxruntime_reproduces(bundles,
     made = [*bundles("clouds-cnn"),
             *export("circles-mlp", ["onnx"], random_weights=True, out=tmp_path, precisions=["fp16"])]
     for bundle in made:
-        manifest = json.loads((bundle / "manifest.json").read_text())
+        manifest = read_manifest(bundle)
         record = manifest["test_data"]
         names = sorted(p.relative_to(bundle).as_posix() for p in bundle.rglob("*")
                        if p.is_file() and p.name not in ("manifest.json", "model.onnx"))
@@ -271,7 +274,7 @@ def test_every_onnx_bundle_has_vectors_that_bare_onnxruntime_reproduces(bundles,
         result = run_snippet(bundle)
         assert result.returncode == 0, result.stderr[-2000:]
         assert "test_data_set_" in result.stdout
-    assert json.loads((made[-1] / "manifest.json").read_text())["test_data"]["tolerance"]["rtol"] == \
+    assert read_manifest(made[-1])["test_data"]["tolerance"]["rtol"] == \
         _vectors.TOLERANCES["fp16"]["rtol"]
 
 
@@ -301,7 +304,7 @@ def copied(bundles, tmp_path):
 
 def _verify_cli(bundle: Path):
     result = runner.invoke(app, ["verify", str(bundle)])
-    result.text = " ".join(result.output.split())
+    result.text = one_line(result)
     return result
 
 
@@ -320,9 +323,7 @@ def test_verify_detects_an_edited_vector(copied):
     result = _verify_cli(copied)
     assert result.exit_code == 1 and "test file test_data_set_0/output_1.pb was changed after export" in result.text
     # with its checksum fixed in the manifest, the model no longer reproduces it
-    manifest = json.loads((copied / "manifest.json").read_text())
-    manifest["test_data"]["files"]["test_data_set_0/output_1.pb"] = _vectors._sha256(path)
-    (copied / "manifest.json").write_text(json.dumps(manifest))
+    edit_manifest(copied, lambda m: m["test_data"]["files"].update({"test_data_set_0/output_1.pb": sha256_file(path)}))
     result = _verify_cli(copied)
     assert result.exit_code == 1 and "not reproduced" in result.text and "probabilities differs" in result.text
     assert run_snippet(copied).returncode != 0   # the bare check fails too
@@ -333,9 +334,7 @@ def test_verify_detects_an_edited_golden_case(copied):
     golden = json.loads(path.read_text())
     golden["cases"][0]["expected"]["logits"][0][1] -= 0.1
     path.write_text(json.dumps(golden))
-    manifest = json.loads((copied / "manifest.json").read_text())
-    manifest["test_data"]["files"]["golden/cases.json"] = _vectors._sha256(path)
-    (copied / "manifest.json").write_text(json.dumps(manifest))
+    edit_manifest(copied, lambda m: m["test_data"]["files"].update({"golden/cases.json": sha256_file(path)}))
     result = _verify_cli(copied)
     assert result.exit_code == 1 and "golden case" in result.text and "probabilities differ" in result.text
 
@@ -346,9 +345,7 @@ def test_verify_detects_an_edited_golden_case(copied):
     ("/etc/passwd", "not a test file of the bundle"),
 ])
 def test_test_files_outside_the_bundle_are_refused(copied, name, message):
-    manifest = json.loads((copied / "manifest.json").read_text())
-    manifest["test_data"]["files"][name] = "0" * 64
-    (copied / "manifest.json").write_text(json.dumps(manifest))
+    edit_manifest(copied, lambda m: m["test_data"]["files"].update({name: "0" * 64}))
     result = _verify_cli(copied)
     assert result.exit_code == 1 and message in result.text
 
@@ -365,7 +362,7 @@ def test_test_files_are_bounded_before_they_are_read(copied, monkeypatch):
 def test_raw_inputs_need_the_onnx_format(tmp_path):
     result = runner.invoke(app, ["export", "circles-mlp", "--random-weights", "--format", "torchscript",
                                  "--raw-inputs", "--out", str(tmp_path)])
-    assert result.exit_code == 2 and "--raw-inputs makes an ONNX bundle: add --format onnx" in " ".join(result.output.split())
+    assert result.exit_code == 2 and "--raw-inputs makes an ONNX bundle: add --format onnx" in one_line(result)
 
 
 def test_running_a_raw_bundle_loads_no_torch(bundles):
@@ -381,5 +378,5 @@ def test_running_a_raw_bundle_loads_no_torch(bundles):
 def test_commands_built_on_the_network_tensors_refuse_a_raw_bundle_in_one_line(bundles, command):
     _, raw = bundles("insurance-mlp")
     result = runner.invoke(app, [command[0], str(raw), *command[1:]])
-    assert result.exit_code == 2 and "is a raw-input bundle" in " ".join(result.output.split())
+    assert result.exit_code == 2 and "is a raw-input bundle" in one_line(result)
     assert "Traceback" not in result.output

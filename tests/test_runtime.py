@@ -18,6 +18,8 @@ from hypothesis.extra import numpy as hnp
 import zoo.runtime as rt
 from zoo import registry
 
+from conftest import edited_copy, one_line, read_manifest, valid_inputs
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -37,24 +39,6 @@ def eager_outputs(name: str, arrays: dict, seed: int = 0) -> list[np.ndarray]:
     return [o.numpy() for o in (out if isinstance(out, tuple) else (out,))]
 
 
-def raw_example(session: rt.Session, batch: int = 2):
-    """A raw input of the right kind for every input, built from the manifest's preprocessing only."""
-    rng = np.random.default_rng(0)
-    raw = {}
-    for name, pre in session.manifest.preprocess.items():
-        if pre.kind == "image":
-            h, w = pre.size
-            raw[name] = [rng.integers(0, 256, (h + 5, w + 3, 3), dtype=np.uint8) for _ in range(batch)]
-        elif pre.kind == "tabular":
-            raw[name] = [{c: (pre.categories[c][i % len(pre.categories[c])] if c in pre.categories
-                              else float(rng.normal())) for c in pre.columns} for i in range(batch)]
-        elif pre.kind == "series":
-            raw[name] = rng.normal(size=pre.window + 10).tolist()
-        elif pre.kind == "onehot":
-            raw[name] = [pre.vocabulary[i] for i in range(batch)]
-    return raw
-
-
 # --- every model ------------------------------------------------------------------------------------
 
 # One model per input/output kind runs in the quick loop (`-m "not slow"`); CI runs them all.
@@ -68,7 +52,7 @@ def test_every_model_runs_raw_inputs_through_its_manifest(bundle, name):
     spec = registry.get(name)
     with rt.load(bundle(name), threads=1) as session:
         assert session.providers == ["CPUExecutionProvider"]
-        raw = raw_example(session)
+        raw = valid_inputs(session.manifest)
         arrays = session.prepare(raw)
         assert [tuple(a.shape[1:]) for a in arrays.values()] == \
                [tuple(d for d in t.example_shape(batch=1, sequence=96)[1:]) for t in spec.inputs]
@@ -120,7 +104,7 @@ def test_top_k_uses_softmax_and_label_order(clouds):
 def test_binary_labels_are_negative_then_positive(bundle, name, kind):
     session = rt.load(bundle(name), threads=1)
     assert session.manifest.output_kind == kind
-    arrays = session.prepare(raw_example(session, batch=3))
+    arrays = session.prepare(valid_inputs(session.manifest, batch=3))
     (output,) = session.output_names
     value = session.predict(arrays)[output][:, 0].astype(np.float64)
     positive = 1 / (1 + np.exp(-value)) if kind == "logit" else value
@@ -296,8 +280,7 @@ def test_bundle_problems_are_clear(bundle, tmp_path):
     source = bundle("clouds-cnn")
     copy = tmp_path / "copy"
     copy.mkdir()
-    manifest = json.loads((source / "manifest.json").read_text())
-    (copy / "manifest.json").write_text(json.dumps(manifest))
+    (copy / "manifest.json").write_text(json.dumps(read_manifest(source)))
     with pytest.raises(rt.BundleError, match="model file model.onnx named by manifest.json is missing"):
         rt.load(copy)
     (copy / "model.onnx").write_bytes((source / "model.onnx").read_bytes()[:-1] + b"\0")
@@ -416,7 +399,7 @@ def test_zoo_predict_errors_are_one_line(bundle, args, message):
     from zoo.cli import app
 
     result = CliRunner().invoke(app, ["predict", str(bundle("clouds-cnn")), *args])
-    assert result.exit_code == 2 and message in " ".join(result.output.split())
+    assert result.exit_code == 2 and message in one_line(result)
     assert "Traceback" not in result.output
 
 
@@ -445,13 +428,43 @@ def test_embed_app_classifies_a_folder(bundle, tmp_path):
     assert lines[0][1].rsplit(" ", 1)[0] in registry.get("clouds-cnn").labels["logits"]
 
 
+EMBED_PROBE = """
+import json, runpy, sys
+bound = []
+sys.addaudithook(lambda event, args: bound.append(repr(args[1])) if event == "socket.bind" else None)
+sys.argv = sys.argv[1:]
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+except SystemExit as e:
+    code = e.code
+zoo_modules = sorted(m for m in sys.modules if m == "zoo" or m.startswith("zoo."))
+print(json.dumps({"exit": code, "bound": bound, "torch": "torch" in sys.modules, "zoo": zoo_modules}), file=sys.stderr)
+"""
+
+
 def test_embed_app_is_in_process_only(bundle, tmp_path):
-    """Its HTTP server mode was replaced by `zoo serve`; a missing folder is one line, not a traceback."""
-    script = ROOT / "examples" / "embed_app.py"
-    assert "http.server" not in script.read_text() and "--serve" not in script.read_text()
-    result = subprocess.run([sys.executable, str(script), str(bundle("clouds-cnn")), str(tmp_path / "nowhere")],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2 and result.stderr.strip().endswith("is not a folder of images")
+    """It classifies a folder in its own process (no socket bound, no torch, only zoo.runtime and what that
+    depends on); its HTTP server mode was replaced by `zoo serve`; a missing folder is one line."""
+    script = str(ROOT / "examples" / "embed_app.py")
+
+    def embed(*args):
+        result = subprocess.run([sys.executable, "-c", EMBED_PROBE, script, *map(str, args)],
+                                capture_output=True, text=True, timeout=120)
+        return result, json.loads(result.stderr.strip().splitlines()[-1])
+
+    (tmp_path / "images").mkdir()
+    for name in ("sky.jpg", "copy.jpg"):
+        (tmp_path / "images" / name).write_bytes((ROOT / "examples" / "images" / "sky.jpg").read_bytes())
+    result, probe = embed(bundle("clouds-cnn"), tmp_path / "images", "--top-k", "2")
+    assert probe["exit"] == 0 and probe["bound"] == [] and not probe["torch"], probe
+    assert {m.split(".")[1] for m in probe["zoo"] if "." in m} <= {"runtime", "contract", "errors"}, probe
+    lines = [line.split("\t") for line in result.stdout.splitlines()]
+    assert [line[0] for line in lines] == ["copy.jpg", "sky.jpg"] and all(len(line) == 3 for line in lines)
+    assert {line[1].rsplit(" ", 1)[0] for line in lines} <= set(registry.get("clouds-cnn").labels["logits"])
+    result, probe = embed(bundle("clouds-cnn"), tmp_path / "images", "--serve")
+    assert probe["exit"] == 2 and "unrecognized arguments: --serve" in result.stderr
+    result, probe = embed(bundle("clouds-cnn"), tmp_path / "nowhere")
+    assert probe["exit"] == 2 and result.stderr.strip().splitlines()[-2].endswith("is not a folder of images")
 
 
 def test_validate_checks_without_running(clouds):
@@ -465,15 +478,6 @@ def test_validate_checks_without_running(clouds):
 
 # --- tampered manifests: one BundleError naming the field, never a crash later ----------------------------------
 
-def _tampered(source: Path, folder: Path, edit) -> Path:
-    folder.mkdir()
-    manifest = json.loads((source / "manifest.json").read_text())
-    edit(manifest)
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-    (folder / "model.onnx").write_bytes((source / "model.onnx").read_bytes())
-    return folder
-
-
 @pytest.mark.parametrize("edit, message", [
     (lambda m: m["labels"].update(logits=m["labels"]["logits"][:3]),
      "`labels.logits`: expected 7 class names, one per column of the output, got \"3 names\""),
@@ -486,7 +490,7 @@ def _tampered(source: Path, folder: Path, edit) -> Path:
     (lambda m: m["outputs"][0].update(shape=["batch", 0]), "`outputs[0].shape`"),
 ])
 def test_a_tampered_manifest_is_one_bundle_error(bundle, tmp_path, edit, message):
-    folder = _tampered(bundle("clouds-cnn"), tmp_path / "b", edit)
+    folder = edited_copy(bundle("clouds-cnn"), tmp_path / "b", edit)
     with pytest.raises(rt.BundleError) as info:
         rt.load(folder)
     assert message in str(info.value) and info.value.exit_code == 1
@@ -494,7 +498,7 @@ def test_a_tampered_manifest_is_one_bundle_error(bundle, tmp_path, edit, message
 
 
 def test_binary_labels_must_be_negative_and_positive(bundle, tmp_path):
-    folder = _tampered(bundle("water-mlp"), tmp_path / "b", lambda m: m["labels"].update(probability=["yes"]))
+    folder = edited_copy(bundle("water-mlp"), tmp_path / "b", lambda m: m["labels"].update(probability=["yes"]))
     with pytest.raises(rt.BundleError, match=r"expected 2 class names.*\[negative, positive\]"):
         rt.read_manifest(folder)
 
@@ -506,7 +510,7 @@ def test_zoo_predict_on_a_tampered_manifest_is_one_line(bundle, tmp_path):
     from zoo.cli import app
 
     Image.new("RGB", (40, 30)).save(tmp_path / "img.png")
-    folder = _tampered(bundle("clouds-cnn"), tmp_path / "b",
+    folder = edited_copy(bundle("clouds-cnn"), tmp_path / "b",
                        lambda m: m["labels"].update(logits=m["labels"]["logits"][:3]))
     result = CliRunner().invoke(app, ["predict", str(folder), str(tmp_path / "img.png")])
     assert result.exit_code == 1 and "labels.logits" in result.output and "Traceback" not in result.output
@@ -547,13 +551,13 @@ def test_zoo_predict_takes_a_folder_of_images(bundle, tmp_path):
     answers = json.loads(result.stdout)
     assert [a["input"] for a in answers] == [str(tmp_path / "a.JPG"), str(tmp_path / "b.jpg")]
     assert answers[0]["outputs"] == answers[1]["outputs"]
-    note = " ".join(result.stderr.split())
+    note = one_line(result.stderr)
     assert "skipped 2 entries that are not an image file: more/, notes.txt" in note
     empty = tmp_path / "more"
     result = CliRunner().invoke(app, ["predict", str(bundle("clouds-cnn")), str(empty)])
-    assert result.exit_code == 2 and f"folder {empty} has no image files" in " ".join(result.output.split())
+    assert result.exit_code == 2 and f"folder {empty} has no image files" in one_line(result)
     result = CliRunner().invoke(app, ["predict", str(bundle("water-mlp")), str(tmp_path)])
-    assert result.exit_code == 2 and "is a folder; water-mlp takes one CSV file" in " ".join(result.output.split())
+    assert result.exit_code == 2 and "is a folder; water-mlp takes one CSV file" in one_line(result)
 
 
 def test_a_two_input_model_without_its_other_input_suggests_set_with_a_valid_value(bundle):
@@ -563,7 +567,7 @@ def test_a_two_input_model_without_its_other_input_suggests_set_with_a_valid_val
 
     sky = Path(__file__).resolve().parent.parent / "examples" / "images" / "sky.jpg"
     result = CliRunner().invoke(app, ["predict", str(bundle("omniglot-two-input")), str(sky)])
-    text = " ".join(result.output.split())
+    text = one_line(result)
     assert result.exit_code == 2 and "add --set alphabet=Alphabet_of_the_Magi (one of 30" in text
     result = CliRunner().invoke(app, ["predict", str(bundle("omniglot-two-input")), str(sky),
                                       "--set", "alphabet=Alphabet_of_the_Magi", "--json"])

@@ -27,14 +27,10 @@ from zoo.outputs import staging_folder, swap_into_place
 from zoo.training._checkpoint import read_checkpoint_state
 from zoo.weights import sha256_file, weights_dir
 
+from conftest import edited_copy, one_line, read_manifest
+
 ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()
-
-
-def one_line(result) -> str:
-    text = result.output.strip()
-    assert "Traceback" not in text, text
-    return " ".join(text.split())
 
 
 # --- shipped weights are never replaced by a plain `zoo train` ------------------------------------------
@@ -65,7 +61,7 @@ def test_plain_train_writes_to_runs_and_never_replaces_shipped_weights(tmp_path,
 
 
 def test_train_help_says_where_runs_go():
-    text = " ".join(runner.invoke(app, ["train", "--help"], env={"COLUMNS": "200"}).output.split())
+    text = one_line(runner.invoke(app, ["train", "--help"], env={"COLUMNS": "200"}))
     assert "runs/" in text and "--replace-shipped" in text
 
 
@@ -98,6 +94,7 @@ def _stop_after(out: Path, epoch: int, signum, *extra: str) -> subprocess.Comple
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
+@pytest.mark.slow
 def test_a_run_interrupted_and_killed_then_resumed_equals_the_uninterrupted_run(tmp_path):
     """One thread, so the arithmetic is deterministic: weights bit-identical, learning rate per epoch identical
     (the cosine schedule is restored, not replayed on top of the restored learning rate)."""
@@ -119,6 +116,8 @@ def test_a_run_interrupted_and_killed_then_resumed_equals_the_uninterrupted_run(
     assert [h["train_loss"] for h in resumed] == [h["train_loss"] for h in whole]
     a, b = (load_file(str(tmp_path / run / "clouds-cnn.safetensors")) for run in ("whole", "cut"))
     assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+    card = json.loads((cut / "clouds-cnn.json").read_text())
+    assert card["epochs_run"] == 9 and card["sha256"] == sha256_file(cut / "clouds-cnn.safetensors")
 
 
 # --- outputs that cannot be written: one line, exit 2, before any work ----------------------------------
@@ -186,7 +185,7 @@ def test_concurrent_exports_swap_bundles_into_place_safely(tmp_path):
     errors = [p.communicate(timeout=300)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], errors
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m-onnx"]   # no stray .old or .partial folders
-    assert json.loads((tmp_path / "m-onnx" / "manifest.json").read_text())["i"] == 299
+    assert read_manifest(tmp_path / "m-onnx")["i"] == 299
 
 
 def test_a_folder_that_is_not_a_bundle_is_never_replaced(tmp_path):
@@ -199,15 +198,15 @@ def test_a_folder_that_is_not_a_bundle_is_never_replaced(tmp_path):
 
 
 def test_ctrl_c_wrapped_by_the_exporter_is_an_interruption(tmp_path, monkeypatch):
-    from zoo.export import _onnx
+    import torch.onnx
 
-    def convert(model, spec):
+    def convert(*args, **kwargs):   # what torch's exporter raises when Ctrl-C lands inside it
         try:
             raise KeyboardInterrupt
         except KeyboardInterrupt as e:
             raise RuntimeError("\x1b[1mTorchExportError\x1b[0m: export failed") from e
 
-    monkeypatch.setattr(_onnx, "convert", convert)
+    monkeypatch.setattr(torch.onnx, "export", convert)
     result = runner.invoke(app, ["export", "circles-mlp", "--random-weights", "--out", str(tmp_path)])
     assert result.exit_code == 130 and "interrupted" in result.output and "export failed" not in result.output
     assert list(tmp_path.iterdir()) == []
@@ -237,17 +236,18 @@ def test_a_handled_ctrl_c_that_passed_through_exec_is_not_re_raised_at_exit(tmp_
         mark = ctypes.c_int.in_dll(ctypes.pythonapi, "_Py_UnhandledKeyboardInterrupt")
     except (ValueError, AttributeError):
         pytest.skip("this Python keeps the unhandled-Ctrl-C mark where ctypes cannot read it (CPython 3.11 only)")
-    from zoo.export import _onnx
+    import torch.onnx
 
-    def convert(model, spec):
+    def convert(*args, **kwargs):
         exec("raise KeyboardInterrupt")   # as sympy's parser and torch.fx do under torch.export
 
-    monkeypatch.setattr(_onnx, "convert", convert)
+    monkeypatch.setattr(torch.onnx, "export", convert)
     result = runner.invoke(app, ["export", "circles-mlp", "--random-weights", "--out", str(tmp_path)])
     assert result.exit_code == 130 and "interrupted" in result.output
     assert mark.value == 0
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_a_real_export_exits_130_and_leaves_nothing(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "zoo.cli", "export", "cifar2-netresdeep", "--random-weights",
                              "--format", "all", "--out", str(tmp_path)], stdout=subprocess.PIPE,
@@ -265,22 +265,9 @@ def test_ctrl_c_during_a_real_export_exits_130_and_leaves_nothing(tmp_path):
 # --- edited bundles are refused, not served ----------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def water(tmp_path_factory):
+def water(water_run):
     """water-mlp trained briefly (its card holds fitted statistics and training ranges) and exported."""
-    root = tmp_path_factory.mktemp("water")
-    import zoo
-
-    zoo.train("water-mlp", out=root, epochs=1)
-    (bundle,) = export("water-mlp", "onnx", weights=root / "water-mlp.safetensors", out=root / "bundles")
-    return bundle
-
-
-def _edited(source: Path, folder: Path, edit) -> Path:
-    shutil.copytree(source, folder)
-    manifest = json.loads((folder / "manifest.json").read_text())
-    edit(manifest)
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-    return folder
+    return water_run[2]
 
 
 def _rows_csv(path: Path, rows: list[dict]) -> Path:
@@ -296,7 +283,7 @@ def _rows_csv(path: Path, rows: list[dict]) -> Path:
     (lambda m: m["preprocess"]["features"]["mean"].__setitem__(0, 0.9), "preprocess.features.mean[0]"),
 ])
 def test_an_edited_manifest_is_refused_by_load_and_predict(water, tmp_path, edit, message):
-    folder = _edited(water, tmp_path / "edited", edit)
+    folder = edited_copy(water, tmp_path / "edited", edit)
     with pytest.raises(rt.BundleError, match="edited after export"):
         rt.load(folder)
     row = {c: 0.5 for c in rt.read_manifest(folder).preprocess["features"].columns}
@@ -306,7 +293,7 @@ def test_an_edited_manifest_is_refused_by_load_and_predict(water, tmp_path, edit
 
 
 def test_a_missing_checksum_is_refused_unless_the_caller_opts_out(water, tmp_path):
-    folder = _edited(water, tmp_path / "edited", lambda m: m.pop("file_sha256"))
+    folder = edited_copy(water, tmp_path / "edited", lambda m: m.pop("file_sha256"))
     with pytest.raises(rt.BundleError, match="has no file_sha256"):
         rt.load(folder)
     row = {c: 0.5 for c in rt.read_manifest(folder).preprocess["features"].columns}
@@ -328,7 +315,7 @@ def test_a_row_in_raw_units_gets_a_warning_and_strict_refuses_it(water, tmp_path
     assert first["warnings"] == []
     assert len(second["warnings"]) == 3 and "ph = 7.5 is outside the training range" in second["warnings"][0]
     table = runner.invoke(app, ["predict", str(water), rows])
-    assert "warning:" in table.output and "Solids = 20791.3" in " ".join(table.output.split())
+    assert "warning:" in table.output and "Solids = 20791.3" in one_line(table)
     strict = runner.invoke(app, ["predict", str(water), rows, "--strict"])
     assert strict.exit_code == 2 and "outside the training range" in one_line(strict)
 
@@ -383,7 +370,7 @@ def test_bench_of_a_missing_path_says_so():
     ("evaluate", "default: (the shipped weights)"), ("bench", "default: (the cores this process may use)"),
 ])
 def test_help_shows_defaults(command, expected):
-    text = " ".join(runner.invoke(app, [command, "--help"], env={"COLUMNS": "250"}).output.split())
+    text = one_line(runner.invoke(app, [command, "--help"], env={"COLUMNS": "250"}))
     assert expected in text
 
 

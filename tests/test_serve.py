@@ -27,6 +27,8 @@ from zoo import registry
 from zoo.cli import app
 from zoo.errors import ZooError
 
+from conftest import manifest_of, one_line, zoo_serve
+
 SKY = ROOT / "examples" / "images" / "sky.jpg"
 
 
@@ -315,50 +317,47 @@ def test_zoo_serve_binds_localhost_by_default_and_names_what_it_serves(bundle):
 def test_zoo_serve_errors_are_one_line(tmp_path, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(app, ["serve", *args])
-    assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
+    assert result.exit_code == 2 and message in one_line(result), result.output
     assert "Traceback" not in result.output
 
 
 def test_a_name_resolves_to_its_bundle_or_says_how_to_make_one(tmp_path, monkeypatch, bundle):
-    from zoo import cli
-
     monkeypatch.chdir(tmp_path)
     (tmp_path / "bundles").mkdir()
     source = bundle("water-mlp")
     (tmp_path / "bundles" / "water-mlp-onnx").symlink_to(source)
-    assert cli._bundle_for("water-mlp") == Path("bundles/water-mlp-onnx")
-    assert cli._bundle_for(str(source)) == source
+    result, sessions = zoo_serve(monkeypatch, "water-mlp", str(source))
+    assert result.exit_code == 0, result.output
+    assert [s.manifest.bundle.resolve() for s in sessions] == [source.resolve()] * 2
+    # a name suggests the shipped weights: it says whose they are
+    assert "note: serving bundles/water-mlp-onnx, exported from random weights" in one_line(result)
     import importlib.util
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
-    with pytest.raises(ZooError, match=r"no bundle for circles-mlp at bundles/circles-mlp-onnx: export one with "
-                                            r"`zoo export circles-mlp --format onnx`"):
-        cli._bundle_for("circles-mlp")
+    result, sessions = zoo_serve(monkeypatch, "circles-mlp")
+    assert result.exit_code == 2 and not sessions
+    assert ("no bundle for circles-mlp at bundles/circles-mlp-onnx: export one with `zoo export circles-mlp "
+            "--format onnx`") in one_line(result)
 
 
 def test_a_missing_name_is_exported_when_the_training_extra_is_there(tmp_path, monkeypatch):
-    from zoo import cli
-
     monkeypatch.chdir(tmp_path)
-    bundle = cli._bundle_for("thermometer-linear")
-    assert bundle == Path("bundles/thermometer-linear-onnx") and (tmp_path / bundle / "manifest.json").is_file()
-    assert rt.read_manifest(bundle).data["weights"]["random"] is False
+    result, sessions = zoo_serve(monkeypatch, "thermometer-linear")
+    assert result.exit_code == 0, result.output
+    (session,) = sessions
+    assert session.manifest.bundle == Path("bundles/thermometer-linear-onnx")
+    assert "exported bundles/thermometer-linear-onnx" in one_line(result)
+    assert session.manifest.data["weights"]["random"] is False
 
 
 def test_the_triton_engine_without_tritonserver_says_what_to_install(bundle, tmp_path):
     result = CliRunner().invoke(app, ["serve", str(bundle("water-mlp")), "--engine", "triton",
                                       "--triton-env", str(tmp_path / "nowhere")])
-    text = " ".join(result.output.split())
+    text = one_line(result)
     assert result.exit_code == 2 and "is not a virtual environment" in text and "pip install -e '.[triton]'" in text
 
 
 # --- Triton model repositories -----------------------------------------------------------------------------
-
-def manifest_of(spec) -> rt.Manifest:
-    """The manifest an export of `spec` would have, without exporting (for the configuration only)."""
-    return rt.Manifest(bundle=Path("."), model=spec.name, format="onnx", file=Path("model.onnx"),
-                       signature=spec.signature, data={})
-
 
 @pytest.mark.parametrize("backend, raw", [("onnxruntime", False), ("python", False), ("python", True)])
 def test_every_model_config_parses_with_tritons_own_schema(backend, raw):

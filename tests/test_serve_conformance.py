@@ -18,6 +18,8 @@ from tritonclient.utils import InferenceServerException
 import zoo.runtime as rt
 from servers import ROOT, Server, triton_missing
 
+from conftest import valid_inputs
+
 MODELS = ("clouds-cnn", "water-mlp", "omniglot-two-input", "electricity-gru")
 SKY = ROOT / "examples" / "images" / "sky.jpg"
 TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}   # the same onnxruntime; batch composition may change the last bits
@@ -33,7 +35,7 @@ def sessions(bundle):
         s.close()
 
 
-@pytest.fixture(scope="module", params=["zoo", "triton"])
+@pytest.fixture(scope="module", params=["zoo", pytest.param("triton", marks=pytest.mark.slow)])   # a tritonserver
 def server(request, bundle, sessions, tmp_path_factory):
     if request.param == "triton" and (why := triton_missing()):
         pytest.skip(why)
@@ -109,20 +111,7 @@ def client(request, server):
 
 
 def model_inputs(session, rows: int, seed: int = 0, sequence: int = 12) -> dict[str, np.ndarray]:
-    """Valid model arrays made through the session's own preprocessing from random raw inputs."""
-    rng = np.random.default_rng(seed)
-    out = {}
-    for name, pre in session.manifest.preprocess.items():
-        if pre.kind == "image":
-            h, w = pre.size
-            out[name] = pre.apply(rng.integers(0, 256, (rows, pre.channels, h, w), dtype=np.uint8))
-        elif pre.kind == "tabular":
-            out[name] = rng.random((rows, len(pre.features))).astype(np.float32)
-        elif pre.kind == "series":
-            out[name] = rng.normal(size=(rows, sequence, 1)).astype(np.float32)
-        elif pre.kind == "onehot":
-            out[name] = pre.apply(rng.integers(0, len(pre.vocabulary), rows))
-    return out
+    return valid_inputs(session.manifest, batch=rows, raw=False, seed=seed, sequence=sequence)
 
 
 def infer(client, model: str, arrays: dict, binary: bool = True, outputs=None, **options):

@@ -19,7 +19,8 @@ SKY = ROOT / "examples" / "images" / "sky.jpg"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
          "--disable-sync", "--no-first-run"]
 
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (Debian: apt-get install chromium)")
+pytestmark = [pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (Debian: apt-get install chromium)"),
+              pytest.mark.slow]   # a real headless browser
 
 
 @pytest.fixture(scope="module")

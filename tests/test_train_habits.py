@@ -86,6 +86,7 @@ def _kill_at(out: Path, epoch: int, args: list[str]) -> None:
     proc.wait()
 
 
+@pytest.mark.slow
 def test_a_resumed_plateau_run_logs_to_the_same_folder_and_equals_the_whole_run(tmp_path):
     args = ["circles-mlp", "--epochs", "30", "--schedule", "plateau", "--plateau-patience", "1",
             "--plateau-factor", "0.5", "--lr", "0.05"]
@@ -105,6 +106,7 @@ def test_a_resumed_plateau_run_logs_to_the_same_folder_and_equals_the_whole_run(
     assert steps == list(range(1, len(b) + 1)), "what the killed run logged after its checkpoint is purged"
 
 
+@pytest.mark.slow
 def test_data_parallel_runs_log_from_rank_0_only(tmp_path):
     done = subprocess.run([sys.executable, "-m", "zoo.cli", "train", "circles-mlp", "--out", str(tmp_path), "--epochs",
                            "2", "--nproc", "2"], env=ENV, capture_output=True, text=True, timeout=600)
@@ -222,6 +224,7 @@ def test_bad_schedule_settings_are_refused(tmp_path, settings, message):
         zoo.train("circles-mlp", out=tmp_path, **settings)
 
 
+@pytest.mark.slow
 def test_amp_runs_the_forward_in_bfloat16_on_cpu_and_keeps_float32_weights(tmp_path):
     spec = registry.get("clouds-cnn")
     torch.manual_seed(0)

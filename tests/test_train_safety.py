@@ -24,14 +24,14 @@ from zoo.cli import app
 from zoo.training._checkpoint import checkpoint_path, read_checkpoint_state
 from zoo.training._loop import FAR_WORSE, divergence
 
+from conftest import one_line as folded
+
 runner = CliRunner()
 ENV = {**os.environ, "ZOO_CHECKPOINT_SECONDS": "0", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def one_line(result) -> str:
-    text = result.output.strip()
-    assert "Traceback" not in text and "Warning" not in text, text
-    return " ".join(text.split())
+    return folded(result, forbid=("Warning",))
 
 
 def _zoo(*args: str, preexec_fn=None) -> subprocess.CompletedProcess:
@@ -80,6 +80,7 @@ def test_a_checkpoint_is_never_replaced_without_resume_or_restart(tmp_path):
     assert json.loads((tmp_path / "circles-mlp.json").read_text())["epochs_run"] == 2
 
 
+@pytest.mark.slow
 def test_a_second_run_into_the_same_folder_exits_2_and_a_killed_runs_lock_is_gone(tmp_path):
     proc = _start(tmp_path)
     try:
@@ -157,6 +158,7 @@ def tiny_disk(tmp_path):
     subprocess.run(["umount", str(folder)], check=True)
 
 
+@pytest.mark.slow
 def test_a_full_disk_while_checkpointing_is_one_line(tiny_disk):
     done = _zoo("train", "clouds-cnn", "--out", str(tiny_disk), "--epochs", "1")   # its checkpoint: 2.2 MB
     assert done.returncode == 2, done.stderr
@@ -165,12 +167,13 @@ def test_a_full_disk_while_checkpointing_is_one_line(tiny_disk):
     assert not [p for p in tiny_disk.iterdir() if p.name.endswith(".tmp")], "the partial file is removed"
 
 
+@pytest.mark.slow
 def test_a_file_size_limit_while_checkpointing_is_one_line(tmp_path):
     """The same without root: writes past RLIMIT_FSIZE fail (EFBIG) as they would on a full disk."""
     done = _zoo("train", "clouds-cnn", "--out", str(tmp_path), "--epochs", "1",
                 preexec_fn=_file_size_limit(1_000_000))
     assert done.returncode == 2, done.stderr
-    text = " ".join(done.stderr.split())
+    text = folded(done.stderr)
     assert "Traceback" not in text and "cannot write the checkpoint" in text and "File too large" in text
     assert "--resume" in text
 
@@ -254,6 +257,7 @@ def test_settings_that_cannot_work_are_one_line(tmp_path, args, message):
     assert result.exit_code == 2 and message in one_line(result)
 
 
+@pytest.mark.slow
 def test_a_corrupt_checkpoint_says_to_restart(tmp_path):
     _killed_run(tmp_path)
     path = checkpoint_path(tmp_path, "circles-mlp")

@@ -2,14 +2,9 @@
 evaluate, and clear errors for bad data."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
+import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -18,7 +13,6 @@ import zoo
 from zoo import data as zdata, registry
 from zoo.cli import app
 from zoo.errors import ZooError
-from zoo.training._checkpoint import read_checkpoint_state
 from zoo.weights import load_model, sha256_file
 
 runner = CliRunner()
@@ -47,18 +41,19 @@ def test_card_is_complete_and_true(circles):
     assert model.state_dict()["0.weight"].shape == (10, 2)
 
 
-def test_training_is_reproducible_under_a_seed(tmp_path):
+def test_training_is_reproducible_under_a_seed(water_run, tmp_path):
     """Same seed, same weights (up to the last bits: multi-threaded reductions may add in another order)."""
     from safetensors.torch import load_file
-    for run, seed in (("a", 3), ("b", 3), ("c", 4)):
-        zoo.train("water-mlp", out=tmp_path / run, epochs=2, seed=seed)
-    a, b, c = (load_file(str(tmp_path / run / "water-mlp.safetensors")) for run in "abc")
+    run, card, _ = water_run   # one epoch, the default seed
+    for other, seed in (("b", card["recipe"]["seed"]), ("c", card["recipe"]["seed"] + 1)):
+        zoo.train("water-mlp", out=tmp_path / other, epochs=1, seed=seed)
+    a, b, c = (load_file(str(folder / "water-mlp.safetensors")) for folder in (run, tmp_path / "b", tmp_path / "c"))
     assert all(torch.allclose(a[k].float(), b[k].float(), rtol=1e-5, atol=1e-6) for k in a)
     assert not all(torch.allclose(a[k].float(), c[k].float(), rtol=1e-3, atol=1e-4) for k in a)
 
 
-def test_standardisation_is_fitted_and_stored(tmp_path):
-    card = zoo.train("water-mlp", out=tmp_path, epochs=1)
+def test_standardisation_is_fitted_and_stored(water_run):
+    _, card, _ = water_run
     pre = card["preprocess"]["features"]
     assert len(pre["mean"]) == 9 and all(s > 0 for s in pre["std"])
 
@@ -105,43 +100,6 @@ def test_time_ordered_split_keeps_validation_after_training():
     assert train.max() + 96 < val.min() and val.max() == len(dataset) - 1
 
 
-def test_training_preprocessing_equals_runtime_preprocessing():
-    """The same pixels and features reach the model in training and in serving."""
-    from zoo.training._trainer import fit_preprocessing
-    spec = registry.get("clouds-cnn")
-    dataset = zdata.load(spec)
-    dataset.preprocess = fit_preprocessing(dataset, torch.arange(len(dataset)))  # fitted channel mean/std
-    assert dataset.preprocess["image"].mean is not None
-    folder = zdata.builtin.materialize("clouds")
-    files = sorted(p for c in spec.labels["logits"] for p in (folder / c).glob("*.jpg"))[:5]
-    served = dataset.preprocess["image"].prepare([str(f) for f in files])
-    trained = zdata.model_inputs(dataset.preprocess, {"image": dataset.inputs["image"][:5]})["image"]
-    np.testing.assert_array_equal(trained.numpy(), served)
-
-
-def test_resume_after_kill_completes_the_run(tmp_path):
-    env = {**os.environ, "ZOO_CHECKPOINT_SECONDS": "0"}
-    cmd = [sys.executable, "-m", "zoo.cli", "train", "clouds-cnn", "--out", str(tmp_path), "--epochs", "6"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        state = read_checkpoint_state(tmp_path, "clouds-cnn")
-        if state and state["epoch"] >= 2:
-            break
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    interrupted_at = read_checkpoint_state(tmp_path, "clouds-cnn")["epoch"]
-    assert interrupted_at < 6 and not (tmp_path / "clouds-cnn.json").exists()
-    done = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert f"resuming clouds-cnn after epoch {interrupted_at}" in done.stderr
-    card = json.loads((tmp_path / "clouds-cnn.json").read_text())
-    history = json.loads((tmp_path / "clouds-cnn.history.json").read_text())
-    assert card["epochs_run"] == 6 and [h["epoch"] for h in history] == list(range(1, 7))
-    assert card["sha256"] == sha256_file(tmp_path / "clouds-cnn.safetensors")
-
-
 def test_cli_train_announces_the_builtin_sample(tmp_path):
     result = runner.invoke(app, ["train", "water-mlp", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
@@ -151,9 +109,10 @@ def test_cli_train_announces_the_builtin_sample(tmp_path):
     assert "the course's own data" in result.output
 
 
-def test_builtin_weights_never_replace_real_data_weights(tmp_path, monkeypatch):
-    card = zoo.train("water-mlp", out=tmp_path, epochs=1)
-    card["dataset"]["source"] = "files"
+def test_builtin_weights_never_replace_real_data_weights(water_run, tmp_path):
+    run, card, _ = water_run
+    shutil.copy(run / "water-mlp.safetensors", tmp_path)
+    card = {**card, "dataset": {**card["dataset"], "source": "files"}}
     (tmp_path / "water-mlp.json").write_text(json.dumps(card))
     result = runner.invoke(app, ["train", "water-mlp", "--out", str(tmp_path), "--epochs", "1"])
     assert result.exit_code == 2 and "trained on the real dataset" in result.output
