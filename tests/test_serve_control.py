@@ -77,7 +77,8 @@ def test_a_reload_under_load_swaps_atomically_and_a_failed_one_keeps_the_old(bun
     assert not np.allclose(expected["old"], expected["new"])
     served = tmp_path / "served" / "water-mlp-onnx"
     shutil.copytree(old, served)
-    server = Server([served], "zoo", ["--threads", "1", "--instances", "2"], tmp_path / "server.log")
+    server = Server([served], "zoo", ["--threads", "1", "--instances", "2", "--model-control"],
+                    tmp_path / "server.log")
     answers, stop, reloaded = [], threading.Event(), threading.Event()
 
     def client():
@@ -119,8 +120,28 @@ def test_a_reload_under_load_swaps_atomically_and_a_failed_one_keeps_the_old(bun
     assert server.stop() == 0, server.log_tail()
 
 
-def test_unload_and_load_and_the_readiness_they_mean(bundle, tmp_path, rows):
+def test_load_and_unload_are_refused_unless_the_server_allows_model_control(bundle, tmp_path, rows):
+    """Anyone who reaches the server could otherwise stop its models: by default both protocols refuse (403,
+    PERMISSION_DENIED) and the model keeps serving."""
     server = Server([bundle("water-mlp")], "zoo", ["--threads", "1", "--instances", "1"], tmp_path / "server.log")
+    try:
+        for action in ("unload", "load"):
+            status, body = call(f"{server.http}/v2/repository/models/water-mlp/{action}", b"", method="POST")
+            assert status == 403 and "--model-control" in json.loads(body)["error"], body
+        with grpc.insecure_channel(server.grpc_url) as channel:
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.RepositoryModelUnload(service_pb2.RepositoryModelUnloadRequest(model_name="water-mlp"))
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        status, body = call(f"{server.http}/v2/models/water-mlp/infer", infer_body(rows))
+        assert status == 200 and answer(body).shape == (4, 1)
+    finally:
+        server.stop()
+
+
+def test_unload_and_load_and_the_readiness_they_mean(bundle, tmp_path, rows):
+    server = Server([bundle("water-mlp")], "zoo", ["--threads", "1", "--instances", "1", "--model-control"],
+                    tmp_path / "server.log")
     try:
         assert call(f"{server.http}/v2/repository/models/water-mlp/unload", b"", method="POST")[0] == 200
         assert call(f"{server.http}/v2/models/water-mlp/ready")[0] == 503
@@ -178,7 +199,8 @@ def test_the_bundles_test_vectors_are_what_a_load_checks(bundle, tmp_path):
         for inputs, outputs in sets:
             np.testing.assert_allclose(session.predict(inputs)["probability"], outputs["probability"], rtol=1e-3,
                                        atol=1e-4)
-    server = Server([folder], "zoo", ["--threads", "1", "--instances", "1"], tmp_path / "server.log")
+    server = Server([folder], "zoo", ["--threads", "1", "--instances", "1", "--model-control"],
+                    tmp_path / "server.log")
     try:
         index = json.loads(call(f"{server.http}/v2/repository/index", b"", method="POST")[1])
         assert f"matches its {len(sets)} test vector set(s)" in index[0]["reason"]

@@ -987,6 +987,9 @@ def serve(
     repository: Annotated[str | None, typer.Option(help="Triton: write the model repository here (and keep "
                                                         "it).", show_default="a temporary folder")] = None,
     access_log: Annotated[bool, typer.Option(help="Log every request (zoo engine).")] = False,
+    model_control: Annotated[bool, typer.Option("--model-control", help="Allow the repository's load and unload "
+                                                "requests (anyone who can reach the server could stop or swap its "
+                                                "models; off: 403, Triton's model control mode none).")] = False,
     trust_code: TrustCodeFlag = False,
     trusted_key: TrustedKeys = None,
 ):
@@ -1010,11 +1013,12 @@ def serve(
         raise ZooError(f"--port {port}: gRPC goes on --port + 1 by default; choose a lower port or give --grpc-port")
     if engine == "triton":
         return _serve_triton(bundles, host, port, grpc_port, metrics_port, triton_env, repository, device,
-                             max_batch_size, max_queue_delay_ms, instances, threads, drain_seconds, trust)
+                             max_batch_size, max_queue_delay_ms, instances, threads, drain_seconds, trust,
+                             model_control)
     options = dict(max_batch_size=max_batch_size, max_queue_delay_ms=max_queue_delay_ms, instances=instances,
                    workers=instances, max_body_bytes=int(max_body_mb * 2**20),
                    max_image_pixels=int(max_image_mpx * 1e6), max_head_bytes=int(max_header_kb * 1024),
-                   head_timeout=head_timeout, body_timeout=body_timeout, trust=trust)
+                   head_timeout=head_timeout, body_timeout=body_timeout, trust=trust, model_control=model_control)
     _serve_zoo(bundles, host, port, grpc_port, device, threads, options, drain_seconds, access_log)
 
 
@@ -1038,7 +1042,7 @@ def _serve_zoo(bundles, host, port, grpc_port, device, threads, options: dict, d
 
 
 def _serve_triton(bundles, host, port, grpc_port, metrics_port, triton_env, repository, device, max_batch_size,
-                  max_queue_delay_ms, instances, threads, drain_seconds, trust: dict) -> None:
+                  max_queue_delay_ms, instances, threads, drain_seconds, trust: dict, model_control: bool) -> None:
     import tempfile
     from pathlib import Path
 
@@ -1066,7 +1070,8 @@ def _serve_triton(bundles, host, port, grpc_port, metrics_port, triton_env, repo
                                                instances=instances, threads=threads,
                                                kind="KIND_GPU" if device == "cuda" else "KIND_CPU")
         argv, env = zoo.serve.triton_command(install, repo, Path(work), host, port, grpc_port, metrics_port,
-                                             [f.name for f in folders], exit_timeout=max(1, round(drain_seconds)))
+                                             [f.name for f in folders] if model_control else None,
+                                             exit_timeout=max(1, round(drain_seconds)))
         print(plain(f"tritonserver: {', '.join(names)} on http://{host}:{port}/ (gRPC {grpc_port}, metrics "
                     f"http://{host}:{metrics_port}/metrics; repository {repo}; Python {install.python})"), flush=True)
         code = zoo.serve.run_foreground(argv, env)

@@ -37,6 +37,7 @@ class Options:
     body_timeout: float = 60.0        # seconds to receive its body after the head, else the same
     grpc_address: tuple[str, int] | None = None   # also serve gRPC (KServe v2 GRPCInferenceService) there
     trust: dict = field(default_factory=dict)     # zoo.runtime.load's trust_code / trusted_keys, for (re)loads
+    model_control: bool = False       # allow load/unload requests (else 403, as Triton's model control mode none)
 
 
 def server_metadata() -> dict:
@@ -108,10 +109,17 @@ class Core:
     def record(self, name: str, endpoint: str, status: int, seconds: float) -> None:
         self.metrics.request(name if name in self.models.names else UNKNOWN, endpoint, status, seconds)
 
+    def _check_control(self, action: str) -> None:
+        if not self.options.model_control:
+            raise RequestError(f"model {action} is off on this server: whoever can reach it could otherwise stop "
+                               "or swap its models; start zoo serve with --model-control to allow it", 403)
+
     async def unload(self, name: str) -> None:
+        self._check_control("unload")
         await self.control.unload(name)
 
     async def load(self, name: str) -> str:
+        self._check_control("load")
         try:
             return await self.control.load(name)
         except CheckFailed as e:
