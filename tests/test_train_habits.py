@@ -270,3 +270,21 @@ def test_a_log_that_cannot_be_written_is_a_warning_and_the_run_goes_on(tmp_path,
     text = " ".join(shown.getvalue().split())
     assert "warning: cannot write the run's log" in text and "No space left on device" in text
     assert text.count("warning:") == 1
+
+
+def test_zoo_runs_says_which_run_records_it_could_not_read(tmp_path):
+    """A broken, oversized or mistyped run.json is left out with a note naming it, not skipped in silence nor a
+    traceback; the size is checked before the file is read."""
+    import zoo.runs
+
+    for name, text in {"broken": "{not json", "typed": '{"kind": "zoo training run", "model": "x", "metrics": [1]}',
+                       "big": " " * (zoo.runs.MAX_RUN_FILE_BYTES + 1)}.items():
+        (tmp_path / "logs" / name).mkdir(parents=True)
+        (tmp_path / "logs" / name / "run.json").write_text(text)
+    result = runner.invoke(app, ["runs", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    notes = " ".join(result.stderr.split()).split("note: left out")[1:]   # folded: the console wraps lines
+    assert len(notes) == 3, result.stderr
+    assert any("big" in n and "over 16 MiB" in n for n in notes)
+    assert any("typed" in n and "wrong type" in n for n in notes)
+    assert "0 training run(s)" in result.stdout

@@ -428,7 +428,10 @@ def runs(
 ):
     """Compare training runs without TensorBoard: model, data, what the recipe changed, best epoch, validation
     metric, time. Every `zoo train` run records itself in <out>/logs/<model>/<started>/run.json."""
-    rows = sort_runs(read_runs(folder, model), sort)
+    left_out = []
+    rows = sort_runs(read_runs(folder, model, left_out), sort)
+    for line in left_out:
+        err_console.print(printable(f"note: left out an unreadable run record, {line}"), highlight=False)
     if plot is not None:
         written = plot_runs(rows, writable_file(plot, "--plot"))
         err_console.print(f"wrote {written}", highlight=False)

@@ -43,20 +43,27 @@ def _row(record: dict, folder: Path, root: Path) -> dict:
             "history": record.get("history") or []}
 
 
-def read_runs(folder: str | Path, model: str | None = None) -> list[dict]:
+MAX_RUN_FILE_BYTES = 16 * 2**20   # a run.json holds a few numbers per epoch: far below this
+
+
+def read_runs(folder: str | Path, model: str | None = None, left_out: list[str] | None = None) -> list[dict]:
     """Every run recorded under `folder` (of `model` only, if given), newest first. A run.json that is not one
-    of ours, or cannot be read, is left out."""
+    of ours is passed over; one that cannot be read is left out, and `left_out` gets a line saying why."""
     root = Path(folder)
     if not root.is_dir():
         raise ZooError(f"{root} is not a folder: expected the folder `zoo train` wrote to (runs/ by default)")
     rows = []
     for path in root.rglob(RUN_FILE):
         try:
+            if path.stat().st_size > MAX_RUN_FILE_BYTES:
+                raise ValueError(f"over {MAX_RUN_FILE_BYTES // 2**20} MiB")
             record = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            continue
-        if isinstance(record, dict) and record.get("kind") == KIND and model in (None, record.get("model")):
-            rows.append(_row(record, path.parent, root))
+            if isinstance(record, dict) and record.get("kind") == KIND and model in (None, record.get("model")):
+                rows.append(_row(record, path.parent, root))
+        except (OSError, UnicodeDecodeError, ValueError, AttributeError, TypeError) as e:
+            if left_out is not None:
+                why = "a field of the wrong type" if isinstance(e, (AttributeError, TypeError)) else e
+                left_out.append(f"{path}: {why}")
     return sort_runs(rows, "date")
 
 
