@@ -1073,7 +1073,8 @@ def _serve_triton(bundles, host, port, grpc_port, metrics_port, triton_env, repo
                                                instances=instances, threads=threads,
                                                kind="KIND_GPU" if device == "cuda" else "KIND_CPU")
         argv, env = zoo.serve.triton_command(install, repo, Path(work), host, port, grpc_port, metrics_port,
-                                             [f.name for f in folders] if model_control else None,
+                                             # mode none (no load/unload) needs a repository of only these models
+                                             [f.name for f in folders] if model_control or repository else None,
                                              exit_timeout=max(1, round(drain_seconds)))
         print(plain(f"tritonserver: {', '.join(names)} on http://{host}:{port}/ (gRPC {grpc_port}, metrics "
                     f"http://{host}:{metrics_port}/metrics; repository {repo}; Python {install.python})"), flush=True)
